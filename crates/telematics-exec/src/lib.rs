@@ -1,0 +1,1 @@
+//! Sans-IO command execution: preconditions, actuation state machine, run timer, idempotency and result lifecycle.

@@ -1,0 +1,1 @@
+//! mTLS MQTT session to the back end (rumqttc + rustls/ring), status/last will, reconnect, outbox drain.

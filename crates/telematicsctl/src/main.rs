@@ -1,0 +1,2 @@
+//! Owner / back-end / dealer tool for telematicsd.
+fn main() {}

@@ -1,0 +1,2 @@
+//! The telematics daemon.
+fn main() {}
