@@ -1,1 +1,26 @@
-//! Sans-IO CAN signal pipeline: DBC loading, frame decode/encode, VSS mapping, candump parsing, vehicle state store.
+//! Sans-IO CAN signal pipeline: DBC loading, frame decode/encode, VSS mapping, candump parsing,
+//! vehicle state store.
+//!
+//! No I/O, threads or clocks: time is passed in ([`state::Timestamp`]), frames are passed in and
+//! results are returned. See the crate README for the design decisions.
+
+pub mod candump;
+pub mod dbc;
+pub mod demo;
+pub mod error;
+pub mod expr;
+pub mod frame;
+pub mod state;
+pub mod value;
+pub mod vss;
+
+pub use candump::{CandumpReader, GarbageLine, LogFrame, format_line, parse_line};
+pub use dbc::{
+    ByteOrder, Dbc, DecodeOutcome, DecodeStats, DecodedMessage, DecodedSignal, EncodeValue,
+    LoadWarning, MessageDef, MuxCondition, RawValue, SignalDef, ValueKind,
+};
+pub use error::{CanError, CandumpError};
+pub use frame::{CanFrame, CanId};
+pub use state::{Change, Reading, SnapshotEntry, Timestamp, VehicleState};
+pub use value::SignalValue;
+pub use vss::{BoundMapping, MapKey, Transform, VssEntry, VssMapping, VssType, VssUpdate};
