@@ -1,8 +1,30 @@
 //! Sans-IO remote command security: pairing, COSE command envelopes, verification, lockout,
-//! recovery, audit, and the client side.
+//! recovery, audit, and the client side. The normative spec is `docs/protocol.md`.
+//!
+//! Vehicle side, per received command:
+//! 1. [`Verifier::begin`] — cheap checks; pre-counts a code failure; **persist the state**;
+//! 2. [`PendingCodeCheck::finish`] — PBKDF2; on success yields the [`VerifiedCommand`];
+//!    persist again. Both phases yield an [`AuditEvent`].
 //!
 //! Only this crate can construct a [`VerifiedCommand`].
 
+mod cbor;
+pub mod client;
 pub mod command;
+pub mod envelope;
+pub mod error;
+pub mod recovery;
+pub mod session;
+pub mod state;
+pub mod verify;
 
 pub use command::{Action, CommandId, KeyId, VerifiedCommand};
+pub use envelope::{CommandPayload, Envelope};
+pub use error::{Error, Fault};
+pub use recovery::{ResetAuthorization, arm_reset, confirm_reset};
+pub use session::{SessionInfo, build_session_info};
+pub use state::{
+    Config, CredentialInfo, CredentialStatus, DeviceCredential, ExportedCredential, LockoutState,
+    PairingRecord, RetryAfter, SecurityState, validate_code,
+};
+pub use verify::{AuditEvent, AuditOutcome, Finished, PendingCodeCheck, Rejection, Verifier};

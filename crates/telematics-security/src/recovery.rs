@@ -1,0 +1,182 @@
+//! Recovery: a back-end-signed reset authorization (tagged COSE_Sign1, EdDSA/Ed25519) arms a
+//! pending reset; the in-car UI confirms a new code (physical presence) to complete it.
+//!
+//! Completing a reset: new salt + verifier, lockout cleared, **every active credential is
+//! revoked** (`VoidedByRecovery`) and the epoch increments. Revocation (not counter reset) is
+//! deliberate: resetting counters to 0 would make every previously captured command
+//! replayable again, and the usual reasons for recovery (lost phone, leaked code) mean the old
+//! credentials should not survive anyway; re-pairing happens in the car, where the owner is.
+
+use ciborium::Value;
+use coset::{TaggedCborSerializable, iana};
+use ring::rand::SecureRandom;
+use ring::signature::{ED25519, UnparsedPublicKey};
+
+use crate::cbor::{self, IntMap};
+use crate::error::{Error, Fault};
+use crate::state::{
+    Config, CredentialStatus, LockoutState, PairingRecord, PendingReset, SecurityState,
+};
+
+/// Purpose string inside a reset authorization.
+pub const RESET_PURPOSE: &str = "code_reset";
+/// External AAD of a reset authorization: UTF-8 `vehicles/{VIN}/reset`.
+pub fn reset_aad(vin: &str) -> Vec<u8> {
+    format!("vehicles/{vin}/reset").into_bytes()
+}
+/// Maximum `expires_at - issued_at` of a reset authorization, seconds.
+pub const MAX_RESET_TTL_SECS: u64 = 24 * 3600;
+
+/// A reset authorization's payload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResetAuthorization {
+    /// VIN.
+    pub vin: String,
+    /// Single-use nonce, 16..=32 bytes.
+    pub nonce: Vec<u8>,
+    /// Issued-at, Unix seconds.
+    pub issued_at: u64,
+    /// Expires-at, Unix seconds.
+    pub expires_at: u64,
+}
+
+impl ResetAuthorization {
+    /// CBOR map `{1: vin, 2: nonce, 3: iat, 4: exp, 5: "code_reset"}`.
+    pub fn to_cbor(&self) -> Vec<u8> {
+        cbor::to_vec(&cbor::int_map(vec![
+            (1, Value::Text(self.vin.clone())),
+            (2, Value::Bytes(self.nonce.clone())),
+            (3, Value::Integer(self.issued_at.into())),
+            (4, Value::Integer(self.expires_at.into())),
+            (5, Value::Text(RESET_PURPOSE.into())),
+        ]))
+    }
+
+    fn from_cbor(b: &[u8]) -> Result<Self, Fault> {
+        let m = IntMap::parse(b).map_err(|_| Fault::BadPayload)?;
+        m.only(&[1, 2, 3, 4, 5]).map_err(|_| Fault::BadPayload)?;
+        if m.text(5) != Some(RESET_PURPOSE) {
+            return Err(Fault::BadPayload);
+        }
+        let nonce = m.bytes(2).ok_or(Fault::BadPayload)?;
+        if !(16..=32).contains(&nonce.len()) {
+            return Err(Fault::BadPayload);
+        }
+        Ok(ResetAuthorization {
+            vin: m.text(1).ok_or(Fault::BadPayload)?.to_owned(),
+            nonce: nonce.to_vec(),
+            issued_at: m.uint(3).ok_or(Fault::BadPayload)?,
+            expires_at: m.uint(4).ok_or(Fault::BadPayload)?,
+        })
+    }
+
+    /// Back-end side: sign into a tagged COSE_Sign1 with the back-end Ed25519 key.
+    pub fn sign(&self, key: &ring::signature::Ed25519KeyPair) -> Result<Vec<u8>, Error> {
+        let protected = coset::HeaderBuilder::new()
+            .algorithm(iana::Algorithm::EdDSA)
+            .build();
+        coset::CoseSign1Builder::new()
+            .protected(protected)
+            .payload(self.to_cbor())
+            .create_signature(&reset_aad(&self.vin), |data| {
+                key.sign(data).as_ref().to_vec()
+            })
+            .build()
+            .to_tagged_vec()
+            .map_err(|e| Error::Encoding(e.to_string()))
+    }
+}
+
+/// Vehicle side: verify a reset authorization against the pinned back-end public key
+/// (32-byte Ed25519) and arm a pending reset. Persist the state afterwards (the nonce is now
+/// used). Order: size, decode, signature, payload, VIN, time window, nonce.
+pub fn arm_reset(
+    state: &mut SecurityState,
+    cfg: &Config,
+    vin: &str,
+    backend_public_key: &[u8],
+    bytes: &[u8],
+    now: u64,
+) -> Result<ResetAuthorization, Fault> {
+    if bytes.len() > cfg.max_message_size {
+        return Err(Fault::TooLarge);
+    }
+    let msg = coset::CoseSign1::from_tagged_slice(bytes).map_err(|_| Fault::Decode)?;
+    if msg.clone().to_tagged_vec().map_err(|_| Fault::Decode)? != bytes {
+        return Err(Fault::Decode);
+    }
+    let ph = &msg.protected.header;
+    if ph.alg != Some(coset::Algorithm::Assigned(iana::Algorithm::EdDSA))
+        || !ph.crit.is_empty()
+        || !msg.unprotected.is_empty()
+    {
+        return Err(Fault::Decode);
+    }
+    let pk = UnparsedPublicKey::new(&ED25519, backend_public_key);
+    msg.verify_signature(&reset_aad(vin), |sig, data| {
+        pk.verify(data, sig).map_err(|_| Fault::BadSignature)
+    })?;
+    let auth = ResetAuthorization::from_cbor(msg.payload.as_deref().ok_or(Fault::Decode)?)?;
+    if auth.vin != vin {
+        return Err(Fault::WrongVin);
+    }
+    if auth.expires_at < auth.issued_at || auth.expires_at - auth.issued_at > MAX_RESET_TTL_SECS {
+        return Err(Fault::TtlTooLong);
+    }
+    if auth.issued_at > now.saturating_add(cfg.clock_skew_secs) {
+        return Err(Fault::NotYetValid);
+    }
+    if auth.expires_at.saturating_add(cfg.clock_skew_secs) < now {
+        return Err(Fault::Expired);
+    }
+    // Expired nonces can never verify again (time window), so they can be forgotten.
+    state
+        .used_nonces
+        .retain(|(_, exp)| exp.saturating_add(cfg.clock_skew_secs) >= now);
+    if state.used_nonces.iter().any(|(n, _)| *n == auth.nonce) {
+        return Err(Fault::NonceReused);
+    }
+    state
+        .used_nonces
+        .push((auth.nonce.clone(), auth.expires_at));
+    state.pending_reset = Some(PendingReset {
+        nonce: auth.nonce.clone(),
+        armed_at: now,
+        confirm_by: now.saturating_add(cfg.reset_confirm_window_secs),
+    });
+    Ok(auth)
+}
+
+/// In-car confirmation (physical presence): set the new code and complete the reset. Fails with
+/// `no_pending_reset` when nothing is armed or the confirmation window passed. Persist after.
+pub fn confirm_reset(
+    state: &mut SecurityState,
+    cfg: &Config,
+    new_code: &str,
+    rng: &dyn SecureRandom,
+    now: u64,
+) -> Result<(), Error> {
+    cfg.validate()?;
+    match &state.pending_reset {
+        Some(p) if now <= p.confirm_by => {}
+        _ => {
+            state.pending_reset = None;
+            return Err(Fault::NoPendingReset.into());
+        }
+    }
+    let record = PairingRecord::new(new_code, cfg.pbkdf2_iterations, rng, now)?;
+    state.pairing = Some(record);
+    let seq = state.lockout.check_seq.wrapping_add(1);
+    state.lockout = LockoutState {
+        check_seq: seq,
+        ..LockoutState::default()
+    };
+    for c in &mut state.credentials {
+        if c.is_active() {
+            c.status = CredentialStatus::VoidedByRecovery { at: now };
+        }
+    }
+    state.epoch = state.epoch.wrapping_add(1);
+    state.pending_reset = None;
+    Ok(())
+}

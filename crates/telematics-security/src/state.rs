@@ -1,0 +1,518 @@
+//! Persistent security state: pairing record (salt + PBKDF2 verifier), device credentials,
+//! lockout counters, recovery state. The daemon persists [`SecurityState`] (CBOR via
+//! [`SecurityState::to_cbor`]) durably after every call that says so.
+
+use std::num::NonZeroU32;
+
+use ring::rand::SecureRandom;
+use serde::{Deserialize, Serialize};
+
+use crate::KeyId;
+use crate::error::Error;
+
+/// Default PBKDF2 iteration count.
+pub const DEFAULT_PBKDF2_ITERATIONS: u32 = 600_000;
+/// Minimum PBKDF2 iteration count accepted by [`Config::validate`] in production.
+pub const MIN_PBKDF2_ITERATIONS: u32 = 600_000;
+/// Length of the per-vehicle PBKDF2 salt.
+pub const SALT_LEN: usize = 16;
+/// Length of a device secret.
+pub const SECRET_LEN: usize = 32;
+/// Length of a key id.
+pub const KEY_ID_LEN: usize = 8;
+
+/// Tunables of the verifier; loaded from the daemon config.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Config {
+    /// PBKDF2-HMAC-SHA256 iterations for new verifiers.
+    pub pbkdf2_iterations: u32,
+    /// Minimum iterations enforced (tests may lower it; production keeps 600 000).
+    pub min_pbkdf2_iterations: u32,
+    /// Maximum accepted envelope size in bytes.
+    pub max_message_size: usize,
+    /// Maximum `expires_at - issued_at`, seconds.
+    pub max_ttl_secs: u64,
+    /// Clock-skew tolerance applied to `issued_at` and `expires_at`, seconds.
+    pub clock_skew_secs: u64,
+    /// Consecutive wrong codes that start the back-off.
+    pub lockout_threshold: u32,
+    /// Consecutive wrong codes that lock until recovery.
+    pub hard_limit: u32,
+    /// First back-off wait, seconds; doubles with every further failure.
+    pub base_wait_secs: u64,
+    /// How long an armed reset stays pending waiting for in-car confirmation, seconds.
+    pub reset_confirm_window_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            pbkdf2_iterations: DEFAULT_PBKDF2_ITERATIONS,
+            min_pbkdf2_iterations: MIN_PBKDF2_ITERATIONS,
+            max_message_size: 4096,
+            max_ttl_secs: 300,
+            clock_skew_secs: 60,
+            lockout_threshold: 3,
+            hard_limit: 10,
+            base_wait_secs: 30,
+            reset_confirm_window_secs: 900,
+        }
+    }
+}
+
+impl Config {
+    /// Check internal consistency (iterations >= minimum, threshold <= hard limit, ...).
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.pbkdf2_iterations < self.min_pbkdf2_iterations || self.pbkdf2_iterations == 0 {
+            return Err(Error::TooFewIterations(
+                self.pbkdf2_iterations,
+                self.min_pbkdf2_iterations,
+            ));
+        }
+        if self.lockout_threshold == 0 || self.hard_limit < self.lockout_threshold {
+            return Err(Error::Invalid("lockout_threshold must be 1..=hard_limit"));
+        }
+        if self.max_ttl_secs == 0 || self.max_message_size < 64 {
+            return Err(Error::Invalid("max_ttl_secs/max_message_size too small"));
+        }
+        Ok(())
+    }
+
+    /// The wait imposed after `failures` consecutive wrong codes (`None`: no wait).
+    /// Schedule: failures in `threshold..hard_limit` wait `base * 2^(failures - threshold)`.
+    pub fn lockout_wait(&self, failures: u32) -> Option<RetryAfter> {
+        if failures >= self.hard_limit {
+            Some(RetryAfter::UntilRecovery)
+        } else if failures >= self.lockout_threshold {
+            let shift = (failures - self.lockout_threshold).min(32);
+            Some(RetryAfter::Seconds(
+                self.base_wait_secs.saturating_mul(1u64 << shift),
+            ))
+        } else {
+            None
+        }
+    }
+}
+
+/// How long a locked-out client must wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RetryAfter {
+    /// Retry after this many seconds.
+    Seconds(u64),
+    /// Locked until a recovery (code reset) completes.
+    UntilRecovery,
+}
+
+/// Check the security-code rules: 4–8 ASCII digits, not all the same digit, not a simple
+/// ascending or descending run (e.g. `1234`, `98765`, wrapping not allowed).
+pub fn validate_code(code: &str) -> Result<(), Error> {
+    let b = code.as_bytes();
+    if !(4..=8).contains(&b.len()) {
+        return Err(Error::WeakCode("length must be 4 to 8 digits"));
+    }
+    if !b.iter().all(u8::is_ascii_digit) {
+        return Err(Error::WeakCode("digits only"));
+    }
+    if b.windows(2).all(|w| w[0] == w[1]) {
+        return Err(Error::WeakCode("all digits the same"));
+    }
+    if b.windows(2).all(|w| w[1] == w[0].wrapping_add(1)) {
+        return Err(Error::WeakCode("ascending run"));
+    }
+    if b.windows(2).all(|w| w[0] == w[1].wrapping_add(1)) {
+        return Err(Error::WeakCode("descending run"));
+    }
+    Ok(())
+}
+
+/// Salt + PBKDF2-HMAC-SHA256 verifier of the security code. The code itself is never stored.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PairingRecord {
+    /// 16 random bytes.
+    pub salt: [u8; SALT_LEN],
+    /// PBKDF2 output (32 bytes).
+    pub verifier: [u8; 32],
+    /// Iteration count used for this verifier.
+    pub iterations: u32,
+    /// When the code was set, Unix seconds.
+    pub set_at: u64,
+}
+
+impl std::fmt::Debug for PairingRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PairingRecord")
+            .field("salt", &"<redacted>")
+            .field("verifier", &"<redacted>")
+            .field("iterations", &self.iterations)
+            .field("set_at", &self.set_at)
+            .finish()
+    }
+}
+
+impl PairingRecord {
+    /// Create a verifier for `code` with a fresh random salt.
+    pub fn new(
+        code: &str,
+        iterations: u32,
+        rng: &dyn SecureRandom,
+        now: u64,
+    ) -> Result<Self, Error> {
+        validate_code(code)?;
+        let iters = NonZeroU32::new(iterations).ok_or(Error::TooFewIterations(0, 1))?;
+        let mut salt = [0u8; SALT_LEN];
+        rng.fill(&mut salt).map_err(|_| Error::Rng)?;
+        let mut verifier = [0u8; 32];
+        ring::pbkdf2::derive(
+            ring::pbkdf2::PBKDF2_HMAC_SHA256,
+            iters,
+            &salt,
+            code.as_bytes(),
+            &mut verifier,
+        );
+        Ok(PairingRecord {
+            salt,
+            verifier,
+            iterations,
+            set_at: now,
+        })
+    }
+
+    /// Constant-time PBKDF2 verification of `code` (ring::pbkdf2::verify).
+    pub fn verify(&self, code: &str) -> bool {
+        let Some(iters) = NonZeroU32::new(self.iterations) else {
+            return false;
+        };
+        ring::pbkdf2::verify(
+            ring::pbkdf2::PBKDF2_HMAC_SHA256,
+            iters,
+            &self.salt,
+            code.as_bytes(),
+            &self.verifier,
+        )
+        .is_ok()
+    }
+}
+
+/// Status of a device credential.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CredentialStatus {
+    /// Usable.
+    Active,
+    /// Revoked by the owner at the given time.
+    Revoked {
+        /// Unix seconds.
+        at: u64,
+    },
+    /// Revoked by a completed recovery (code reset) at the given time; re-pair to use again.
+    VoidedByRecovery {
+        /// Unix seconds.
+        at: u64,
+    },
+}
+
+/// A paired device: key id, 32-byte secret, name, status and the last accepted counter.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceCredential {
+    /// Key id (8 random bytes), sent as COSE `kid`.
+    pub key_id: KeyId,
+    /// Device secret (HKDF input keying material).
+    pub secret: [u8; SECRET_LEN],
+    /// Human-readable name given at pairing.
+    pub name: String,
+    /// Creation time, Unix seconds.
+    pub created_at: u64,
+    /// Active or revoked.
+    pub status: CredentialStatus,
+    /// Highest counter accepted from this device (0 = none yet).
+    pub last_counter: u64,
+}
+
+impl std::fmt::Debug for DeviceCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceCredential")
+            .field("key_id", &self.key_id)
+            .field("secret", &"<redacted>")
+            .field("name", &self.name)
+            .field("created_at", &self.created_at)
+            .field("status", &self.status)
+            .field("last_counter", &self.last_counter)
+            .finish()
+    }
+}
+
+impl DeviceCredential {
+    /// Whether the credential can send commands.
+    pub fn is_active(&self) -> bool {
+        self.status == CredentialStatus::Active
+    }
+}
+
+/// Public view of a credential for listing (no secret).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredentialInfo {
+    /// Key id.
+    pub key_id: KeyId,
+    /// Device name.
+    pub name: String,
+    /// Creation time.
+    pub created_at: u64,
+    /// Status.
+    pub status: CredentialStatus,
+    /// Last accepted counter.
+    pub last_counter: u64,
+}
+
+/// Consecutive-failure lockout state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockoutState {
+    /// Consecutive wrong codes (including a pre-counted, not yet finished check).
+    pub consecutive_failures: u32,
+    /// No code check is allowed before this time (Unix seconds).
+    pub locked_until: Option<u64>,
+    /// Locked until recovery (hard limit reached).
+    pub hard_locked: bool,
+    /// Monotonic number of pre-counted checks; ties a `PendingCodeCheck` to this state.
+    pub check_seq: u64,
+}
+
+/// An armed (verified, not yet confirmed) reset authorization.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingReset {
+    /// Nonce of the authorization.
+    pub nonce: Vec<u8>,
+    /// When it was armed.
+    pub armed_at: u64,
+    /// Confirmation is accepted until this time.
+    pub confirm_by: u64,
+}
+
+/// The whole persisted security state of one vehicle.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecurityState {
+    /// Salt + verifier; `None` until the owner sets a code in the car.
+    pub pairing: Option<PairingRecord>,
+    /// Paired devices (active and revoked; revoked entries keep their key id reserved).
+    pub credentials: Vec<DeviceCredential>,
+    /// Lockout counters.
+    pub lockout: LockoutState,
+    /// Armed reset authorization, if any.
+    pub pending_reset: Option<PendingReset>,
+    /// Used reset nonces with their expiry (pruned after expiry + skew).
+    pub used_nonces: Vec<(Vec<u8>, u64)>,
+    /// Incremented by every completed recovery.
+    pub epoch: u32,
+}
+
+/// A credential exported for the owner's phone (shown as QR code / written to a file).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ExportedCredential {
+    /// VIN the credential belongs to.
+    pub vin: String,
+    /// Key id.
+    pub key_id: KeyId,
+    /// Device secret.
+    pub secret: [u8; SECRET_LEN],
+    /// Device name.
+    pub name: String,
+}
+
+impl std::fmt::Debug for ExportedCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExportedCredential")
+            .field("vin", &self.vin)
+            .field("key_id", &self.key_id)
+            .field("secret", &"<redacted>")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+/// Prefix of the exported credential text form.
+pub const EXPORT_PREFIX: &str = "TMDC1:";
+
+impl ExportedCredential {
+    /// CBOR map `{1: vin, 2: kid, 3: secret, 4: name}`.
+    pub fn to_cbor(&self) -> Vec<u8> {
+        use ciborium::Value;
+        let v = Value::Map(vec![
+            (Value::Integer(1.into()), Value::Text(self.vin.clone())),
+            (
+                Value::Integer(2.into()),
+                Value::Bytes(self.key_id.0.clone()),
+            ),
+            (Value::Integer(3.into()), Value::Bytes(self.secret.to_vec())),
+            (Value::Integer(4.into()), Value::Text(self.name.clone())),
+        ]);
+        crate::cbor::to_vec(&v)
+    }
+
+    /// `TMDC1:` + unpadded base64url of [`Self::to_cbor`], suitable for a QR code.
+    pub fn to_text(&self) -> String {
+        use base64::Engine;
+        format!(
+            "{EXPORT_PREFIX}{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(self.to_cbor())
+        )
+    }
+
+    /// Parse the text form.
+    pub fn from_text(s: &str) -> Result<Self, Error> {
+        use base64::Engine;
+        let body = s
+            .trim()
+            .strip_prefix(EXPORT_PREFIX)
+            .ok_or(Error::Invalid("missing TMDC1: prefix"))?;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(body)
+            .map_err(|e| Error::Encoding(e.to_string()))?;
+        Self::from_cbor(&bytes)
+    }
+
+    /// Parse the CBOR form.
+    pub fn from_cbor(bytes: &[u8]) -> Result<Self, Error> {
+        let m =
+            crate::cbor::IntMap::parse(bytes).map_err(|_| Error::Encoding("credential".into()))?;
+        let bad = || Error::Encoding("credential fields".into());
+        let secret: [u8; SECRET_LEN] = m.bytes(3).ok_or_else(bad)?.try_into().map_err(|_| bad())?;
+        Ok(ExportedCredential {
+            vin: m.text(1).ok_or_else(bad)?.to_owned(),
+            key_id: KeyId(m.bytes(2).ok_or_else(bad)?.to_vec()),
+            secret,
+            name: m.text(4).ok_or_else(bad)?.to_owned(),
+        })
+    }
+}
+
+impl SecurityState {
+    /// Serialize for durable storage (CBOR).
+    pub fn to_cbor(&self) -> Result<Vec<u8>, Error> {
+        let mut out = Vec::new();
+        ciborium::ser::into_writer(self, &mut out).map_err(|e| Error::Encoding(e.to_string()))?;
+        Ok(out)
+    }
+
+    /// Load from durable storage.
+    pub fn from_cbor(bytes: &[u8]) -> Result<Self, Error> {
+        ciborium::de::from_reader(bytes).map_err(|e| Error::Encoding(e.to_string()))
+    }
+
+    /// Whether a security code is set.
+    pub fn is_paired(&self) -> bool {
+        self.pairing.is_some()
+    }
+
+    /// First-time setup in the car: set the security code. Fails if a code is already set
+    /// (changing it goes through recovery).
+    pub fn set_initial_code(
+        &mut self,
+        cfg: &Config,
+        code: &str,
+        rng: &dyn SecureRandom,
+        now: u64,
+    ) -> Result<(), Error> {
+        cfg.validate()?;
+        if self.pairing.is_some() {
+            return Err(Error::AlreadyPaired);
+        }
+        self.pairing = Some(PairingRecord::new(code, cfg.pbkdf2_iterations, rng, now)?);
+        self.lockout = LockoutState::default();
+        Ok(())
+    }
+
+    /// Pair a new device (in the car, the owner re-enters the code): creates a credential and
+    /// returns its export. Persist the state afterwards.
+    pub fn add_device(
+        &mut self,
+        vin: &str,
+        code: &str,
+        name: &str,
+        rng: &dyn SecureRandom,
+        now: u64,
+    ) -> Result<ExportedCredential, Error> {
+        let rec = self.pairing.as_ref().ok_or(Error::NotPaired)?;
+        if name.is_empty() || name.len() > 64 {
+            return Err(Error::Invalid("device name must be 1..=64 bytes"));
+        }
+        if !rec.verify(code) {
+            return Err(Error::WrongCode);
+        }
+        let mut kid = [0u8; KEY_ID_LEN];
+        // Retry on the (astronomically unlikely) collision with an existing key id; a broken
+        // RNG repeating itself fails instead of looping.
+        let mut attempts = 0;
+        loop {
+            rng.fill(&mut kid).map_err(|_| Error::Rng)?;
+            if self.credential(&kid).is_none() {
+                break;
+            }
+            attempts += 1;
+            if attempts >= 8 {
+                return Err(Error::Rng);
+            }
+        }
+        let mut secret = [0u8; SECRET_LEN];
+        rng.fill(&mut secret).map_err(|_| Error::Rng)?;
+        let cred = DeviceCredential {
+            key_id: KeyId(kid.to_vec()),
+            secret,
+            name: name.to_owned(),
+            created_at: now,
+            status: CredentialStatus::Active,
+            last_counter: 0,
+        };
+        self.credentials.push(cred);
+        Ok(ExportedCredential {
+            vin: vin.to_owned(),
+            key_id: KeyId(kid.to_vec()),
+            secret,
+            name: name.to_owned(),
+        })
+    }
+
+    /// List paired devices without secrets.
+    pub fn list_devices(&self) -> Vec<CredentialInfo> {
+        self.credentials
+            .iter()
+            .map(|c| CredentialInfo {
+                key_id: c.key_id.clone(),
+                name: c.name.clone(),
+                created_at: c.created_at,
+                status: c.status,
+                last_counter: c.last_counter,
+            })
+            .collect()
+    }
+
+    /// Revoke a device; its key id stays reserved and is refused with `revoked_key`.
+    pub fn revoke_device(&mut self, key_id: &[u8], now: u64) -> Result<(), Error> {
+        let c = self
+            .credentials
+            .iter_mut()
+            .find(|c| c.key_id.0 == key_id)
+            .ok_or(Error::UnknownKey)?;
+        if c.is_active() {
+            c.status = CredentialStatus::Revoked { at: now };
+        }
+        Ok(())
+    }
+
+    /// Look up a credential by key id.
+    pub fn credential(&self, key_id: &[u8]) -> Option<&DeviceCredential> {
+        self.credentials.iter().find(|c| c.key_id.0 == key_id)
+    }
+
+    pub(crate) fn credential_mut(&mut self, key_id: &[u8]) -> Option<&mut DeviceCredential> {
+        self.credentials.iter_mut().find(|c| c.key_id.0 == key_id)
+    }
+
+    /// When a code check is allowed again (`None`: now).
+    pub fn retry_after(&self, now: u64) -> Option<RetryAfter> {
+        if self.lockout.hard_locked {
+            return Some(RetryAfter::UntilRecovery);
+        }
+        match self.lockout.locked_until {
+            Some(t) if t > now => Some(RetryAfter::Seconds(t - now)),
+            _ => None,
+        }
+    }
+}

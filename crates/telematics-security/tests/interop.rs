@@ -1,0 +1,199 @@
+//! Interop with an independent COSE implementation: Python pycose + cbor2 + cryptography
+//! (tests/interop/interop.py). Python builds commands the Rust verifier must accept, Rust builds
+//! commands Python must decrypt, the Ed25519 reset authorization is checked both ways, and
+//! Python verifies the session-info MAC.
+//!
+//! Setup: the test runs `python3 -m pip install --quiet pycose cbor2` when the import fails.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::sync::Once;
+
+use common::*;
+use ring::rand::SecureRandom;
+use ring::signature::{Ed25519KeyPair, KeyPair};
+use serde_json::{Value, json};
+use telematics_security::client::{self, CommandRequest, build_command};
+use telematics_security::{
+    Action, CommandId, Config, SecurityState, arm_reset, build_session_info,
+};
+
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/interop.py");
+
+fn python_ready() -> bool {
+    Command::new("python3")
+        .args(["-c", "import pycose, cbor2, cryptography"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+fn ensure_python() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if !python_ready() {
+            let _ = Command::new("python3")
+                .args(["-m", "pip", "install", "--quiet", "pycose", "cbor2"])
+                .status();
+        }
+        assert!(
+            python_ready(),
+            "interop test needs python3 with pycose and cbor2: run `python3 -m pip install pycose cbor2`"
+        );
+    });
+}
+
+fn py(mode: &str, req: &Value) -> Value {
+    ensure_python();
+    let mut child = Command::new("python3")
+        .args([SCRIPT, mode])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn python3");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(req.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "interop.py {mode} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn random<const N: usize>(s: &Setup) -> [u8; N] {
+    let mut b = [0u8; N];
+    s.rng.fill(&mut b).unwrap();
+    b
+}
+
+#[test]
+fn python_builds_rust_verifies() {
+    let mut s = setup();
+    for (counter, action, max_run, code, expect) in [
+        (1u64, "unlock", None, CODE, "ok"),
+        (2, "engine_start", Some(900u32), CODE, "ok"),
+        (3, "lock", None, "9713", "wrong_code"),
+        (3, "lock", None, CODE, "replay"),
+    ] {
+        let cid: [u8; 16] = random(&s);
+        let iv: [u8; 12] = random(&s);
+        let r = py(
+            "build_command",
+            &json!({
+                "vin": VIN, "key_id": hex::encode(&s.cred.key_id.0),
+                "secret": hex::encode(s.cred.secret), "iv": hex::encode(iv),
+                "command_id": hex::encode(cid), "action": action, "max_run_secs": max_run,
+                "counter": counter, "issued_at": NOW, "expires_at": NOW + 120, "code": code,
+            }),
+        );
+        let bytes = hex::decode(r["envelope"].as_str().unwrap()).unwrap();
+        if expect != "ok" {
+            assert_eq!(s.run(&bytes, NOW), expect);
+            continue;
+        }
+        let p = s.verifier.begin(&mut s.state, &bytes, NOW).unwrap();
+        let v = p.finish(&mut s.state, NOW).result.unwrap();
+        assert_eq!(v.command_id(), CommandId(cid));
+        assert_eq!(v.counter(), counter);
+        let want = match action {
+            "unlock" => Action::Unlock,
+            _ => Action::EngineStart {
+                max_run_secs: max_run,
+            },
+        };
+        assert_eq!(v.action(), &want);
+    }
+}
+
+#[test]
+fn rust_builds_python_decrypts() {
+    let s = setup();
+    let cid: [u8; 16] = random(&s);
+    let req = CommandRequest {
+        command_id: CommandId(cid),
+        action: Action::EngineStart {
+            max_run_secs: Some(300),
+        },
+        counter: 77,
+        issued_at: NOW,
+        expires_at: NOW + 90,
+        code: CODE.into(),
+    };
+    let env = build_command(&s.cred, &req, &s.rng).unwrap();
+    let out = py(
+        "open_command",
+        &json!({
+            "vin": VIN, "key_id": hex::encode(&s.cred.key_id.0),
+            "secret": hex::encode(s.cred.secret), "envelope": hex::encode(&env),
+        }),
+    );
+    assert_eq!(
+        out,
+        json!({
+            "vin": VIN, "command_id": hex::encode(cid), "action": "engine_start",
+            "max_run_secs": 300, "counter": 77, "issued_at": NOW, "expires_at": NOW + 90,
+            "code": CODE,
+        })
+    );
+}
+
+#[test]
+fn reset_authorization_both_ways() {
+    let s = setup();
+    let seed: [u8; 32] = random(&s);
+    let kp = Ed25519KeyPair::from_seed_unchecked(&seed).unwrap();
+    let pk = kp.public_key().as_ref().to_vec();
+    let cfg = Config::default();
+    // Python signs, Rust verifies.
+    let nonce: [u8; 16] = random(&s);
+    let r = py(
+        "sign_reset",
+        &json!({"vin": VIN, "seed": hex::encode(seed), "nonce": hex::encode(nonce),
+                "issued_at": NOW, "expires_at": NOW + 600}),
+    );
+    let sign1 = hex::decode(r["sign1"].as_str().unwrap()).unwrap();
+    let mut state = SecurityState::default();
+    let auth = arm_reset(&mut state, &cfg, VIN, &pk, &sign1, NOW + 1).unwrap();
+    assert_eq!(auth.nonce, nonce);
+    assert!(state.pending_reset.is_some());
+    // Rust signs, Python verifies.
+    let signed = client::sign_reset(&kp, VIN, NOW, NOW + 300, &s.rng).unwrap();
+    let out = py(
+        "verify_reset",
+        &json!({"vin": VIN, "public_key": hex::encode(&pk), "sign1": hex::encode(&signed)}),
+    );
+    assert_eq!(out["issued_at"], json!(NOW));
+    assert_eq!(out["expires_at"], json!(NOW + 300));
+    assert_eq!(out["nonce"].as_str().unwrap().len(), 32);
+}
+
+#[test]
+fn session_info_python_verifies() {
+    let mut s = setup();
+    assert_eq!(s.run(&s.cmd(5, CODE), NOW), "ok");
+    for c in 6..9 {
+        assert_eq!(s.run(&s.cmd(c, "0000"), NOW), "wrong_code");
+    }
+    let r = build_session_info(&s.state, VIN, &s.cred.key_id.0, b"nonce", NOW + 7).unwrap();
+    let out = py(
+        "parse_session",
+        &json!({"vin": VIN, "key_id": hex::encode(&s.cred.key_id.0),
+                "secret": hex::encode(s.cred.secret), "session_info": hex::encode(&r)}),
+    );
+    assert_eq!(
+        out,
+        json!({"vin": VIN, "last_counter": 8, "clock": NOW + 7, "failures": 3,
+               "lockout": "backoff", "retry_after": 23, "epoch": 0,
+               "echo": hex::encode(b"nonce")})
+    );
+}

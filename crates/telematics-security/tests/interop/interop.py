@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+"""Independent implementation of the telematicsd command protocol (docs/protocol.md) with
+pycose + cbor2 + cryptography, used by tests/interop.rs.
+
+Usage: interop.py MODE < request.json   (prints one JSON object on stdout)
+  build_command   -> {"envelope": hex}     build a COSE_Encrypt0 command envelope
+  open_command    -> {fields...}           decrypt + check a Rust-built envelope
+  sign_reset      -> {"sign1": hex}        sign a reset authorization (Ed25519)
+  verify_reset    -> {fields...}           verify a Rust-signed reset authorization
+  parse_session   -> {fields...}           verify + parse a Rust-built session info (Mac0)
+"""
+import json
+from collections.abc import Mapping
+import sys
+
+import cbor2
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from pycose.algorithms import A256GCM, HMAC256, EdDSA
+from pycose.headers import IV, KID, Algorithm
+from pycose.keys import OKPKey, SymmetricKey
+from pycose.keys.curves import Ed25519
+from pycose.messages import Enc0Message, Mac0Message, Sign1Message
+
+HKDF_SALT = b"telematicsd/v1 hkdf salt"
+INFO_COMMAND = b"telematicsd command v1"
+INFO_SESSION = b"telematicsd session v1"
+HEADER_VIN = -65537
+
+
+def cose_decode(cls, raw: bytes, tag: int):
+    """Decode a tagged COSE message with pycose. cbor2 >= 6 returns containers inside a tag as
+    immutable tuples/frozen maps, which pycose 1.1's CoseMessage.decode rejects, so unwrap the
+    tag here and hand pycose plain lists/dicts."""
+    obj = cbor2.loads(raw)
+    assert isinstance(obj, cbor2.CBORTag) and obj.tag == tag, f"expected CBOR tag {tag}"
+    return cls.from_cose_obj(thaw(obj.value), True)
+
+
+def thaw(x):
+    if isinstance(x, (list, tuple)):
+        return [thaw(i) for i in x]
+    if isinstance(x, Mapping):
+        return {thaw(k): thaw(v) for k, v in x.items()}
+    return x
+
+
+def command_key(secret: bytes, vin: str) -> bytes:
+    info = INFO_COMMAND + b"\x00" + vin.encode()
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=HKDF_SALT, info=info).derive(secret)
+
+
+def build_command(r):
+    vin = r["vin"]
+    plaintext = {1: vin, 2: bytes.fromhex(r["command_id"]), 3: r["action"]}
+    if r.get("max_run_secs") is not None:
+        plaintext[4] = {1: r["max_run_secs"]}
+    plaintext.update({5: r["counter"], 6: r["issued_at"], 7: r["expires_at"], 8: r["code"]})
+    msg = Enc0Message(
+        phdr={Algorithm: A256GCM, KID: bytes.fromhex(r["key_id"]), HEADER_VIN: vin},
+        uhdr={IV: bytes.fromhex(r["iv"])},
+        payload=cbor2.dumps(plaintext),
+        external_aad=f"vehicles/{vin}/commands".encode(),
+    )
+    msg.key = SymmetricKey(k=command_key(bytes.fromhex(r["secret"]), vin))
+    return {"envelope": msg.encode(tag=True).hex()}
+
+
+def open_command(r):
+    vin = r["vin"]
+    raw = bytes.fromhex(r["envelope"])
+    msg = cose_decode(Enc0Message, raw, 16)
+    assert msg.phdr[Algorithm] == A256GCM, msg.phdr
+    assert msg.phdr[KID] == bytes.fromhex(r["key_id"]), "kid"
+    assert msg.phdr[HEADER_VIN] == vin, "protected VIN"
+    assert len(msg.uhdr[IV]) == 12, "iv length"
+    msg.key = SymmetricKey(k=command_key(bytes.fromhex(r["secret"]), vin))
+    msg.external_aad = f"vehicles/{vin}/commands".encode()
+    pt = cbor2.loads(msg.decrypt())
+    out = {
+        "vin": pt[1],
+        "command_id": pt[2].hex(),
+        "action": pt[3],
+        "max_run_secs": pt.get(4, {}).get(1),
+        "counter": pt[5],
+        "issued_at": pt[6],
+        "expires_at": pt[7],
+        "code": pt[8],
+    }
+    assert set(pt) <= {1, 2, 3, 4, 5, 6, 7, 8}, pt.keys()
+    return out
+
+
+def parse_session(r):
+    vin = r["vin"]
+    msg = cose_decode(Mac0Message, bytes.fromhex(r["session_info"]), 17)
+    assert msg.phdr[Algorithm] == HMAC256 and msg.phdr[KID] == bytes.fromhex(r["key_id"])
+    info = INFO_SESSION + b"\x00" + vin.encode()
+    k = HKDF(algorithm=hashes.SHA256(), length=32, salt=HKDF_SALT, info=info).derive(
+        bytes.fromhex(r["secret"]))
+    msg.key = SymmetricKey(k=k)
+    msg.external_aad = f"vehicles/{vin}/session".encode()
+    assert msg.verify_tag(), "session info MAC"
+    p = cbor2.loads(msg.payload)
+    return {"vin": p[1], "last_counter": p[2], "clock": p[3], "failures": p[4],
+            "lockout": p[5], "retry_after": p.get(6), "epoch": p[7], "echo": p[8].hex()}
+
+
+def reset_payload(r):
+    return cbor2.dumps(
+        {1: r["vin"], 2: bytes.fromhex(r["nonce"]), 3: r["issued_at"], 4: r["expires_at"], 5: "code_reset"}
+    )
+
+
+def sign_reset(r):
+    key = OKPKey(crv=Ed25519, d=bytes.fromhex(r["seed"]))
+    msg = Sign1Message(
+        phdr={Algorithm: EdDSA},
+        payload=reset_payload(r),
+        external_aad=f"vehicles/{r['vin']}/reset".encode(),
+    )
+    msg.key = key
+    return {"sign1": msg.encode(tag=True).hex()}
+
+
+def verify_reset(r):
+    raw = bytes.fromhex(r["sign1"])
+    msg = cose_decode(Sign1Message, raw, 18)
+    assert msg.phdr[Algorithm] == EdDSA
+    msg.key = OKPKey(crv=Ed25519, x=bytes.fromhex(r["public_key"]))
+    msg.external_aad = f"vehicles/{r['vin']}/reset".encode()
+    assert msg.verify_signature(), "signature"
+    p = cbor2.loads(msg.payload)
+    assert p[5] == "code_reset" and p[1] == r["vin"]
+    return {"vin": p[1], "nonce": p[2].hex(), "issued_at": p[3], "expires_at": p[4]}
+
+
+if __name__ == "__main__":
+    mode = sys.argv[1]
+    req = json.load(sys.stdin)
+    fn = {"build_command": build_command, "open_command": open_command,
+          "sign_reset": sign_reset, "verify_reset": verify_reset,
+          "parse_session": parse_session}[mode]
+    print(json.dumps(fn(req)))

@@ -1,0 +1,195 @@
+//! Checks the test vectors in docs/protocol.md: each ```vector block is parsed out of the
+//! markdown, recomputed with this crate and compared byte for byte, then verified.
+#![allow(clippy::unwrap_used, deprecated)]
+
+use std::collections::BTreeMap;
+
+use ring::signature::{Ed25519KeyPair, KeyPair};
+use ring::test::rand::FixedSliceRandom;
+use telematics_security::client::{CommandRequest, build_command};
+use telematics_security::envelope::{
+    CommandPayload, INFO_COMMAND, INFO_SESSION, command_aad, derive_key,
+};
+use telematics_security::recovery::{ResetAuthorization, reset_aad};
+use telematics_security::{
+    Action, CommandId, Config, CredentialStatus, DeviceCredential, ExportedCredential, KeyId,
+    PairingRecord, SecurityState, Verifier, arm_reset,
+};
+
+type Vector = BTreeMap<String, String>;
+
+fn vectors() -> Vec<(String, Vector)> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/protocol.md");
+    let md = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("docs/protocol.md missing at {path}: {e}"));
+    let mut out = Vec::new();
+    let mut cur: Option<(String, Vector)> = None;
+    for line in md.lines() {
+        if let Some(name) = line.strip_prefix("```vector ") {
+            cur = Some((name.trim().to_owned(), Vector::new()));
+        } else if line.starts_with("```") {
+            if let Some(v) = cur.take() {
+                out.push(v);
+            }
+        } else if let (Some((_, v)), Some((k, val))) = (cur.as_mut(), line.split_once(':')) {
+            v.insert(k.trim().to_owned(), val.trim().to_owned());
+        }
+    }
+    out
+}
+
+fn h(v: &Vector, k: &str) -> Vec<u8> {
+    hex::decode(v.get(k).unwrap_or_else(|| panic!("field {k}"))).unwrap()
+}
+fn n(v: &Vector, k: &str) -> u64 {
+    v[k].parse().unwrap()
+}
+
+fn action(v: &Vector) -> Action {
+    match v["action"].as_str() {
+        "lock" => Action::Lock,
+        "unlock" => Action::Unlock,
+        "engine_start" => Action::EngineStart {
+            max_run_secs: v.get("max_run_secs").map(|s| s.parse().unwrap()),
+        },
+        "engine_stop" => Action::EngineStop,
+        "flash_lights" => Action::FlashLights,
+        "horn" => Action::Horn,
+        other => panic!("action {other}"),
+    }
+}
+
+fn check_pbkdf2(v: &Vector) -> PairingRecord {
+    let salt = h(v, "salt");
+    let rec = PairingRecord::new(
+        &v["code"],
+        n(v, "iterations") as u32,
+        &FixedSliceRandom { bytes: &salt },
+        0,
+    )
+    .unwrap();
+    assert_eq!(hex::encode(rec.verifier), v["verifier"], "pbkdf2 verifier");
+    assert!(rec.verify(&v["code"]));
+    rec
+}
+
+fn check_command(v: &Vector, record: &PairingRecord) {
+    let vin = v["vin"].clone();
+    let secret: [u8; 32] = h(v, "device_secret").try_into().unwrap();
+    let kid = h(v, "key_id");
+    assert_eq!(
+        hex::encode(derive_key(&secret, INFO_COMMAND, &vin)),
+        v["command_key"]
+    );
+    assert_eq!(
+        hex::encode(derive_key(&secret, INFO_SESSION, &vin)),
+        v["session_key"]
+    );
+    assert_eq!(hex::encode(command_aad(&vin)), v["external_aad"]);
+    let req = CommandRequest {
+        command_id: CommandId(h(v, "command_id").try_into().unwrap()),
+        action: action(v),
+        counter: n(v, "counter"),
+        issued_at: n(v, "issued_at"),
+        expires_at: n(v, "expires_at"),
+        code: v["code"].clone(),
+    };
+    let payload = CommandPayload {
+        vin: vin.clone(),
+        command_id: req.command_id,
+        action: req.action.clone(),
+        counter: req.counter,
+        issued_at: req.issued_at,
+        expires_at: req.expires_at,
+        code: req.code.clone(),
+    };
+    assert_eq!(hex::encode(payload.to_cbor()), v["plaintext"], "plaintext");
+    let cred = ExportedCredential {
+        vin: vin.clone(),
+        key_id: KeyId(kid.clone()),
+        secret,
+        name: "vector".into(),
+    };
+    let iv = h(v, "iv");
+    let env = build_command(&cred, &req, &FixedSliceRandom { bytes: &iv }).unwrap();
+    assert_eq!(hex::encode(&env), v["envelope"], "envelope");
+    // And the vehicle accepts it.
+    let mut state = SecurityState {
+        pairing: Some(record.clone()),
+        ..SecurityState::default()
+    };
+    state.credentials.push(DeviceCredential {
+        key_id: KeyId(kid),
+        secret,
+        name: "vector".into(),
+        created_at: 0,
+        status: CredentialStatus::Active,
+        last_counter: 0,
+    });
+    let cfg = Config {
+        pbkdf2_iterations: record.iterations,
+        min_pbkdf2_iterations: record.iterations,
+        ..Config::default()
+    };
+    let verifier = Verifier::new(cfg, &vin).unwrap();
+    let now = req.issued_at + 1;
+    let p = verifier.begin(&mut state, &env, now).unwrap();
+    let cmd = p.finish(&mut state, now).result.unwrap();
+    assert_eq!(cmd.action(), &req.action);
+}
+
+fn check_reset(v: &Vector) {
+    let kp = Ed25519KeyPair::from_seed_unchecked(&h(v, "backend_seed")).unwrap();
+    assert_eq!(
+        hex::encode(kp.public_key().as_ref()),
+        v["backend_public_key"]
+    );
+    let auth = ResetAuthorization {
+        vin: v["vin"].clone(),
+        nonce: h(v, "nonce"),
+        issued_at: n(v, "issued_at"),
+        expires_at: n(v, "expires_at"),
+    };
+    assert_eq!(hex::encode(reset_aad(&auth.vin)), v["external_aad"]);
+    assert_eq!(hex::encode(auth.to_cbor()), v["payload"]);
+    let signed = auth.sign(&kp).unwrap();
+    assert_eq!(hex::encode(&signed), v["sign1"], "sign1");
+    let mut state = SecurityState::default();
+    let cfg = Config::default();
+    let got = arm_reset(
+        &mut state,
+        &cfg,
+        &auth.vin,
+        &h(v, "backend_public_key"),
+        &signed,
+        auth.issued_at,
+    )
+    .unwrap();
+    assert_eq!(got, auth);
+}
+
+#[test]
+fn protocol_md_vectors() {
+    let vs = vectors();
+    let pb = vs
+        .iter()
+        .find(|(k, _)| k == "pbkdf2")
+        .expect("pbkdf2 vector in docs/protocol.md");
+    let record = check_pbkdf2(&pb.1);
+    let mut commands = 0;
+    let mut resets = 0;
+    for (name, v) in &vs {
+        if name.starts_with("command") {
+            check_command(v, &record);
+            commands += 1;
+        } else if name.starts_with("reset") {
+            check_reset(v);
+            resets += 1;
+        }
+    }
+    assert!(
+        commands >= 2,
+        "expected at least two command vectors, found {commands}"
+    );
+    assert_eq!(resets, 1);
+}
