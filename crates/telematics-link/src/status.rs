@@ -1,0 +1,50 @@
+//! The retained `vehicles/{vin}/status` payload (CBOR), see docs/topics.md.
+
+use serde::{Deserialize, Serialize};
+
+/// Online/offline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Presence {
+    /// Birth message, published (retained) after each connection.
+    Online,
+    /// Last will (set at CONNECT) and the message published before a graceful disconnect.
+    Offline,
+}
+
+/// CBOR map `{state, agent_version, config_version, at}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// "online" | "offline".
+    pub state: Presence,
+    /// Agent (daemon) version.
+    pub agent_version: String,
+    /// Version of the daemon configuration in force.
+    pub config_version: String,
+    /// Unix time in seconds when the message was produced (for the last will: when the
+    /// connection was opened).
+    pub at: u64,
+}
+
+impl Status {
+    /// Encodes as CBOR.
+    pub fn to_cbor(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        // Serialising this plain struct into a Vec cannot fail.
+        let _ = ciborium::into_writer(self, &mut out);
+        out
+    }
+
+    /// Decodes from CBOR (`None` if malformed).
+    pub fn from_cbor(bytes: &[u8]) -> Option<Status> {
+        ciborium::from_reader(bytes).ok()
+    }
+}
+
+/// Current Unix time in seconds (0 if the clock is before 1970).
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

@@ -1,0 +1,312 @@
+//! Integration tests of the store: restart, drop policy (examples + proptest model), corruption.
+#![allow(clippy::unwrap_used, missing_docs)] // test code: a failed unwrap is a failed test
+
+use proptest::prelude::*;
+use telematics_store::{OutboxConfig, OutboxMessage, Priority, Qos, Store, StoreError};
+
+fn msg(p: Priority, payload: &[u8]) -> OutboxMessage {
+    OutboxMessage::new("t", payload.to_vec(), p)
+}
+
+fn small(max_messages: u64) -> OutboxConfig {
+    OutboxConfig {
+        max_messages,
+        max_bytes: 1 << 30,
+    }
+}
+
+#[test]
+fn kv_put_get_delete_and_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path().join("db")).unwrap();
+    assert_eq!(s.get("a").unwrap(), None);
+    s.put("journal/2", b"x").unwrap();
+    s.put("journal/1", b"y").unwrap();
+    s.put("pairing", b"z").unwrap();
+    s.put("pairing", b"zz").unwrap();
+    assert_eq!(s.get("pairing").unwrap().as_deref(), Some(&b"zz"[..]));
+    assert_eq!(
+        s.keys_with_prefix("journal/").unwrap(),
+        vec!["journal/1".to_string(), "journal/2".to_string()]
+    );
+    assert!(s.delete("journal/1").unwrap());
+    assert!(!s.delete("journal/1").unwrap());
+    assert_eq!(s.get("journal/1").unwrap(), None);
+    assert_eq!(s.put("", b"").unwrap_err().code(), "store.bad_key");
+    assert_eq!(s.get(&"k".repeat(300)).unwrap_err().code(), "store.bad_key");
+}
+
+#[test]
+fn restart_keeps_kv_outbox_sequence_and_drop_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    {
+        let s = Store::open_with(&path, small(2)).unwrap();
+        s.put("counter", &42u64.to_le_bytes()).unwrap();
+        let o = s.outbox();
+        let a = o
+            .enqueue(&msg(Priority::Telemetry, b"1"))
+            .unwrap()
+            .seq
+            .unwrap();
+        let b = o.enqueue(&msg(Priority::Alert, b"2")).unwrap().seq.unwrap();
+        let c = o.enqueue(&msg(Priority::Result, b"3")).unwrap();
+        assert_eq!((a, b), (1, 2));
+        assert_eq!(c.seq, Some(3));
+        assert_eq!(c.evicted, vec![(1, Priority::Telemetry)]);
+        // Dropped without graceful anything: the handle just goes away.
+    }
+    let s = Store::open_with(&path, small(2)).unwrap();
+    assert_eq!(
+        s.get("counter").unwrap(),
+        Some(42u64.to_le_bytes().to_vec())
+    );
+    let o = s.outbox();
+    let stats = o.stats().unwrap();
+    assert_eq!(stats.len, 2);
+    assert_eq!(stats.next_seq, 4);
+    assert_eq!(stats.drops.telemetry, 1);
+    assert_eq!(stats.bytes, 4);
+    let seqs: Vec<u64> = o.peek(10).unwrap().iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, vec![2, 3]);
+    assert!(o.ack(2).unwrap());
+    assert!(!o.ack(2).unwrap());
+    let d = o.enqueue(&msg(Priority::Telemetry, b"4")).unwrap();
+    assert_eq!(d.seq, Some(4), "sequence resumes after restart");
+    assert_eq!(o.peek_after(3, 10).unwrap()[0].seq, 4);
+}
+
+#[test]
+fn message_fields_roundtrip() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path().join("db")).unwrap();
+    let m = OutboxMessage {
+        topic: "vehicles/WBA1/status".into(),
+        payload: vec![0xa1, 0x00, 0xff],
+        qos: Qos::AtMostOnce,
+        retain: true,
+        priority: Priority::Status,
+    };
+    s.outbox().enqueue(&m).unwrap();
+    assert_eq!(s.outbox().peek(1).unwrap()[0].message, m);
+}
+
+#[test]
+fn incoming_lower_than_everything_is_the_one_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open_with(dir.path().join("db"), small(2)).unwrap();
+    let o = s.outbox();
+    o.enqueue(&msg(Priority::Alert, b"a")).unwrap();
+    o.enqueue(&msg(Priority::Result, b"r")).unwrap();
+    let out = o.enqueue(&msg(Priority::Telemetry, b"t")).unwrap();
+    assert_eq!(out.seq, None);
+    assert!(out.evicted.is_empty());
+    // Equal rank: the oldest stored one goes.
+    let out = o.enqueue(&msg(Priority::Alert, b"a2")).unwrap();
+    assert_eq!(out.evicted, vec![(1, Priority::Alert)]);
+    let st = o.stats().unwrap();
+    assert_eq!(st.drops.telemetry, 1);
+    assert_eq!(st.drops.alert, 1);
+    assert_eq!(st.len, 2);
+}
+
+#[test]
+fn byte_limit_evicts_several_or_rejects_oversized() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = OutboxConfig {
+        max_messages: 100,
+        max_bytes: 10,
+    };
+    let s = Store::open_with(dir.path().join("db"), cfg).unwrap();
+    let o = s.outbox();
+    // each is 1 (topic) + 2 = 3 bytes
+    for _ in 0..3 {
+        o.enqueue(&msg(Priority::Telemetry, b"xx")).unwrap();
+    }
+    let out = o.enqueue(&msg(Priority::Alert, b"yyyyyy")).unwrap(); // 7 bytes
+    assert_eq!(out.seq, Some(4));
+    assert_eq!(out.evicted.len(), 2);
+    assert!(o.stats().unwrap().bytes <= 10);
+    let big = o.enqueue(&msg(Priority::Result, &[0; 10])).unwrap();
+    assert_eq!(big.seq, None);
+    assert_eq!(o.stats().unwrap().drops.result, 1);
+}
+
+#[test]
+fn zero_capacity_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = Store::open_with(dir.path().join("db"), small(0)).unwrap_err();
+    assert_eq!(e.code(), "store.bad_config");
+}
+
+fn expect_corrupted(r: Result<Store, StoreError>) {
+    match r {
+        Err(e) => assert_eq!(e.code(), "store.corrupted", "{e}"),
+        Ok(_) => panic!("a damaged database must not open"),
+    }
+}
+
+#[test]
+fn garbage_file_fails_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    std::fs::write(&path, vec![0x5a; 8192]).unwrap();
+    expect_corrupted(Store::open(&path));
+    // The file is left untouched for forensics.
+    assert_eq!(std::fs::read(&path).unwrap(), vec![0x5a; 8192]);
+}
+
+#[test]
+fn truncated_file_fails_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    {
+        let s = Store::open(&path).unwrap();
+        for i in 0..200u32 {
+            s.outbox()
+                .enqueue(&msg(Priority::Telemetry, &i.to_le_bytes()))
+                .unwrap();
+        }
+    }
+    let full = std::fs::read(&path).unwrap();
+    for cut in [0usize, 100, 511, 1000] {
+        if cut == 0 {
+            // An empty file is a brand-new database for redb; skip it as "corruption".
+            continue;
+        }
+        std::fs::write(&path, &full[..cut]).unwrap();
+        expect_corrupted(Store::open(&path));
+    }
+}
+
+#[test]
+fn open_error_names_the_file() {
+    let e = Store::open("/nonexistent-dir/x/db").unwrap_err();
+    assert_eq!(e.code(), "store.open_failed");
+    assert!(e.to_string().contains("/nonexistent-dir/x/db"));
+}
+
+// ---- property test against a simple model -------------------------------------------------
+
+#[derive(Debug, Clone)]
+enum Op {
+    Enq(u8, usize),
+    AckFirst,
+    AckSeq(u64),
+}
+
+fn prio(p: u8) -> Priority {
+    Priority::ALL[usize::from(p % 4)]
+}
+
+/// Naive model: a Vec in sequence order; eviction scans for the minimum (rank, seq).
+#[derive(Default)]
+struct Model {
+    items: Vec<(u64, Priority, u64)>,
+    next: u64,
+    drops: [u64; 4],
+}
+
+impl Model {
+    fn enqueue(&mut self, cfg: OutboxConfig, p: Priority, size: u64) -> Option<u64> {
+        let idx = |p: Priority| Priority::ALL.iter().position(|q| *q == p).unwrap();
+        let mut trial = self.items.clone();
+        let mut evicted = vec![];
+        let ok = loop {
+            let bytes: u64 = trial.iter().map(|i| i.2).sum();
+            if size > cfg.max_bytes {
+                break false;
+            }
+            if (trial.len() as u64) < cfg.max_messages && bytes + size <= cfg.max_bytes {
+                break true;
+            }
+            let victim = trial
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, i)| (i.1.rank(), i.0))
+                .map(|(k, i)| (k, *i));
+            match victim {
+                Some((k, v)) if v.1.rank() <= p.rank() => {
+                    trial.remove(k);
+                    evicted.push(v);
+                }
+                _ => break false,
+            }
+        };
+        if !ok {
+            self.drops[idx(p)] += 1;
+            return None;
+        }
+        for v in evicted {
+            self.drops[idx(v.1)] += 1;
+        }
+        self.next += 1;
+        trial.push((self.next, p, size));
+        self.items = trial;
+        Some(self.next)
+    }
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0u8..4, 0usize..40).prop_map(|(p, n)| Op::Enq(p, n)),
+        1 => Just(Op::AckFirst),
+        1 => (1u64..60).prop_map(Op::AckSeq),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
+    #[test]
+    fn drop_policy_matches_model(
+        max_messages in 1u64..8,
+        max_bytes in 1u64..120,
+        ops in proptest::collection::vec(op(), 1..40),
+        reopen_at in 0usize..40,
+    ) {
+        let cfg = OutboxConfig { max_messages, max_bytes };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let mut store = Store::open_with(&path, cfg).unwrap();
+        let mut model = Model::default();
+        for (i, op) in ops.iter().enumerate() {
+            if i == reopen_at {
+                drop(store);
+                store = Store::open_with(&path, cfg).unwrap();
+            }
+            let o = store.outbox();
+            match op {
+                Op::Enq(p, n) => {
+                    let m = msg(prio(*p), &vec![0u8; *n]);
+                    let got = o.enqueue(&m).unwrap().seq;
+                    let want = model.enqueue(cfg, m.priority, m.size());
+                    prop_assert_eq!(got, want);
+                }
+                Op::AckFirst => {
+                    let first = o.peek(1).unwrap().first().map(|m| m.seq);
+                    prop_assert_eq!(first, model.items.first().map(|i| i.0));
+                    if let Some(s) = first {
+                        prop_assert!(o.ack(s).unwrap());
+                        model.items.remove(0);
+                    }
+                }
+                Op::AckSeq(s) => {
+                    let present = model.items.iter().position(|i| i.0 == *s);
+                    prop_assert_eq!(o.ack(*s).unwrap(), present.is_some());
+                    if let Some(k) = present { model.items.remove(k); }
+                }
+            }
+            let st = o.stats().unwrap();
+            prop_assert!(st.len <= max_messages);
+            prop_assert!(st.bytes <= max_bytes);
+            prop_assert_eq!(st.bytes, model.items.iter().map(|i| i.2).sum::<u64>());
+            prop_assert_eq!(
+                [st.drops.telemetry, st.drops.status, st.drops.alert, st.drops.result],
+                model.drops
+            );
+            let seqs: Vec<u64> = o.peek(100).unwrap().iter().map(|m| m.seq).collect();
+            let want: Vec<u64> = model.items.iter().map(|i| i.0).collect();
+            prop_assert_eq!(seqs, want);
+        }
+    }
+}
