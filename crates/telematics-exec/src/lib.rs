@@ -1,1 +1,472 @@
-//! Sans-IO command execution: preconditions, actuation state machine, run timer, idempotency and result lifecycle.
+//! Sans-IO command execution: preconditions, actuation state machine, run timer, idempotency and
+//! result lifecycle.
+//!
+//! The daemon feeds events ([`Executor::submit`], [`Executor::on_vehicle_update`],
+//! [`Executor::handle_timeout`]) and drains [`Executor::poll_output`]; it arms one timer at
+//! [`Executor::next_timeout`]. No I/O, no clock: every call takes `now` in unix milliseconds.
+//! Policy: one command actuates at a time; a second one while busy is rejected `busy`.
+
+mod error;
+mod precondition;
+mod state;
+
+pub use error::ExecError;
+pub use precondition::{ActionKind, Check, RULES, Reject, check};
+pub use state::{SignalKind, VehicleSignal, VehicleState};
+
+use std::collections::{HashMap, VecDeque};
+use telematics_security::{Action, CommandId, VerifiedCommand};
+
+/// Executor configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExecConfig {
+    /// Maximum age (ms) of a signal used by a precondition; older or missing refuses `stale_state`.
+    pub max_state_age_ms: u64,
+    /// Speed (km/h) at or below which the vehicle counts as stationary.
+    pub stationary_max_kmh: f64,
+    /// Lock refuses `door_open` when a door is open.
+    pub lock_requires_doors_closed: bool,
+    /// Time (ms) to wait for the confirming bus state after actuation.
+    pub confirm_timeout_ms: u64,
+    /// Maximum remote-start run time (s); a command's `max_run_secs` is capped by it.
+    pub max_run_secs: u32,
+    /// How many recent command ids are remembered for idempotency.
+    pub idempotency_capacity: usize,
+}
+
+impl Default for ExecConfig {
+    fn default() -> Self {
+        ExecConfig {
+            max_state_age_ms: 5_000,
+            stationary_max_kmh: 0.5,
+            lock_requires_doors_closed: true,
+            confirm_timeout_ms: 10_000,
+            max_run_secs: 900,
+            idempotency_capacity: 1024,
+        }
+    }
+}
+
+impl ExecConfig {
+    /// Validate the configuration.
+    pub fn validate(&self) -> Result<(), ExecError> {
+        if self.confirm_timeout_ms == 0 {
+            return Err(ExecError::InvalidConfig("confirm_timeout_ms must be > 0"));
+        }
+        if self.max_run_secs == 0 {
+            return Err(ExecError::InvalidConfig("max_run_secs must be > 0"));
+        }
+        if self.idempotency_capacity == 0 {
+            return Err(ExecError::InvalidConfig("idempotency_capacity must be > 0"));
+        }
+        if !self.stationary_max_kmh.is_finite() || self.stationary_max_kmh < 0.0 {
+            return Err(ExecError::InvalidConfig(
+                "stationary_max_kmh must be finite and >= 0",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Lifecycle state of a command, as published and journaled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CommandState {
+    /// Preconditions passed, actuation sent, waiting for confirmation.
+    Accepted,
+    /// Confirmed on the bus (terminal).
+    Executed,
+    /// Timeout or interruption (terminal).
+    Failed,
+    /// Precondition refusal (terminal).
+    Rejected,
+}
+
+impl CommandState {
+    /// Terminal states end a command's lifecycle.
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, CommandState::Accepted)
+    }
+    /// Stable name (`accepted|executed|failed|rejected`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommandState::Accepted => "accepted",
+            CommandState::Executed => "executed",
+            CommandState::Failed => "failed",
+            CommandState::Rejected => "rejected",
+        }
+    }
+}
+
+/// A result to publish on `vehicles/{vin}/results`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResultRecord {
+    /// Command id.
+    pub command_id: CommandId,
+    /// Lifecycle state.
+    pub state: CommandState,
+    /// Stable reason code for rejected/failed (`timeout`, `interrupted`, precondition codes).
+    pub reason_code: Option<&'static str>,
+    /// Optional human-readable detail (e.g. the stale signal's VSS path).
+    pub detail: Option<String>,
+    /// Time of the transition (unix ms).
+    pub at: u64,
+}
+
+/// Abstract actuation; the daemon encodes it into DBC frames for the body controller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Actuate {
+    /// Lock doors.
+    Lock,
+    /// Unlock doors.
+    Unlock,
+    /// Start engine.
+    EngineStart,
+    /// Stop engine.
+    EngineStop,
+    /// Flash lights.
+    FlashLights,
+    /// Horn.
+    Horn,
+}
+
+/// An actuation to send. `command_id` is `None` for the run timer's automatic stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ActuationRequest {
+    /// The command that caused it, if any.
+    pub command_id: Option<CommandId>,
+    /// What to do.
+    pub actuate: Actuate,
+}
+
+/// Why a remote-start run timer ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunEnd {
+    /// Timer expired; an automatic EngineStop was sent.
+    AutoStop,
+    /// A driver took over (key in cabin and brake pressed, out of park or moving).
+    DriverTakeover,
+    /// An EngineStop command was accepted.
+    StopCommand,
+    /// The engine reported stopped by itself.
+    EngineStopped,
+}
+
+/// Outputs drained by the daemon with [`Executor::poll_output`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    /// Publish a result.
+    Publish(ResultRecord),
+    /// Send an actuation to the bus.
+    SendFrames(ActuationRequest),
+    /// Persist the command's state (idempotency across restarts).
+    JournalCommand(CommandId, CommandState),
+    /// The remote-start run timer of `command_id` ended.
+    RunTimerEnded {
+        /// The EngineStart command that started it.
+        command_id: CommandId,
+        /// Why.
+        reason: RunEnd,
+    },
+}
+
+/// A command request: the executor's internal, testable form of a [`VerifiedCommand`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct CommandRequest {
+    pub(crate) id: CommandId,
+    pub(crate) action: Action,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    id: CommandId,
+    actuate: Actuate,
+    deadline: u64,
+    run_secs: u32,
+}
+
+#[derive(Debug)]
+struct RunTimer {
+    id: CommandId,
+    deadline: u64,
+}
+
+/// The sans-IO command executor.
+#[derive(Debug)]
+pub struct Executor {
+    cfg: ExecConfig,
+    state: VehicleState,
+    in_flight: Option<InFlight>,
+    run: Option<RunTimer>,
+    recent: HashMap<CommandId, ResultRecord>,
+    order: VecDeque<CommandId>,
+    out: VecDeque<Output>,
+}
+
+impl Executor {
+    /// Create an executor; fails on invalid configuration.
+    pub fn new(cfg: ExecConfig) -> Result<Self, ExecError> {
+        cfg.validate()?;
+        Ok(Executor {
+            cfg,
+            state: VehicleState::default(),
+            in_flight: None,
+            run: None,
+            recent: HashMap::new(),
+            order: VecDeque::new(),
+            out: VecDeque::new(),
+        })
+    }
+
+    /// The current vehicle view.
+    pub fn vehicle_state(&self) -> &VehicleState {
+        &self.state
+    }
+
+    /// `true` while a command awaits its confirmation.
+    pub fn is_busy(&self) -> bool {
+        self.in_flight.is_some()
+    }
+
+    /// `true` while a remote-start run timer is active.
+    pub fn run_timer_active(&self) -> bool {
+        self.run.is_some()
+    }
+
+    /// Submit a verified command (the public entry point; takes it by value).
+    pub fn submit(&mut self, cmd: VerifiedCommand, now: u64) {
+        let req = CommandRequest {
+            id: cmd.command_id(),
+            action: cmd.action().clone(),
+        };
+        self.submit_request(req, now);
+    }
+
+    pub(crate) fn submit_request(&mut self, req: CommandRequest, now: u64) {
+        if let Some(prior) = self.recent.get(&req.id) {
+            // Idempotent: repeat the latest known result, never re-actuate.
+            self.out.push_back(Output::Publish(prior.clone()));
+            return;
+        }
+        let kind = ActionKind::from(&req.action);
+        let verdict = if self.in_flight.is_some() {
+            Err(Reject::Busy)
+        } else {
+            check(kind, &self.state, &self.cfg, now)
+        };
+        if let Err(reject) = verdict {
+            let rec = ResultRecord {
+                command_id: req.id,
+                state: CommandState::Rejected,
+                reason_code: Some(reject.code()),
+                detail: reject.detail(),
+                at: now,
+            };
+            self.record(rec);
+            return;
+        }
+        let actuate = match &req.action {
+            Action::Lock => Actuate::Lock,
+            Action::Unlock => Actuate::Unlock,
+            Action::EngineStart { .. } => Actuate::EngineStart,
+            Action::EngineStop => Actuate::EngineStop,
+            Action::FlashLights => Actuate::FlashLights,
+            Action::Horn => Actuate::Horn,
+        };
+        let run_secs = match &req.action {
+            Action::EngineStart { max_run_secs } => max_run_secs
+                .unwrap_or(self.cfg.max_run_secs)
+                .clamp(1, self.cfg.max_run_secs),
+            _ => 0,
+        };
+        self.record(ResultRecord {
+            command_id: req.id,
+            state: CommandState::Accepted,
+            reason_code: None,
+            detail: None,
+            at: now,
+        });
+        if actuate == Actuate::EngineStop
+            && let Some(run) = self.run.take()
+        {
+            self.out.push_back(Output::RunTimerEnded {
+                command_id: run.id,
+                reason: RunEnd::StopCommand,
+            });
+        }
+        self.out.push_back(Output::SendFrames(ActuationRequest {
+            command_id: Some(req.id),
+            actuate,
+        }));
+        if matches!(actuate, Actuate::FlashLights | Actuate::Horn) {
+            // No bus state confirms lights/horn: executed once the frames are handed over.
+            self.finish(req.id, CommandState::Executed, None, now);
+            return;
+        }
+        self.in_flight = Some(InFlight {
+            id: req.id,
+            actuate,
+            deadline: now.saturating_add(self.cfg.confirm_timeout_ms),
+            run_secs,
+        });
+        // Even if the vehicle already shows the target state (lock while locked), confirmation
+        // waits for a report received after the actuation.
+    }
+
+    /// Feed a decoded vehicle signal update.
+    pub fn on_vehicle_update(&mut self, signal: VehicleSignal, now: u64) {
+        self.state.update(signal, now);
+        if let Some(f) = &self.in_flight {
+            let confirmed = matches!(
+                (f.actuate, signal),
+                (Actuate::Lock, VehicleSignal::DoorsLocked(true))
+                    | (Actuate::Unlock, VehicleSignal::DoorsLocked(false))
+                    | (Actuate::EngineStart, VehicleSignal::EngineRunning(true))
+                    | (Actuate::EngineStop, VehicleSignal::EngineRunning(false))
+            );
+            if confirmed {
+                let (id, actuate, run_secs) = (f.id, f.actuate, f.run_secs);
+                self.in_flight = None;
+                self.finish(id, CommandState::Executed, None, now);
+                if actuate == Actuate::EngineStart {
+                    self.run = Some(RunTimer {
+                        id,
+                        deadline: now.saturating_add(u64::from(run_secs) * 1000),
+                    });
+                }
+            }
+        }
+        if let Some(run) = &self.run {
+            let id = run.id;
+            if self.state.last_bool(SignalKind::EngineRunning) == Some(false) {
+                self.run = None;
+                self.out.push_back(Output::RunTimerEnded {
+                    command_id: id,
+                    reason: RunEnd::EngineStopped,
+                });
+            } else if self.driver_took_over() {
+                self.run = None;
+                self.out.push_back(Output::RunTimerEnded {
+                    command_id: id,
+                    reason: RunEnd::DriverTakeover,
+                });
+            }
+        }
+    }
+
+    /// Driver takeover: key in cabin AND (brake pressed OR out of park OR speed above the
+    /// stationary threshold).
+    fn driver_took_over(&self) -> bool {
+        let key = self.state.last_bool(SignalKind::KeyInCabin) == Some(true);
+        let brake = self.state.last_bool(SignalKind::BrakePressed) == Some(true);
+        let out_of_park = self.state.last_bool(SignalKind::InPark) == Some(false);
+        let moving = self
+            .state
+            .last_speed()
+            .is_some_and(|v| v > self.cfg.stationary_max_kmh);
+        key && (brake || out_of_park || moving)
+    }
+
+    /// The next instant (unix ms) at which [`Executor::handle_timeout`] must be called.
+    pub fn next_timeout(&self) -> Option<u64> {
+        let a = self.in_flight.as_ref().map(|f| f.deadline);
+        let b = self.run.as_ref().map(|r| r.deadline);
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Process expired timers.
+    pub fn handle_timeout(&mut self, now: u64) {
+        if let Some(id) = self
+            .in_flight
+            .as_ref()
+            .filter(|f| now >= f.deadline)
+            .map(|f| f.id)
+        {
+            self.in_flight = None;
+            self.finish(id, CommandState::Failed, Some("timeout"), now);
+        }
+        if let Some(id) = self
+            .run
+            .as_ref()
+            .filter(|r| now >= r.deadline)
+            .map(|r| r.id)
+        {
+            self.run = None;
+            self.out.push_back(Output::SendFrames(ActuationRequest {
+                command_id: None,
+                actuate: Actuate::EngineStop,
+            }));
+            self.out.push_back(Output::RunTimerEnded {
+                command_id: id,
+                reason: RunEnd::AutoStop,
+            });
+        }
+    }
+
+    /// Next output for the daemon, in order.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// Restore journal entries after a restart. Entries in a terminal state are remembered for
+    /// idempotency; a command still `Accepted` (in flight when the daemon died) is reported
+    /// `failed` with reason `interrupted` and is never re-executed.
+    pub fn restore<I>(&mut self, entries: I, now: u64)
+    where
+        I: IntoIterator<Item = (CommandId, CommandState)>,
+    {
+        for (id, st) in entries {
+            if st.is_terminal() {
+                let rec = ResultRecord {
+                    command_id: id,
+                    state: st,
+                    reason_code: None,
+                    detail: None,
+                    at: now,
+                };
+                self.remember(rec);
+            } else {
+                self.finish(id, CommandState::Failed, Some("interrupted"), now);
+            }
+        }
+    }
+
+    fn finish(&mut self, id: CommandId, st: CommandState, reason: Option<&'static str>, now: u64) {
+        self.record(ResultRecord {
+            command_id: id,
+            state: st,
+            reason_code: reason,
+            detail: None,
+            at: now,
+        });
+    }
+
+    fn record(&mut self, rec: ResultRecord) {
+        self.out
+            .push_back(Output::JournalCommand(rec.command_id, rec.state));
+        self.out.push_back(Output::Publish(rec.clone()));
+        self.remember(rec);
+    }
+
+    fn remember(&mut self, rec: ResultRecord) {
+        let id = rec.command_id;
+        if self.recent.insert(id, rec).is_none() {
+            self.order.push_back(id);
+        }
+        while self.order.len() > self.cfg.idempotency_capacity {
+            if let Some(old) = self.order.pop_front() {
+                // Never forget the command currently in flight.
+                if self.in_flight.as_ref().is_some_and(|f| f.id == old) {
+                    self.order.push_back(old);
+                    break;
+                }
+                self.recent.remove(&old);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,1 +1,18 @@
-//! Sans-IO telemetry: CBOR payloads, periodic and on-change publishing schedule, alert rules with hysteresis.
+//! Sans-IO telemetry: CBOR payloads, periodic and on-change publishing schedule, alert rules
+//! with hysteresis. No I/O and no clock: `now` is unix milliseconds passed in by the shell.
+
+mod alert;
+mod error;
+mod payload;
+mod schedule;
+
+pub use alert::{AlertEngine, ThresholdRule};
+pub use error::TelemetryError;
+pub use payload::{
+    Alert, AlertState, CommandResult, LinkState, ResultState, SignalValue, Status, Telemetry,
+    TelemetryKind,
+};
+pub use schedule::{OnChange, Schedule, ScheduleConfig};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,180 @@
+//! Precondition rules as a readable table: (action, check). Every refusal has a stable code.
+
+use crate::ExecConfig;
+use crate::state::{SignalKind, VehicleSignal, VehicleState};
+use telematics_security::Action;
+
+/// Kind of action, without parameters (used by the rule table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ActionKind {
+    /// Lock.
+    Lock,
+    /// Unlock.
+    Unlock,
+    /// Remote engine start.
+    EngineStart,
+    /// Engine stop.
+    EngineStop,
+    /// Flash lights.
+    FlashLights,
+    /// Horn.
+    Horn,
+}
+
+impl From<&Action> for ActionKind {
+    fn from(a: &Action) -> Self {
+        match a {
+            Action::Lock => ActionKind::Lock,
+            Action::Unlock => ActionKind::Unlock,
+            Action::EngineStart { .. } => ActionKind::EngineStart,
+            Action::EngineStop => ActionKind::EngineStop,
+            Action::FlashLights => ActionKind::FlashLights,
+            Action::Horn => ActionKind::Horn,
+        }
+    }
+}
+
+/// One precondition check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Check {
+    /// Speed ≤ configured stationary threshold.
+    Stationary,
+    /// Gear in park.
+    InPark,
+    /// All doors closed.
+    DoorsClosed,
+    /// Hood closed.
+    HoodClosed,
+    /// No key in cabin.
+    NoKeyInCabin,
+    /// Engine not running.
+    EngineOff,
+    /// Engine running.
+    EngineOn,
+}
+
+/// The rule table. Lock's `DoorsClosed` rule applies only when
+/// [`ExecConfig::lock_requires_doors_closed`] is set.
+pub const RULES: &[(ActionKind, Check)] = &[
+    (ActionKind::Unlock, Check::Stationary),
+    (ActionKind::EngineStart, Check::Stationary),
+    (ActionKind::EngineStart, Check::InPark),
+    (ActionKind::EngineStart, Check::DoorsClosed),
+    (ActionKind::EngineStart, Check::HoodClosed),
+    (ActionKind::EngineStart, Check::NoKeyInCabin),
+    (ActionKind::EngineStart, Check::EngineOff),
+    (ActionKind::Lock, Check::DoorsClosed),
+    (ActionKind::EngineStop, Check::EngineOn),
+];
+
+/// Why a command was rejected. [`Reject::code`] is the stable reason code published in results.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reject {
+    /// Vehicle moving.
+    NotStationary,
+    /// Gear not in park.
+    NotInPark,
+    /// A door is open.
+    DoorOpen,
+    /// Hood open.
+    HoodOpen,
+    /// A key is in the cabin.
+    KeyInCabin,
+    /// Engine already running.
+    EngineRunning,
+    /// Engine not running (engine stop).
+    EngineNotRunning,
+    /// The named signal is missing or older than the configured max age.
+    StaleState(SignalKind),
+    /// Another command is actuating.
+    Busy,
+}
+
+impl Reject {
+    /// Stable machine-readable reason code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Reject::NotStationary => "not_stationary",
+            Reject::NotInPark => "not_in_park",
+            Reject::DoorOpen => "door_open",
+            Reject::HoodOpen => "hood_open",
+            Reject::KeyInCabin => "key_in_cabin",
+            Reject::EngineRunning => "engine_running",
+            Reject::EngineNotRunning => "engine_not_running",
+            Reject::StaleState(_) => "stale_state",
+            Reject::Busy => "busy",
+        }
+    }
+
+    /// Human-readable detail (names the signal for stale state).
+    pub fn detail(&self) -> Option<String> {
+        match self {
+            Reject::StaleState(k) => Some(k.vss_path().to_string()),
+            _ => None,
+        }
+    }
+}
+
+impl Check {
+    fn signal(self) -> SignalKind {
+        match self {
+            Check::Stationary => SignalKind::Speed,
+            Check::InPark => SignalKind::InPark,
+            Check::DoorsClosed => SignalKind::DoorsClosed,
+            Check::HoodClosed => SignalKind::HoodClosed,
+            Check::NoKeyInCabin => SignalKind::KeyInCabin,
+            Check::EngineOff | Check::EngineOn => SignalKind::EngineRunning,
+        }
+    }
+
+    /// Evaluate against the state; stale or missing state fails closed.
+    pub fn eval(self, state: &VehicleState, cfg: &ExecConfig, now: u64) -> Result<(), Reject> {
+        let kind = self.signal();
+        let sig = state
+            .fresh(kind, now, cfg.max_state_age_ms)
+            .ok_or(Reject::StaleState(kind))?;
+        let ok = match (self, sig) {
+            // NaN compares false: fail closed.
+            (Check::Stationary, VehicleSignal::SpeedKmh(v)) => v.abs() <= cfg.stationary_max_kmh,
+            (Check::InPark, VehicleSignal::InPark(b)) => b,
+            (Check::DoorsClosed, VehicleSignal::DoorsClosed(b)) => b,
+            (Check::HoodClosed, VehicleSignal::HoodClosed(b)) => b,
+            (Check::NoKeyInCabin, VehicleSignal::KeyInCabin(b)) => !b,
+            (Check::EngineOff, VehicleSignal::EngineRunning(b)) => !b,
+            (Check::EngineOn, VehicleSignal::EngineRunning(b)) => b,
+            _ => false,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(match self {
+                Check::Stationary => Reject::NotStationary,
+                Check::InPark => Reject::NotInPark,
+                Check::DoorsClosed => Reject::DoorOpen,
+                Check::HoodClosed => Reject::HoodOpen,
+                Check::NoKeyInCabin => Reject::KeyInCabin,
+                Check::EngineOff => Reject::EngineRunning,
+                Check::EngineOn => Reject::EngineNotRunning,
+            })
+        }
+    }
+}
+
+/// Check every rule for `kind` in table order; the first failing rule is the reason.
+pub fn check(
+    kind: ActionKind,
+    state: &VehicleState,
+    cfg: &ExecConfig,
+    now: u64,
+) -> Result<(), Reject> {
+    for (k, c) in RULES {
+        if *k != kind {
+            continue;
+        }
+        if kind == ActionKind::Lock && *c == Check::DoorsClosed && !cfg.lock_requires_doors_closed {
+            continue;
+        }
+        c.eval(state, cfg, now)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,154 @@
+//! The executor's view of the vehicle: the few signals the preconditions, confirmations and the
+//! run timer need, each with the time it was last reported. The daemon adapts its VSS store
+//! (e.g. `telematics-can`) into [`VehicleSignal`] updates.
+
+/// The vehicle signals the executor uses. [`SignalKind::vss_path`] names each in reason details.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SignalKind {
+    /// Vehicle speed.
+    Speed,
+    /// Gear selector in park.
+    InPark,
+    /// All doors closed.
+    DoorsClosed,
+    /// All doors locked.
+    DoorsLocked,
+    /// Hood closed.
+    HoodClosed,
+    /// A key is detected inside the cabin.
+    KeyInCabin,
+    /// Engine running.
+    EngineRunning,
+    /// Brake pedal pressed.
+    BrakePressed,
+}
+
+impl SignalKind {
+    /// All kinds, in a fixed order.
+    pub const ALL: [SignalKind; 8] = [
+        SignalKind::Speed,
+        SignalKind::InPark,
+        SignalKind::DoorsClosed,
+        SignalKind::DoorsLocked,
+        SignalKind::HoodClosed,
+        SignalKind::KeyInCabin,
+        SignalKind::EngineRunning,
+        SignalKind::BrakePressed,
+    ];
+
+    /// The VSS path this executor signal corresponds to (used in stale-state details).
+    pub fn vss_path(self) -> &'static str {
+        match self {
+            SignalKind::Speed => "Vehicle.Speed",
+            SignalKind::InPark => "Vehicle.Powertrain.Transmission.IsParkLockEngaged",
+            SignalKind::DoorsClosed => "Vehicle.Cabin.Door.IsOpen",
+            SignalKind::DoorsLocked => "Vehicle.Cabin.Door.IsLocked",
+            SignalKind::HoodClosed => "Vehicle.Body.Hood.IsOpen",
+            SignalKind::KeyInCabin => "Vehicle.Cabin.IsKeyPresent",
+            SignalKind::EngineRunning => "Vehicle.Powertrain.CombustionEngine.IsRunning",
+            SignalKind::BrakePressed => "Vehicle.Chassis.Brake.IsDriverEmergencyBrakingDetected",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            SignalKind::Speed => 0,
+            SignalKind::InPark => 1,
+            SignalKind::DoorsClosed => 2,
+            SignalKind::DoorsLocked => 3,
+            SignalKind::HoodClosed => 4,
+            SignalKind::KeyInCabin => 5,
+            SignalKind::EngineRunning => 6,
+            SignalKind::BrakePressed => 7,
+        }
+    }
+}
+
+/// One decoded signal update fed by the daemon.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum VehicleSignal {
+    /// Speed in km/h (absolute value is used).
+    SpeedKmh(f64),
+    /// Gear selector in park.
+    InPark(bool),
+    /// All doors closed.
+    DoorsClosed(bool),
+    /// All doors locked.
+    DoorsLocked(bool),
+    /// Hood closed.
+    HoodClosed(bool),
+    /// Key detected in cabin.
+    KeyInCabin(bool),
+    /// Engine running.
+    EngineRunning(bool),
+    /// Brake pedal pressed.
+    BrakePressed(bool),
+}
+
+impl VehicleSignal {
+    /// The kind of this update.
+    pub fn kind(&self) -> SignalKind {
+        match self {
+            VehicleSignal::SpeedKmh(_) => SignalKind::Speed,
+            VehicleSignal::InPark(_) => SignalKind::InPark,
+            VehicleSignal::DoorsClosed(_) => SignalKind::DoorsClosed,
+            VehicleSignal::DoorsLocked(_) => SignalKind::DoorsLocked,
+            VehicleSignal::HoodClosed(_) => SignalKind::HoodClosed,
+            VehicleSignal::KeyInCabin(_) => SignalKind::KeyInCabin,
+            VehicleSignal::EngineRunning(_) => SignalKind::EngineRunning,
+            VehicleSignal::BrakePressed(_) => SignalKind::BrakePressed,
+        }
+    }
+}
+
+/// Last known value of each signal with its arrival time (unix ms).
+#[derive(Clone, Debug, Default)]
+pub struct VehicleState {
+    last: [Option<(VehicleSignal, u64)>; 8],
+}
+
+impl VehicleState {
+    /// Record an update received at `now`.
+    pub fn update(&mut self, signal: VehicleSignal, now: u64) {
+        if let Some(slot) = self.last.get_mut(signal.kind().index()) {
+            *slot = Some((signal, now));
+        }
+    }
+
+    /// The last value of `kind` if it was reported within `max_age_ms` of `now`.
+    pub fn fresh(&self, kind: SignalKind, now: u64, max_age_ms: u64) -> Option<VehicleSignal> {
+        let (sig, at) = (*self.last.get(kind.index())?)?;
+        (now.saturating_sub(at) <= max_age_ms).then_some(sig)
+    }
+
+    /// The last value of `kind`, however old.
+    pub fn last(&self, kind: SignalKind) -> Option<VehicleSignal> {
+        self.last
+            .get(kind.index())
+            .copied()
+            .flatten()
+            .map(|(s, _)| s)
+    }
+
+    /// Last boolean value of a boolean signal (`None` for speed or unknown).
+    pub fn last_bool(&self, kind: SignalKind) -> Option<bool> {
+        match self.last(kind)? {
+            VehicleSignal::SpeedKmh(_) => None,
+            VehicleSignal::InPark(b)
+            | VehicleSignal::DoorsClosed(b)
+            | VehicleSignal::DoorsLocked(b)
+            | VehicleSignal::HoodClosed(b)
+            | VehicleSignal::KeyInCabin(b)
+            | VehicleSignal::EngineRunning(b)
+            | VehicleSignal::BrakePressed(b) => Some(b),
+        }
+    }
+
+    /// Last speed in km/h (absolute).
+    pub fn last_speed(&self) -> Option<f64> {
+        match self.last(SignalKind::Speed)? {
+            VehicleSignal::SpeedKmh(v) => Some(v.abs()),
+            _ => None,
+        }
+    }
+}
