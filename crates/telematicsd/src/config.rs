@@ -1,0 +1,808 @@
+//! Daemon configuration: one TOML file, every key overridable from the
+//! environment, validated with messages that name the bad key.
+//!
+//! # Environment mapping
+//!
+//! `TELEMATICSD_<SECTION>__<KEY>` sets `<section>.<key>` (names are
+//! lower-cased), e.g. `TELEMATICSD_MQTT__HOST=broker` or
+//! `TELEMATICSD_MQTT__PORT=8883`. The value is parsed as a TOML value
+//! (`8883`, `true`, `["a","b"]`); if that fails it is taken as a string.
+//! Environment values override the file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::DaemonError;
+
+/// Default configuration file path.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/telematicsd/telematicsd.toml";
+/// Prefix of environment overrides.
+pub const ENV_PREFIX: &str = "TELEMATICSD_";
+
+/// The complete daemon configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[vehicle]`
+    pub vehicle: VehicleConfig,
+    /// `[can]`
+    pub can: CanConfig,
+    /// `[mqtt]`
+    pub mqtt: MqttConfig,
+    /// `[outbox]`
+    pub outbox: OutboxConfig,
+    /// `[security]`
+    pub security: SecurityConfig,
+    /// `[commands]`
+    pub commands: CommandsConfig,
+    /// `[telemetry]`
+    pub telemetry: TelemetryConfig,
+    /// `[admin]`
+    pub admin: AdminConfig,
+    /// `[state]`
+    pub state: StateConfig,
+    /// `[log]`
+    pub log: LogConfig,
+}
+
+/// `[vehicle]` section.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VehicleConfig {
+    /// Vehicle identification number (17 characters, no I/O/Q). Required.
+    pub vin: String,
+    /// Verify the North-American check digit (position 9).
+    pub verify_check_digit: bool,
+}
+
+/// Kind of CAN source.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CanSourceKind {
+    /// Linux SocketCAN interface.
+    #[default]
+    Socketcan,
+    /// Replay of a candump log file.
+    Replay,
+    /// In-process simulated bus.
+    Sim,
+}
+
+/// `[can]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CanConfig {
+    /// Source kind.
+    pub source: CanSourceKind,
+    /// SocketCAN interface name (for `socketcan`).
+    pub interface: String,
+    /// candump log to replay (for `replay`).
+    pub replay_file: Option<PathBuf>,
+    /// DBC file.
+    pub dbc: PathBuf,
+    /// CAN → VSS mapping file.
+    pub mapping: PathBuf,
+    /// A signal older than this is stale (ms).
+    pub max_age_ms: u64,
+}
+
+impl Default for CanConfig {
+    fn default() -> Self {
+        Self {
+            source: CanSourceKind::Socketcan,
+            interface: "can0".into(),
+            replay_file: None,
+            dbc: "/etc/telematicsd/vehicle.dbc".into(),
+            mapping: "/etc/telematicsd/vss-mapping.json".into(),
+            max_age_ms: 2_000,
+        }
+    }
+}
+
+/// `[mqtt]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// Broker host.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// MQTT client id; empty means "the VIN".
+    pub client_id: String,
+    /// Keep-alive interval in seconds.
+    pub keepalive_s: u64,
+    /// CA certificate (PEM) for the broker.
+    pub ca: PathBuf,
+    /// Client certificate (PEM).
+    pub cert: PathBuf,
+    /// Client private key (PEM).
+    pub key: PathBuf,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            host: "localhost".into(),
+            port: 8883,
+            client_id: String::new(),
+            keepalive_s: 30,
+            ca: "/etc/telematicsd/ca.pem".into(),
+            cert: "/etc/telematicsd/client.pem".into(),
+            key: "/etc/telematicsd/client.key".into(),
+        }
+    }
+}
+
+/// `[outbox]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboxConfig {
+    /// Outbox database file; relative paths are under `[state] directory`.
+    pub path: PathBuf,
+    /// Maximum number of queued messages.
+    pub max_messages: u64,
+    /// Maximum total queued bytes.
+    pub max_bytes: u64,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        Self {
+            path: "outbox.redb".into(),
+            max_messages: 10_000,
+            max_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// `[security]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    /// PBKDF2-HMAC-SHA256 iterations for the security code.
+    pub pbkdf2_iterations: u32,
+    /// Failed attempts before a lockout starts.
+    pub lockout_threshold: u32,
+    /// First lockout duration (s); doubles per further failure.
+    pub lockout_base_s: u64,
+    /// Maximum lockout duration (s).
+    pub lockout_max_s: u64,
+    /// Maximum command time-to-live (s).
+    pub max_ttl_s: u64,
+    /// Tolerated clock skew (s).
+    pub clock_skew_s: u64,
+    /// Back-end public key (reset authorizations).
+    pub backend_public_key: PathBuf,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        Self {
+            pbkdf2_iterations: 600_000,
+            lockout_threshold: 5,
+            lockout_base_s: 60,
+            lockout_max_s: 3_600,
+            max_ttl_s: 60,
+            clock_skew_s: 30,
+            backend_public_key: "/etc/telematicsd/backend.pub".into(),
+        }
+    }
+}
+
+/// `[commands]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CommandsConfig {
+    /// Vehicle speed above which lock/unlock/start are refused (km/h).
+    pub speed_threshold_kmh: f64,
+    /// Time to wait for the body controller's confirmation (ms).
+    pub confirm_timeout_ms: u64,
+    /// Maximum remote engine run time (s).
+    pub max_engine_run_s: u64,
+}
+
+impl Default for CommandsConfig {
+    fn default() -> Self {
+        Self {
+            speed_threshold_kmh: 3.0,
+            confirm_timeout_ms: 3_000,
+            max_engine_run_s: 600,
+        }
+    }
+}
+
+/// `[telemetry]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// Periodic snapshot interval (s).
+    pub period_s: u64,
+    /// VSS paths published immediately on change.
+    pub on_change: Vec<String>,
+    /// Low battery alert threshold (V).
+    pub low_battery_v: f64,
+    /// Low fuel alert threshold (%).
+    pub low_fuel_pct: f64,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            period_s: 60,
+            on_change: vec![
+                "Vehicle.Cabin.Door.Row1.DriverSide.IsLocked".into(),
+                "Vehicle.Powertrain.CombustionEngine.IsRunning".into(),
+            ],
+            low_battery_v: 11.8,
+            low_fuel_pct: 10.0,
+        }
+    }
+}
+
+/// `[admin]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Unix socket path.
+    pub socket: PathBuf,
+    /// Group allowed to use the socket (besides root); empty = root only.
+    pub group: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            socket: "/run/telematicsd/admin.sock".into(),
+            group: "telematics".into(),
+        }
+    }
+}
+
+/// `[state]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    /// State directory (systemd `StateDirectory=`).
+    pub directory: PathBuf,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        Self {
+            directory: "/var/lib/telematicsd".into(),
+        }
+    }
+}
+
+/// `[log]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `RUST_LOG`-style filter, e.g. `info,telematics_link=debug`.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            filter: "info".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads `path` (if it exists or `required`), applies the environment
+    /// overrides from `env`, and validates.
+    pub fn load<I>(path: &Path, required: bool, env: I) -> Result<Config, DaemonError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(source) => {
+                return Err(DaemonError::ConfigRead {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
+        };
+        Self::from_toml_with_env(&text, env)
+    }
+
+    /// Parses TOML text, applies environment overrides, validates.
+    pub fn from_toml_with_env<I>(text: &str, env: I) -> Result<Config, DaemonError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| DaemonError::ConfigParse(e.to_string()))?;
+        apply_env(&mut table, env)?;
+        let cfg: Config = Config::deserialize(toml::Value::Table(table))
+            .map_err(|e| DaemonError::ConfigParse(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Validates every field; the error lists each bad key and why.
+    pub fn validate(&self) -> Result<(), DaemonError> {
+        let mut errs = Vec::new();
+        if let Err(why) = validate_vin(&self.vehicle.vin, self.vehicle.verify_check_digit) {
+            errs.push(format!("vehicle.vin: {why}"));
+        }
+        match self.can.source {
+            CanSourceKind::Socketcan => {
+                let n = self.can.interface.len();
+                if n == 0 || n > 15 {
+                    errs.push(format!(
+                        "can.interface: must be 1..=15 characters, got {n} ({:?})",
+                        self.can.interface
+                    ));
+                }
+            }
+            CanSourceKind::Replay if self.can.replay_file.is_none() => {
+                errs.push("can.replay_file: required when can.source = \"replay\"".into());
+            }
+            _ => {}
+        }
+        if self.can.max_age_ms == 0 {
+            errs.push("can.max_age_ms: must be > 0, got 0".into());
+        }
+        if self.mqtt.host.trim().is_empty() {
+            errs.push("mqtt.host: must not be empty".into());
+        }
+        if self.mqtt.port == 0 {
+            errs.push("mqtt.port: must be 1..=65535, got 0".into());
+        }
+        if self.mqtt.client_id.len() > 128 {
+            errs.push(format!(
+                "mqtt.client_id: at most 128 bytes, got {}",
+                self.mqtt.client_id.len()
+            ));
+        }
+        if !(5..=3600).contains(&self.mqtt.keepalive_s) {
+            errs.push(format!(
+                "mqtt.keepalive_s: must be 5..=3600, got {}",
+                self.mqtt.keepalive_s
+            ));
+        }
+        if self.outbox.max_messages == 0 {
+            errs.push("outbox.max_messages: must be > 0, got 0".into());
+        }
+        if self.outbox.max_bytes < 4096 {
+            errs.push(format!(
+                "outbox.max_bytes: must be >= 4096, got {}",
+                self.outbox.max_bytes
+            ));
+        }
+        let s = &self.security;
+        if s.pbkdf2_iterations < 100_000 {
+            errs.push(format!(
+                "security.pbkdf2_iterations: must be >= 100000, got {}",
+                s.pbkdf2_iterations
+            ));
+        }
+        if !(1..=100).contains(&s.lockout_threshold) {
+            errs.push(format!(
+                "security.lockout_threshold: must be 1..=100, got {}",
+                s.lockout_threshold
+            ));
+        }
+        if s.lockout_base_s == 0 {
+            errs.push("security.lockout_base_s: must be > 0, got 0".into());
+        }
+        if s.lockout_max_s < s.lockout_base_s {
+            errs.push(format!(
+                "security.lockout_max_s: must be >= lockout_base_s ({}), got {}",
+                s.lockout_base_s, s.lockout_max_s
+            ));
+        }
+        if !(1..=3600).contains(&s.max_ttl_s) {
+            errs.push(format!(
+                "security.max_ttl_s: must be 1..=3600, got {}",
+                s.max_ttl_s
+            ));
+        }
+        if s.clock_skew_s > 600 {
+            errs.push(format!(
+                "security.clock_skew_s: must be <= 600, got {}",
+                s.clock_skew_s
+            ));
+        }
+        let c = &self.commands;
+        if !(c.speed_threshold_kmh.is_finite() && (0.0..=50.0).contains(&c.speed_threshold_kmh)) {
+            errs.push(format!(
+                "commands.speed_threshold_kmh: must be 0..=50, got {}",
+                c.speed_threshold_kmh
+            ));
+        }
+        if !(100..=60_000).contains(&c.confirm_timeout_ms) {
+            errs.push(format!(
+                "commands.confirm_timeout_ms: must be 100..=60000, got {}",
+                c.confirm_timeout_ms
+            ));
+        }
+        if !(1..=3600).contains(&c.max_engine_run_s) {
+            errs.push(format!(
+                "commands.max_engine_run_s: must be 1..=3600, got {}",
+                c.max_engine_run_s
+            ));
+        }
+        let t = &self.telemetry;
+        if !(1..=86_400).contains(&t.period_s) {
+            errs.push(format!(
+                "telemetry.period_s: must be 1..=86400, got {}",
+                t.period_s
+            ));
+        }
+        if !(t.low_battery_v.is_finite() && (0.0..=60.0).contains(&t.low_battery_v)) {
+            errs.push(format!(
+                "telemetry.low_battery_v: must be 0..=60, got {}",
+                t.low_battery_v
+            ));
+        }
+        if !(t.low_fuel_pct.is_finite() && (0.0..=100.0).contains(&t.low_fuel_pct)) {
+            errs.push(format!(
+                "telemetry.low_fuel_pct: must be 0..=100, got {}",
+                t.low_fuel_pct
+            ));
+        }
+        for (i, p) in t.on_change.iter().enumerate() {
+            if p.is_empty() || !p.starts_with("Vehicle.") {
+                errs.push(format!(
+                    "telemetry.on_change[{i}]: must be a VSS path starting with \"Vehicle.\", got {p:?}"
+                ));
+            }
+        }
+        if !self.admin.socket.is_absolute() {
+            errs.push(format!(
+                "admin.socket: must be an absolute path, got {:?}",
+                self.admin.socket
+            ));
+        }
+        if !self.state.directory.is_absolute() {
+            errs.push(format!(
+                "state.directory: must be an absolute path, got {:?}",
+                self.state.directory
+            ));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
+            errs.push(format!(
+                "log.filter: invalid filter {:?}: {e}",
+                self.log.filter
+            ));
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(DaemonError::ConfigInvalid(errs))
+        }
+    }
+
+    /// The effective MQTT client id (the VIN when not configured).
+    pub fn client_id(&self) -> &str {
+        if self.mqtt.client_id.is_empty() {
+            &self.vehicle.vin
+        } else {
+            &self.mqtt.client_id
+        }
+    }
+
+    /// Outbox path resolved against the state directory.
+    pub fn outbox_path(&self) -> PathBuf {
+        self.state.directory.join(&self.outbox.path)
+    }
+
+    /// Fail-closed startup check: every file the daemon needs must exist.
+    /// Lists all missing files at once.
+    pub fn check_files(&self) -> Result<(), DaemonError> {
+        let mut missing = Vec::new();
+        let mut need = |key: &str, p: &Path| {
+            if !p.is_file() {
+                missing.push(format!(
+                    "{key}: {} does not exist or is not a file",
+                    p.display()
+                ));
+            }
+        };
+        need("mqtt.ca", &self.mqtt.ca);
+        need("mqtt.cert", &self.mqtt.cert);
+        need("mqtt.key", &self.mqtt.key);
+        need(
+            "security.backend_public_key",
+            &self.security.backend_public_key,
+        );
+        need("can.dbc", &self.can.dbc);
+        need("can.mapping", &self.can.mapping);
+        if let Some(r) = &self.can.replay_file
+            && self.can.source == CanSourceKind::Replay
+        {
+            need("can.replay_file", r);
+        }
+        if !self.state.directory.is_dir() {
+            missing.push(format!(
+                "state.directory: {} does not exist (pairing state lives there)",
+                self.state.directory.display()
+            ));
+        }
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(DaemonError::MissingFiles(missing))
+        }
+    }
+
+    /// The effective configuration as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+/// Applies `TELEMATICSD_SECTION__KEY=value` overrides to a parsed table.
+fn apply_env<I>(table: &mut toml::Table, env: I) -> Result<(), DaemonError>
+where
+    I: IntoIterator<Item = (String, String)>,
+{
+    // BTreeMap: deterministic order.
+    let vars: BTreeMap<String, String> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+        .collect();
+    for (k, v) in vars {
+        let rest = &k[ENV_PREFIX.len()..];
+        let Some((section, key)) = rest.split_once("__") else {
+            return Err(DaemonError::ConfigParse(format!(
+                "environment variable {k}: expected {ENV_PREFIX}<SECTION>__<KEY>"
+            )));
+        };
+        if section.is_empty() || key.is_empty() || key.contains("__") {
+            return Err(DaemonError::ConfigParse(format!(
+                "environment variable {k}: expected {ENV_PREFIX}<SECTION>__<KEY>"
+            )));
+        }
+        let value = parse_env_value(&v);
+        let entry = table
+            .entry(section.to_ascii_lowercase())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let toml::Value::Table(sec) = entry else {
+            return Err(DaemonError::ConfigParse(format!(
+                "environment variable {k}: {} is not a section",
+                section.to_ascii_lowercase()
+            )));
+        };
+        sec.insert(key.to_ascii_lowercase(), value);
+    }
+    Ok(())
+}
+
+fn parse_env_value(v: &str) -> toml::Value {
+    let doc = format!("v = {v}");
+    match doc.parse::<toml::Table>() {
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(v.to_string())),
+        Err(_) => toml::Value::String(v.to_string()),
+    }
+}
+
+/// Validates a VIN: 17 characters of `0-9 A-Z` without `I`, `O`, `Q`;
+/// optionally the check digit (ISO 3779 / 49 CFR 565) at position 9.
+pub fn validate_vin(vin: &str, check_digit: bool) -> Result<(), String> {
+    if vin.is_empty() {
+        return Err("required (17 characters)".into());
+    }
+    if vin.chars().count() != 17 {
+        return Err(format!(
+            "must be 17 characters, got {}",
+            vin.chars().count()
+        ));
+    }
+    let mut sum = 0u32;
+    const WEIGHTS: [u32; 17] = [8, 7, 6, 5, 4, 3, 2, 10, 0, 9, 8, 7, 6, 5, 4, 3, 2];
+    for (i, (c, w)) in vin.chars().zip(WEIGHTS).enumerate() {
+        let v = vin_value(c).ok_or_else(|| {
+            format!(
+                "invalid character {c:?} at position {} (allowed: 0-9, A-Z except I, O, Q)",
+                i + 1
+            )
+        })?;
+        sum += v * w;
+    }
+    if check_digit {
+        let expect = match sum % 11 {
+            10 => 'X',
+            d => char::from_digit(d, 10).unwrap_or('?'),
+        };
+        let got = vin.chars().nth(8).unwrap_or('?');
+        if got != expect {
+            return Err(format!(
+                "check digit (position 9) must be {expect:?}, got {got:?}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn vin_value(c: char) -> Option<u32> {
+    Some(match c {
+        '0'..='9' => c as u32 - '0' as u32,
+        'A' | 'J' => 1,
+        'B' | 'K' | 'S' => 2,
+        'C' | 'L' | 'T' => 3,
+        'D' | 'M' | 'U' => 4,
+        'E' | 'N' | 'V' => 5,
+        'F' | 'W' => 6,
+        'G' | 'P' | 'X' => 7,
+        'H' | 'Y' => 8,
+        'R' | 'Z' => 9,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VIN: &str = "1M8GDM9AXKP042788"; // valid check digit (X)
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn base() -> String {
+        format!("[vehicle]\nvin = \"{VIN}\"\n")
+    }
+
+    #[test]
+    fn defaults_with_vin_are_valid() {
+        let c = Config::from_toml_with_env(&base(), env(&[])).expect("valid");
+        assert_eq!(c.mqtt.port, 8883);
+        assert_eq!(c.client_id(), VIN);
+        assert_eq!(
+            c.outbox_path(),
+            PathBuf::from("/var/lib/telematicsd/outbox.redb")
+        );
+    }
+
+    #[test]
+    fn port_zero_names_key() {
+        let text = format!("{}[mqtt]\nport = 0\n", base());
+        let e = Config::from_toml_with_env(&text, env(&[])).expect_err("invalid");
+        assert_eq!(e.code(), "config.invalid");
+        assert!(
+            e.to_string()
+                .contains("mqtt.port: must be 1..=65535, got 0"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn several_errors_reported_together() {
+        let text = "[vehicle]\nvin = \"SHORT\"\n[security]\npbkdf2_iterations = 10\n[telemetry]\nperiod_s = 0\n";
+        let Err(DaemonError::ConfigInvalid(errs)) = Config::from_toml_with_env(text, env(&[]))
+        else {
+            panic!("expected ConfigInvalid");
+        };
+        assert_eq!(errs.len(), 3, "{errs:?}");
+        assert!(errs[0].starts_with("vehicle.vin: must be 17 characters, got 5"));
+        assert!(errs[1].starts_with("security.pbkdf2_iterations"));
+        assert!(errs[2].starts_with("telemetry.period_s"));
+    }
+
+    #[test]
+    fn unknown_key_rejected() {
+        let text = format!("{}[mqtt]\nhots = \"x\"\n", base());
+        let e = Config::from_toml_with_env(&text, env(&[])).expect_err("unknown key");
+        assert_eq!(e.code(), "config.parse");
+        assert!(e.to_string().contains("hots"), "{e}");
+        let e = Config::from_toml_with_env(&format!("{}[mqttt]\n", base()), env(&[]))
+            .expect_err("unknown section");
+        assert!(e.to_string().contains("mqttt"), "{e}");
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let text = format!("{}[mqtt]\nhost = \"file-host\"\nport = 1883\n", base());
+        let c = Config::from_toml_with_env(
+            &text,
+            env(&[
+                ("TELEMATICSD_MQTT__HOST", "env-host"),
+                ("TELEMATICSD_MQTT__PORT", "8884"),
+                ("TELEMATICSD_TELEMETRY__ON_CHANGE", "[\"Vehicle.Speed\"]"),
+                ("TELEMATICSD_CAN__SOURCE", "sim"),
+                ("OTHER_VAR", "ignored"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(c.mqtt.host, "env-host");
+        assert_eq!(c.mqtt.port, 8884);
+        assert_eq!(c.telemetry.on_change, vec!["Vehicle.Speed".to_string()]);
+        assert_eq!(c.can.source, CanSourceKind::Sim);
+    }
+
+    #[test]
+    fn env_only_config_and_bad_env() {
+        let c = Config::from_toml_with_env("", env(&[("TELEMATICSD_VEHICLE__VIN", VIN)]))
+            .expect("vin from env");
+        assert_eq!(c.vehicle.vin, VIN);
+        let e = Config::from_toml_with_env(&base(), env(&[("TELEMATICSD_MQTT__PORT", "0")]))
+            .expect_err("port 0");
+        assert!(e.to_string().contains("mqtt.port"));
+        let e = Config::from_toml_with_env(&base(), env(&[("TELEMATICSD_MQTTPORT", "1")]))
+            .expect_err("no separator");
+        assert!(e.to_string().contains("TELEMATICSD_MQTTPORT"));
+        let e = Config::from_toml_with_env(&base(), env(&[("TELEMATICSD_MQTT__NOPE", "1")]))
+            .expect_err("unknown key via env");
+        assert!(e.to_string().contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn vin_rules() {
+        assert!(validate_vin(VIN, true).is_ok());
+        assert!(validate_vin("1M8GDM9A1KP042788", false).is_ok());
+        let e = validate_vin("1M8GDM9A1KP042788", true).expect_err("bad check digit");
+        assert!(e.contains("'X'"), "{e}");
+        let e = validate_vin("1M8GDM9AXKP04278O", false).expect_err("letter O");
+        assert!(e.contains("position 17"), "{e}");
+        assert!(validate_vin("", false).is_err());
+        assert!(validate_vin("ÄM8GDM9AXKP04278", false).is_err());
+    }
+
+    #[test]
+    fn replay_needs_file_and_files_fail_closed() {
+        let text = format!("{}[can]\nsource = \"replay\"\n", base());
+        let e = Config::from_toml_with_env(&text, env(&[])).expect_err("replay file");
+        assert!(e.to_string().contains("can.replay_file"));
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        let mut c = Config::from_toml_with_env(&base(), env(&[])).expect("valid");
+        c.mqtt.ca = d.join("ca.pem");
+        c.mqtt.cert = d.join("cert.pem");
+        c.mqtt.key = d.join("key.pem");
+        c.security.backend_public_key = d.join("backend.pub");
+        c.can.dbc = d.join("v.dbc");
+        c.can.mapping = d.join("m.json");
+        c.state.directory = d.to_path_buf();
+        let Err(DaemonError::MissingFiles(m)) = c.check_files() else {
+            panic!("expected missing files");
+        };
+        assert_eq!(m.len(), 6, "{m:?}");
+        assert!(m[0].starts_with("mqtt.ca:"));
+        for f in [
+            "ca.pem",
+            "cert.pem",
+            "key.pem",
+            "backend.pub",
+            "v.dbc",
+            "m.json",
+        ] {
+            std::fs::write(d.join(f), b"x").expect("write");
+        }
+        c.check_files().expect("all present");
+    }
+
+    #[test]
+    fn effective_config_roundtrips() {
+        let c = Config::from_toml_with_env(&base(), env(&[])).expect("valid");
+        let again = Config::from_toml_with_env(&c.to_toml(), env(&[])).expect("roundtrip");
+        assert_eq!(c, again);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_toml_never_panics(s in ".{0,200}") {
+            let _ = Config::from_toml_with_env(&s, Vec::new());
+        }
+        #[test]
+        fn arbitrary_env_never_panics(k in "TELEMATICSD_[A-Z_]{0,12}", v in ".{0,40}") {
+            let _ = Config::from_toml_with_env(&base(), vec![(k, v)]);
+        }
+    }
+}
