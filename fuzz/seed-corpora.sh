@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Generate seed corpora for every fuzz target into fuzz/corpus/<target>/ (gitignored).
+# Sources: the project's own fixtures (demo DBC, demo candump logs) and, if present,
+# /work/shared/fixtures/external/*.dbc (read at run time, never copied into git).
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/.." && pwd)"
+data="$root/crates/telematics-can/data"
+ext="${TELEMATICS_EXTERNAL_FIXTURES:-$root/../shared/fixtures/external}"
+c="$here/corpus"
+mkdir -p "$c"/{dbc_parse,candump_line,can_decode,cose_envelope,reset_auth,config_toml,admin_frame,payload_cbor}
+
+# dbc_parse: demo DBC + external DBCs.
+cp "$data/demo_car.dbc" "$c/dbc_parse/demo_car.dbc"
+if compgen -G "$ext/*.dbc" >/dev/null; then
+  for f in "$ext"/*.dbc; do cp "$f" "$c/dbc_parse/ext_$(basename "$f")"; done
+else
+  echo "note: no external DBCs at $ext (set TELEMATICS_EXTERNAL_FIXTURES)" >&2
+fi
+
+# candump_line: chunks of the demo logs (small inputs fuzz faster).
+for log in "$data"/demo_*.log; do
+  split -l 20 -d -a 3 <(head -n 400 "$log") "$c/candump_line/$(basename "$log" .log)_"
+done
+
+# can_decode: 4-byte big-endian id (bit 31 = extended) + data, from the demo logs.
+head -n 2000 "$data"/demo_drive.log "$data"/demo_park.log 2>/dev/null \
+  | awk '$3 ~ /#/ {split($3, a, "#"); print a[1], a[2]}' | sort -u | head -n 200 \
+  | while read -r id d; do
+      if [ "${#id}" -gt 3 ]; then idn=$(( 0x$id | 0x80000000 )); else idn=$(( 0x$id )); fi
+      printf '%08x%s' "$idn" "$d" | xxd -r -p > "$c/can_decode/${id}_$d"
+    done
+
+# config_toml: minimal valid and a few near-valid configs.
+printf '[vehicle]\nvin = "WDD2030461A000001"\n' > "$c/config_toml/minimal.toml"
+printf '[vehicle]\nvin = "WDD2030461A000001"\n[mqtt]\nport = 8883\n' > "$c/config_toml/mqtt.toml"
+printf '[vehicle]\nvin = "SHORT"\n[security]\npbkdf2_iterations = 10\n[telemetry]\nperiod_s = 0\n' > "$c/config_toml/invalid.toml"
+
+# admin_frame: CBOR maps {"op": "..."} (serde internally tagged enum).
+for op in status list_devices; do
+  n=${#op}
+  printf 'a1626f70%02x%s' $((0x60 + n)) "$(printf '%s' "$op" | xxd -p | tr -d '\n')" | xxd -r -p > "$c/admin_frame/$op.cbor"
+done
+
+# payload_cbor / cose_envelope / reset_auth: small CBOR skeletons (tag 16 = COSE_Encrypt0,
+# tag 18 = COSE_Sign1, empty map, empty array); libFuzzer's CMP tracing grows the rest.
+printf 'a0' | xxd -r -p > "$c/payload_cbor/empty_map"
+printf 'a2626174016376696e6141' | xxd -r -p > "$c/payload_cbor/map_at_vin"
+printf 'd08443a10103a1054c000000000000000000000000' | xxd -r -p > "$c/cose_envelope/encrypt0_skel"
+printf 'd28443a10127a0f640' | xxd -r -p > "$c/reset_auth/sign1_skel"
+echo "seeded: $(find "$c" -type f | wc -l) files in $c"
