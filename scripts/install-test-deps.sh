@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs the real components the test suite runs against. Idempotent; needs root (or sudo)
+# on Debian/Ubuntu. Everything comes from Debian packages or PyPI.
+set -euo pipefail
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+need_apt=()
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
+command -v mosquitto_sub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}"
+fi
+# The system mosquitto service is not wanted: tests start their own brokers.
+if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now mosquitto >/dev/null 2>&1 || true; fi
+
+# Independent COSE implementation for the protocol interop tests.
+if ! python3 -c 'import pycose, cbor2' >/dev/null 2>&1; then
+  python3 -m pip install --quiet --disable-pip-version-check pycose cbor2
+fi
