@@ -11,7 +11,7 @@ mod precondition;
 mod state;
 
 pub use error::ExecError;
-pub use precondition::{ActionKind, Check, RULES, Reject, check};
+pub use precondition::{Check, RULES, Reject, check};
 pub use state::{SignalKind, VehicleSignal, VehicleState};
 
 use std::collections::{HashMap, VecDeque};
@@ -127,6 +127,20 @@ pub enum Actuate {
     FlashLights,
     /// Horn.
     Horn,
+}
+
+impl From<&Action> for Actuate {
+    /// The actuation a command asks for (parameters such as the run time are read separately).
+    fn from(a: &Action) -> Self {
+        match a {
+            Action::Lock => Actuate::Lock,
+            Action::Unlock => Actuate::Unlock,
+            Action::EngineStart { .. } => Actuate::EngineStart,
+            Action::EngineStop => Actuate::EngineStop,
+            Action::FlashLights => Actuate::FlashLights,
+            Action::Horn => Actuate::Horn,
+        }
+    }
 }
 
 /// An actuation to send. `command_id` is `None` for the run timer's automatic stop.
@@ -247,11 +261,11 @@ impl Executor {
             self.out.push_back(Output::Publish(prior.clone()));
             return;
         }
-        let kind = ActionKind::from(&req.action);
+        let actuate = Actuate::from(&req.action);
         let verdict = if self.in_flight.is_some() {
             Err(Reject::Busy)
         } else {
-            check(kind, &self.state, &self.cfg, now)
+            check(actuate, &self.state, &self.cfg, now)
         };
         if let Err(reject) = verdict {
             let rec = ResultRecord {
@@ -264,14 +278,6 @@ impl Executor {
             self.record(rec);
             return;
         }
-        let actuate = match &req.action {
-            Action::Lock => Actuate::Lock,
-            Action::Unlock => Actuate::Unlock,
-            Action::EngineStart { .. } => Actuate::EngineStart,
-            Action::EngineStop => Actuate::EngineStop,
-            Action::FlashLights => Actuate::FlashLights,
-            Action::Horn => Actuate::Horn,
-        };
         let run_secs = match &req.action {
             Action::EngineStart { max_run_secs } => max_run_secs
                 .unwrap_or(self.cfg.max_run_secs)

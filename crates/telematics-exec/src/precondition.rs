@@ -1,38 +1,7 @@
 //! Precondition rules as a readable table: (action, check). Every refusal has a stable code.
 
-use crate::ExecConfig;
 use crate::state::{SignalKind, VehicleSignal, VehicleState};
-use telematics_security::Action;
-
-/// Kind of action, without parameters (used by the rule table).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ActionKind {
-    /// Lock.
-    Lock,
-    /// Unlock.
-    Unlock,
-    /// Remote engine start.
-    EngineStart,
-    /// Engine stop.
-    EngineStop,
-    /// Flash lights.
-    FlashLights,
-    /// Horn.
-    Horn,
-}
-
-impl From<&Action> for ActionKind {
-    fn from(a: &Action) -> Self {
-        match a {
-            Action::Lock => ActionKind::Lock,
-            Action::Unlock => ActionKind::Unlock,
-            Action::EngineStart { .. } => ActionKind::EngineStart,
-            Action::EngineStop => ActionKind::EngineStop,
-            Action::FlashLights => ActionKind::FlashLights,
-            Action::Horn => ActionKind::Horn,
-        }
-    }
-}
+use crate::{Actuate, ExecConfig};
 
 /// One precondition check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,16 +24,16 @@ pub enum Check {
 
 /// The rule table. Lock's `DoorsClosed` rule applies only when
 /// [`ExecConfig::lock_requires_doors_closed`] is set.
-pub const RULES: &[(ActionKind, Check)] = &[
-    (ActionKind::Unlock, Check::Stationary),
-    (ActionKind::EngineStart, Check::Stationary),
-    (ActionKind::EngineStart, Check::InPark),
-    (ActionKind::EngineStart, Check::DoorsClosed),
-    (ActionKind::EngineStart, Check::HoodClosed),
-    (ActionKind::EngineStart, Check::NoKeyInCabin),
-    (ActionKind::EngineStart, Check::EngineOff),
-    (ActionKind::Lock, Check::DoorsClosed),
-    (ActionKind::EngineStop, Check::EngineOn),
+pub const RULES: &[(Actuate, Check)] = &[
+    (Actuate::Unlock, Check::Stationary),
+    (Actuate::EngineStart, Check::Stationary),
+    (Actuate::EngineStart, Check::InPark),
+    (Actuate::EngineStart, Check::DoorsClosed),
+    (Actuate::EngineStart, Check::HoodClosed),
+    (Actuate::EngineStart, Check::NoKeyInCabin),
+    (Actuate::EngineStart, Check::EngineOff),
+    (Actuate::Lock, Check::DoorsClosed),
+    (Actuate::EngineStop, Check::EngineOn),
 ];
 
 /// Why a command was rejected. [`Reject::code`] is the stable reason code published in results.
@@ -162,7 +131,7 @@ impl Check {
 
 /// Check every rule for `kind` in table order; the first failing rule is the reason.
 pub fn check(
-    kind: ActionKind,
+    kind: Actuate,
     state: &VehicleState,
     cfg: &ExecConfig,
     now: u64,
@@ -171,7 +140,7 @@ pub fn check(
         if *k != kind {
             continue;
         }
-        if kind == ActionKind::Lock && *c == Check::DoorsClosed && !cfg.lock_requires_doors_closed {
+        if kind == Actuate::Lock && *c == Check::DoorsClosed && !cfg.lock_requires_doors_closed {
             continue;
         }
         c.eval(state, cfg, now)?;
