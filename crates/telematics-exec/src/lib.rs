@@ -68,6 +68,27 @@ impl ExecConfig {
     }
 }
 
+/// Every reason code the executor can publish: the precondition codes of [`Reject::code`] plus
+/// `timeout` (no confirmation on the bus) and `interrupted` (daemon restarted mid-command).
+pub const REASON_CODES: &[&str] = &[
+    "not_stationary",
+    "not_in_park",
+    "door_open",
+    "hood_open",
+    "key_in_cabin",
+    "engine_running",
+    "engine_not_running",
+    "stale_state",
+    "busy",
+    "timeout",
+    "interrupted",
+];
+
+/// The static reason code equal to `s` (restoring journaled results), if it is one of ours.
+pub fn reason_code_from_str(s: &str) -> Option<&'static str> {
+    REASON_CODES.iter().copied().find(|c| *c == s)
+}
+
 /// Lifecycle state of a command, as published and journaled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum CommandState {
@@ -172,8 +193,8 @@ pub enum Output {
     Publish(ResultRecord),
     /// Send an actuation to the bus.
     SendFrames(ActuationRequest),
-    /// Persist the command's state (idempotency across restarts).
-    JournalCommand(CommandId, CommandState),
+    /// Persist the command's latest result (idempotency across restarts, reason code kept).
+    JournalCommand(ResultRecord),
     /// The remote-start run timer of `command_id` ended.
     RunTimerEnded {
         /// The EngineStart command that started it.
@@ -417,25 +438,44 @@ impl Executor {
     }
 
     /// Restore journal entries after a restart. Entries in a terminal state are remembered for
-    /// idempotency; a command still `Accepted` (in flight when the daemon died) is reported
-    /// `failed` with reason `interrupted` and is never re-executed.
+    /// idempotency (a repeated command id gets the same result, reason code included); a
+    /// command still `Accepted` (in flight when the daemon died) is reported `failed` with
+    /// reason `interrupted` and is never re-executed.
     pub fn restore<I>(&mut self, entries: I, now: u64)
     where
-        I: IntoIterator<Item = (CommandId, CommandState)>,
+        I: IntoIterator<Item = ResultRecord>,
     {
-        for (id, st) in entries {
-            if st.is_terminal() {
-                let rec = ResultRecord {
-                    command_id: id,
-                    state: st,
-                    reason_code: None,
-                    detail: None,
-                    at: now,
-                };
+        for rec in entries {
+            if rec.state.is_terminal() {
                 self.remember(rec);
             } else {
-                self.finish(id, CommandState::Failed, Some("interrupted"), now);
+                self.finish(
+                    rec.command_id,
+                    CommandState::Failed,
+                    Some("interrupted"),
+                    now,
+                );
             }
+        }
+    }
+
+    /// The latest result of a remembered command id (idempotency look-up for the daemon, e.g.
+    /// when a duplicate delivery of an executed command is refused as a replay).
+    pub fn result_of(&self, id: &CommandId) -> Option<&ResultRecord> {
+        self.recent.get(id)
+    }
+
+    /// The active remote-start run timer: the EngineStart command and its deadline (unix ms).
+    /// The daemon persists it so a restart cannot leave a remotely started engine running.
+    pub fn run_timer(&self) -> Option<(CommandId, u64)> {
+        self.run.as_ref().map(|r| (r.id, r.deadline))
+    }
+
+    /// Re-arm a run timer persisted before a restart. If the deadline has already passed the
+    /// automatic stop is issued at the next [`Executor::handle_timeout`].
+    pub fn restore_run_timer(&mut self, id: CommandId, deadline: u64) {
+        if self.run.is_none() {
+            self.run = Some(RunTimer { id, deadline });
         }
     }
 
@@ -450,8 +490,7 @@ impl Executor {
     }
 
     fn record(&mut self, rec: ResultRecord) {
-        self.out
-            .push_back(Output::JournalCommand(rec.command_id, rec.state));
+        self.out.push_back(Output::JournalCommand(rec.clone()));
         self.out.push_back(Output::Publish(rec.clone()));
         self.remember(rec);
     }

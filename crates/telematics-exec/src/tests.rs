@@ -189,12 +189,14 @@ fn lock_lifecycle_accepted_then_executed_on_confirmation() {
     let out = drain(&mut e);
     assert_eq!(publishes(&out), vec![(CommandState::Accepted, None)]);
     assert_eq!(actuations(&out), vec![Actuate::Lock]);
-    assert!(out.contains(&Output::JournalCommand(id(1), CommandState::Accepted)));
+    assert!(out.iter().any(|o| matches!(o, Output::JournalCommand(r)
+        if r.command_id == id(1) && r.state == CommandState::Accepted)));
     assert!(e.is_busy());
     e.on_vehicle_update(VehicleSignal::DoorsLocked(true), T0 + 200);
     let out = drain(&mut e);
     assert_eq!(publishes(&out), vec![(CommandState::Executed, None)]);
-    assert!(out.contains(&Output::JournalCommand(id(1), CommandState::Executed)));
+    assert!(out.iter().any(|o| matches!(o, Output::JournalCommand(r)
+        if r.command_id == id(1) && r.state == CommandState::Executed)));
     assert!(!e.is_busy());
 }
 
@@ -356,7 +358,7 @@ fn restart_mid_command_reports_interrupted_and_never_reexecutes() {
     let journal: Vec<_> = drain(&mut e)
         .into_iter()
         .filter_map(|o| match o {
-            Output::JournalCommand(i, s) => Some((i, s)),
+            Output::JournalCommand(r) => Some(r),
             _ => None,
         })
         .collect();
@@ -369,7 +371,8 @@ fn restart_mid_command_reports_interrupted_and_never_reexecutes() {
         publishes(&out),
         vec![(CommandState::Failed, Some("interrupted"))]
     );
-    assert!(out.contains(&Output::JournalCommand(id(1), CommandState::Failed)));
+    assert!(out.iter().any(|o| matches!(o, Output::JournalCommand(r)
+        if r.command_id == id(1) && r.state == CommandState::Failed && r.reason_code == Some("interrupted"))));
     e2.submit_request(req(1, Action::Unlock), T0 + 61_000);
     let out = drain(&mut e2);
     assert!(actuations(&out).is_empty());
@@ -442,12 +445,12 @@ proptest! {
         let mut now = T0;
         let mut e = ready(now);
         drain(&mut e);
-        let mut journal: HashMap<CommandId, CommandState> = HashMap::new();
+        let mut journal: HashMap<CommandId, ResultRecord> = HashMap::new();
         let mut actuated: HashMap<CommandId, u32> = HashMap::new();
         let mut terminal: HashMap<CommandId, u32> = HashMap::new();
         let mut accepted: Vec<CommandId> = Vec::new();
         let handle = |out: Vec<Output>,
-                          journal: &mut HashMap<CommandId, CommandState>,
+                          journal: &mut HashMap<CommandId, ResultRecord>,
                           actuated: &mut HashMap<CommandId, u32>,
                           terminal: &mut HashMap<CommandId, u32>,
                           accepted: &mut Vec<CommandId>| {
@@ -456,13 +459,13 @@ proptest! {
                     Output::SendFrames(ActuationRequest { command_id: Some(i), .. }) => {
                         *actuated.entry(i).or_default() += 1;
                     }
-                    Output::JournalCommand(i, s) => {
-                        if s == CommandState::Accepted {
-                            accepted.push(i);
+                    Output::JournalCommand(r) => {
+                        if r.state == CommandState::Accepted {
+                            accepted.push(r.command_id);
                         } else {
-                            *terminal.entry(i).or_default() += 1;
+                            *terminal.entry(r.command_id).or_default() += 1;
                         }
-                        journal.insert(i, s);
+                        journal.insert(r.command_id, r);
                     }
                     _ => {}
                 }
@@ -479,7 +482,7 @@ proptest! {
                     handle(out, &mut journal, &mut actuated, &mut terminal, &mut accepted);
                     e = ready(now);
                     drain(&mut e);
-                    e.restore(journal.iter().map(|(i, s)| (*i, *s)).collect::<Vec<_>>(), now);
+                    e.restore(journal.values().cloned().collect::<Vec<_>>(), now);
                 }
             }
             let out = drain(&mut e);
@@ -500,4 +503,83 @@ proptest! {
             prop_assert_eq!(*n, 1, "command {:?} has {} terminal states", i, n);
         }
     }
+}
+
+#[test]
+fn restored_result_keeps_reason_code_and_is_repeated_for_the_same_id() {
+    let mut e = ready(T0);
+    drain(&mut e);
+    e.on_vehicle_update(VehicleSignal::SpeedKmh(40.0), T0);
+    e.submit_request(req(7, Action::Unlock), T0);
+    let journal: Vec<ResultRecord> = drain(&mut e)
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::JournalCommand(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(journal.len(), 1);
+    assert_eq!(journal[0].reason_code, Some("not_stationary"));
+    let mut e2 = ready(T0 + 1_000);
+    drain(&mut e2);
+    e2.restore(journal, T0 + 1_000);
+    assert!(
+        drain(&mut e2).is_empty(),
+        "terminal entries are only remembered"
+    );
+    let prior = e2.result_of(&id(7)).expect("remembered");
+    assert_eq!(prior.reason_code, Some("not_stationary"));
+    e2.submit_request(req(7, Action::Unlock), T0 + 2_000);
+    assert_eq!(
+        publishes(&drain(&mut e2)),
+        vec![(CommandState::Rejected, Some("not_stationary"))]
+    );
+}
+
+#[test]
+fn reason_codes_table_covers_every_reject() {
+    for r in [
+        Reject::NotStationary,
+        Reject::NotInPark,
+        Reject::DoorOpen,
+        Reject::HoodOpen,
+        Reject::KeyInCabin,
+        Reject::EngineRunning,
+        Reject::EngineNotRunning,
+        Reject::StaleState(SignalKind::Speed),
+        Reject::Busy,
+    ] {
+        assert_eq!(crate::reason_code_from_str(r.code()), Some(r.code()));
+    }
+    assert_eq!(crate::reason_code_from_str("timeout"), Some("timeout"));
+    assert_eq!(crate::reason_code_from_str("bogus"), None);
+}
+
+#[test]
+fn run_timer_survives_restart_and_stops_the_engine() {
+    let mut e = ready(T0);
+    drain(&mut e);
+    e.submit_request(
+        req(
+            3,
+            Action::EngineStart {
+                max_run_secs: Some(60),
+            },
+        ),
+        T0,
+    );
+    drain(&mut e);
+    e.on_vehicle_update(VehicleSignal::EngineRunning(true), T0 + 100);
+    drain(&mut e);
+    let (rid, deadline) = e.run_timer().expect("run timer armed");
+    assert_eq!(rid, id(3));
+    assert_eq!(deadline, T0 + 100 + 60_000);
+    // Restart: a fresh executor re-arms from the persisted timer.
+    let mut e2 = ready(T0 + 30_000);
+    drain(&mut e2);
+    e2.restore_run_timer(rid, deadline);
+    assert_eq!(e2.next_timeout(), Some(deadline));
+    e2.handle_timeout(deadline);
+    let out = drain(&mut e2);
+    assert!(actuations(&out).contains(&Actuate::EngineStop), "{out:?}");
 }
