@@ -10,6 +10,7 @@ pub mod demo;
 pub mod error;
 pub mod expr;
 pub mod frame;
+pub mod sim;
 pub mod state;
 pub mod value;
 pub mod vss;

@@ -5,12 +5,16 @@
 
 pub mod bus;
 pub mod replay;
+pub mod sim;
 pub mod socket;
+pub mod tcpbus;
 
 use futures::future::BoxFuture;
 
 pub use bus::{BusNode, BusSender, BusStats, CanBus};
 pub use replay::{ReplayMode, ReplaySource};
+pub use sim::{run_body_controller, run_body_controller_with};
+pub use tcpbus::{HubOptions, HubStats, TcpBusClient, TcpBusHub, TcpBusPort, TcpBusSender};
 pub use telematics_can::{CanFrame, CanId};
 
 /// The crate's single error type; each variant has a stable [`code`](CanIoError::code).

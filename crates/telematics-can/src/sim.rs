@@ -1,0 +1,810 @@
+//! A simulated body controller (BCM) for the demo car: executes body commands received as
+//! `TCU_BodyCommand` frames, acknowledges them with `BCM_CommandAck` and transmits the periodic
+//! status frames of [`CarState`].
+//!
+//! Sans-IO: frames and the current time (`now_ms`, any monotonic millisecond origin) are passed
+//! in, frames to transmit are returned. The I/O loop lives in `telematics-canio`
+//! (`telematics_canio::sim::run_body_controller`).
+//!
+//! Behaviour (the demo DBC defines no more than this):
+//! - A frame is a command only if it is a `TCU_BodyCommand` with a valid XOR checksum
+//!   ([`decode_body_command`]); anything else on the command id is counted in
+//!   [`BodyController::invalid_commands`] and otherwise ignored, other ids are ignored.
+//! - `AckCounter` echoes `CommandCounter`; `AckResult` is `OK` or `REJECTED` (engine start
+//!   outside park, with the engine already running or with the hood open). `ERROR` is unused.
+//! - Repeated command counters are **not** rejected: the DBC only calls the counter "rolling"
+//!   and defines no freshness rule, so a repeated counter is executed like any other command.
+//! - The command response (ack plus one set of fast status frames with the new state) is sent
+//!   immediately, so a receiver sees the confirmation within one round trip.
+
+use std::collections::VecDeque;
+use std::fmt;
+
+use crate::dbc::{Dbc, EncodeValue};
+use crate::demo::{
+    BODY_COMMAND, BodyCommand, COMMAND_ACK, CarState, DEMO_DBC, Gear, Ignition, LockState,
+    decode_body_command,
+};
+use crate::error::CanError;
+use crate::frame::CanFrame;
+
+/// Default period of the fast status frames (10 Hz).
+pub const DEFAULT_PERIOD_MS: u64 = 100;
+/// Period of the slow status frames (service, position).
+pub const SLOW_PERIOD_MS: u64 = 1_000;
+/// Engine speed right after a remote start.
+pub const IDLE_RPM: f64 = 750.0;
+/// Events kept for [`BodyController::take_events`]; older ones are discarded.
+pub const MAX_EVENTS: usize = 1_024;
+
+/// Why the body controller refused a command (sent as `AckResult = REJECTED`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Engine start requested outside park.
+    NotInPark,
+    /// Engine start requested while the engine runs.
+    EngineRunning,
+    /// Engine start requested with the hood open.
+    HoodOpen,
+}
+
+impl Refusal {
+    /// Stable machine-readable code.
+    pub fn code(self) -> &'static str {
+        match self {
+            Refusal::NotInPark => "not_in_park",
+            Refusal::EngineRunning => "engine_running",
+            Refusal::HoodOpen => "hood_open",
+        }
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// What happened to a received command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Executed now (acknowledged `OK`).
+    Executed,
+    /// Acknowledged `OK`; the state changes at `due_ms` (see `actuation_delay_ms`).
+    Scheduled {
+        /// When the actuation happens.
+        due_ms: u64,
+    },
+    /// Refused (acknowledged `REJECTED`).
+    Refused(Refusal),
+    /// Received but ignored (`ignore_commands`): no ack, no actuation.
+    Ignored,
+}
+
+/// Something the body controller did, for logs and the `telematicsctl sim` console.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SimEvent {
+    /// A valid command frame was received.
+    Command {
+        /// The command.
+        command: BodyCommand,
+        /// Its rolling counter.
+        counter: u8,
+        /// What was done with it.
+        outcome: Outcome,
+    },
+    /// A scheduled (delayed) actuation became due.
+    Actuated {
+        /// The command.
+        command: BodyCommand,
+        /// Its rolling counter.
+        counter: u8,
+        /// `None` if executed, else why it was refused at execution time (state changed
+        /// during the delay).
+        refused: Option<Refusal>,
+    },
+    /// A frame on the command id that is not a valid command (bad checksum, unknown request).
+    InvalidCommand,
+    /// A frame could not be encoded from the current car state (e.g. a value set through
+    /// [`BodyController::car_mut`] outside its DBC range); nothing was sent for it.
+    EncodeError(String),
+}
+
+fn command_name(c: BodyCommand) -> String {
+    match c {
+        BodyCommand::Lock => "LOCK".into(),
+        BodyCommand::Unlock => "UNLOCK".into(),
+        BodyCommand::EngineStart => "ENGINE_START".into(),
+        BodyCommand::EngineStop => "ENGINE_STOP".into(),
+        BodyCommand::FlashLights(n) => format!("FLASH_LIGHTS x{n}"),
+        BodyCommand::Horn => "HORN".into(),
+    }
+}
+
+fn effect(c: BodyCommand) -> &'static str {
+    match c {
+        BodyCommand::Lock => "doors locked",
+        BodyCommand::Unlock => "doors unlocked",
+        BodyCommand::EngineStart => "engine running",
+        BodyCommand::EngineStop => "engine off",
+        BodyCommand::FlashLights(_) => "lights flashed",
+        BodyCommand::Horn => "horn sounded",
+    }
+}
+
+impl fmt::Display for SimEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SimEvent::Command {
+                command,
+                counter,
+                outcome,
+            } => {
+                write!(f, "{} (ctr {counter}) -> ", command_name(*command))?;
+                match outcome {
+                    Outcome::Executed => f.write_str(effect(*command)),
+                    Outcome::Scheduled { due_ms } => {
+                        write!(f, "acknowledged, actuating at t={due_ms} ms")
+                    }
+                    Outcome::Refused(r) => write!(f, "refused ({r})"),
+                    Outcome::Ignored => f.write_str("ignored (ignore_commands)"),
+                }
+            }
+            SimEvent::Actuated {
+                command,
+                counter,
+                refused,
+            } => match refused {
+                None => write!(
+                    f,
+                    "{} (ctr {counter}) delayed -> {}",
+                    command_name(*command),
+                    effect(*command)
+                ),
+                Some(r) => write!(
+                    f,
+                    "{} (ctr {counter}) delayed -> not actuated ({r})",
+                    command_name(*command)
+                ),
+            },
+            SimEvent::InvalidCommand => f.write_str("invalid command frame ignored"),
+            SimEvent::EncodeError(e) => write!(f, "cannot encode status: {e}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    due_ms: u64,
+    command: BodyCommand,
+    counter: u8,
+}
+
+/// A simulated body controller; see the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct BodyController {
+    car: CarState,
+    dbc: Dbc,
+    /// Receive and count commands but never acknowledge or actuate them (a receiver waiting
+    /// for confirmation times out).
+    pub ignore_commands: bool,
+    /// Send no periodic status frames (receivers see the state go stale). Command responses
+    /// are still sent.
+    pub silent: bool,
+    /// When non-zero, an accepted command is acknowledged at once but the state changes (and
+    /// the status frames showing it are sent) only this many milliseconds later, from
+    /// [`tick`](Self::tick).
+    pub actuation_delay_ms: u64,
+    /// Period of the fast status frames in ms (minimum 1).
+    pub period_ms: u64,
+    status_counter: u8,
+    next_fast_ms: u64,
+    next_slow_ms: u64,
+    pending: VecDeque<Pending>,
+    commands_received: u64,
+    invalid_commands: u64,
+    events: VecDeque<SimEvent>,
+}
+
+impl BodyController {
+    /// The demo car (embedded DBC, [`CarState::default`]: parked, locked, engine off).
+    pub fn demo() -> BodyController {
+        #[allow(clippy::expect_used)] // the embedded DBC is checked by this module's tests
+        let dbc = Dbc::parse(DEMO_DBC).expect("embedded demo DBC is valid");
+        BodyController::from_parts(dbc, CarState::default())
+    }
+
+    /// A controller for `car` on a DBC that defines the demo car's messages
+    /// (`TCU_BodyCommand`, `BCM_CommandAck` and the status frames of
+    /// [`CarState::status_frames`]).
+    pub fn new(dbc: Dbc, car: CarState) -> Result<BodyController, CanError> {
+        for m in [BODY_COMMAND, COMMAND_ACK] {
+            if dbc.message_by_name(m).is_none() {
+                return Err(CanError::UnknownMessage(m.to_string()));
+            }
+        }
+        car.status_frames(&dbc, 0, true)?;
+        Ok(BodyController::from_parts(dbc, car))
+    }
+
+    fn from_parts(dbc: Dbc, car: CarState) -> BodyController {
+        BodyController {
+            car,
+            dbc,
+            ignore_commands: false,
+            silent: false,
+            actuation_delay_ms: 0,
+            period_ms: DEFAULT_PERIOD_MS,
+            status_counter: 0,
+            next_fast_ms: 0,
+            next_slow_ms: 0,
+            pending: VecDeque::new(),
+            commands_received: 0,
+            invalid_commands: 0,
+            events: VecDeque::new(),
+        }
+    }
+
+    /// The simulated car.
+    pub fn car(&self) -> &CarState {
+        &self.car
+    }
+
+    /// Mutable access to the car (open a door, change gear, ...); the change is transmitted
+    /// with the next periodic status frames.
+    pub fn car_mut(&mut self) -> &mut CarState {
+        &mut self.car
+    }
+
+    /// The DBC frames are encoded with.
+    pub fn dbc(&self) -> &Dbc {
+        &self.dbc
+    }
+
+    /// Valid command frames received so far (including ignored and refused ones).
+    pub fn commands_received(&self) -> u64 {
+        self.commands_received
+    }
+
+    /// Frames on the command id that were not valid commands (bad checksum, short, no request).
+    pub fn invalid_commands(&self) -> u64 {
+        self.invalid_commands
+    }
+
+    /// Delayed actuations not yet executed.
+    pub fn pending_actuations(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Events since the last call (at most [`MAX_EVENTS`], oldest dropped first).
+    pub fn take_events(&mut self) -> Vec<SimEvent> {
+        self.events.drain(..).collect()
+    }
+
+    fn event(&mut self, e: SimEvent) {
+        if self.events.len() >= MAX_EVENTS {
+            self.events.pop_front();
+        }
+        self.events.push_back(e);
+    }
+
+    /// Handle a received frame; returns the frames to transmit in response (possibly none).
+    pub fn on_frame(&mut self, frame: &CanFrame, now_ms: u64) -> Vec<CanFrame> {
+        let Some(cmd_msg) = self.dbc.message_by_name(BODY_COMMAND) else {
+            return Vec::new();
+        };
+        if frame.remote || frame.can_id() != cmd_msg.id {
+            return Vec::new();
+        }
+        let Some((command, counter)) = decode_body_command(&self.dbc, frame) else {
+            self.invalid_commands += 1;
+            self.event(SimEvent::InvalidCommand);
+            return Vec::new();
+        };
+        self.commands_received += 1;
+        if self.ignore_commands {
+            self.event(SimEvent::Command {
+                command,
+                counter,
+                outcome: Outcome::Ignored,
+            });
+            return Vec::new();
+        }
+        let refusal = self.check(command);
+        let outcome = match refusal {
+            Some(r) => Outcome::Refused(r),
+            None if self.actuation_delay_ms > 0 => {
+                let due_ms = now_ms.saturating_add(self.actuation_delay_ms);
+                self.pending.push_back(Pending {
+                    due_ms,
+                    command,
+                    counter,
+                });
+                Outcome::Scheduled { due_ms }
+            }
+            None => {
+                self.apply(command);
+                Outcome::Executed
+            }
+        };
+        self.event(SimEvent::Command {
+            command,
+            counter,
+            outcome,
+        });
+        let mut out = Vec::new();
+        match self.ack(counter, refusal.is_none()) {
+            Ok(f) => out.push(f),
+            Err(e) => self.event(SimEvent::EncodeError(e.to_string())),
+        }
+        out.extend(self.status(false));
+        out
+    }
+
+    /// When [`tick`](Self::tick) next has something to do (fast status frames or a delayed
+    /// actuation), in the same time base as `now_ms`.
+    pub fn next_tick(&self) -> u64 {
+        self.pending
+            .iter()
+            .map(|p| p.due_ms)
+            .fold(self.next_fast_ms, u64::min)
+    }
+
+    /// Advance to `now_ms`: execute due delayed actuations (sending the new state at once) and
+    /// send the periodic status frames when due (every `period_ms`, plus the slow frames once
+    /// per second). Missed periods are skipped, not sent in a burst.
+    pub fn tick(&mut self, now_ms: u64) -> Vec<CanFrame> {
+        let mut out = Vec::new();
+        let mut actuated = false;
+        let mut i = 0;
+        while i < self.pending.len() {
+            match self.pending.get(i).copied() {
+                Some(p) if p.due_ms <= now_ms => {
+                    self.pending.remove(i);
+                    let refused = self.check(p.command);
+                    if refused.is_none() {
+                        self.apply(p.command);
+                        actuated = true;
+                    }
+                    self.event(SimEvent::Actuated {
+                        command: p.command,
+                        counter: p.counter,
+                        refused,
+                    });
+                }
+                Some(_) => i += 1,
+                None => break,
+            }
+        }
+        if actuated {
+            out.extend(self.status(false));
+        }
+        if now_ms >= self.next_fast_ms {
+            let period = self.period_ms.max(1);
+            let slow = now_ms >= self.next_slow_ms;
+            if !self.silent {
+                out.extend(self.status(slow));
+            }
+            self.next_fast_ms = next_after(self.next_fast_ms, period, now_ms);
+            if slow {
+                self.next_slow_ms = next_after(self.next_slow_ms, SLOW_PERIOD_MS, now_ms);
+            }
+        }
+        out
+    }
+
+    fn check(&self, command: BodyCommand) -> Option<Refusal> {
+        match command {
+            BodyCommand::EngineStart if self.car.gear != Gear::P => Some(Refusal::NotInPark),
+            BodyCommand::EngineStart if self.car.engine_running => Some(Refusal::EngineRunning),
+            BodyCommand::EngineStart if self.car.hood_open => Some(Refusal::HoodOpen),
+            _ => None,
+        }
+    }
+
+    fn apply(&mut self, command: BodyCommand) {
+        let car = &mut self.car;
+        match command {
+            BodyCommand::Lock => car.locks = [LockState::Locked; 4],
+            BodyCommand::Unlock => car.locks = [LockState::Unlocked; 4],
+            BodyCommand::EngineStart => {
+                car.engine_running = true;
+                car.ignition = Ignition::On;
+                car.rpm = IDLE_RPM;
+            }
+            BodyCommand::EngineStop => {
+                car.engine_running = false;
+                car.ignition = Ignition::Off;
+                car.rpm = 0.0;
+            }
+            BodyCommand::FlashLights(_) | BodyCommand::Horn => {}
+        }
+    }
+
+    fn ack(&self, counter: u8, ok: bool) -> Result<CanFrame, CanError> {
+        self.dbc.encode(
+            COMMAND_ACK,
+            &[
+                ("AckCounter", EncodeValue::Raw(i64::from(counter & 0xF))),
+                (
+                    "AckResult",
+                    EncodeValue::Label(if ok { "OK" } else { "REJECTED" }),
+                ),
+            ],
+        )
+    }
+
+    fn status(&mut self, slow: bool) -> Vec<CanFrame> {
+        let r = self.car.status_frames(&self.dbc, self.status_counter, slow);
+        self.status_counter = self.status_counter.wrapping_add(1);
+        match r {
+            Ok(f) => f,
+            Err(e) => {
+                self.event(SimEvent::EncodeError(e.to_string()));
+                Vec::new()
+            }
+        }
+    }
+}
+
+/// The first `prev + k * period` (k >= 1) strictly after `now`.
+fn next_after(prev: u64, period: u64, now: u64) -> u64 {
+    let next = prev.saturating_add(period);
+    if next > now {
+        return next;
+    }
+    let behind = now - next;
+    next.saturating_add((behind / period + 1).saturating_mul(period))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dbc::DecodeOutcome;
+    use crate::demo::{DEMO_VSS_TOML, encode_body_command};
+    use crate::state::{Timestamp, VehicleState};
+    use crate::value::SignalValue;
+    use crate::vss::{BoundMapping, VssMapping};
+
+    const LOCKED_FL: &str = "Vehicle.Cabin.Door.Row1.DriverSide.IsLocked";
+    const LOCKED_RR: &str = "Vehicle.Cabin.Door.Row2.PassengerSide.IsLocked";
+    const RUNNING: &str = "Vehicle.Powertrain.CombustionEngine.IsRunning";
+    const RPM: &str = "Vehicle.Powertrain.CombustionEngine.Speed";
+    const IGNITION: &str = "Vehicle.LowVoltageSystemState";
+
+    /// Decodes frames through the demo DBC and VSS mapping, like the daemon does.
+    struct Receiver {
+        mapping: BoundMapping,
+        state: VehicleState,
+        acks: Vec<(i64, String)>,
+    }
+
+    impl Receiver {
+        fn new(dbc: &Dbc) -> Receiver {
+            let mapping = VssMapping::from_toml(DEMO_VSS_TOML)
+                .expect("mapping")
+                .bind(dbc)
+                .expect("bind");
+            let state = VehicleState::from_mapping(&mapping);
+            Receiver {
+                mapping,
+                state,
+                acks: Vec::new(),
+            }
+        }
+
+        fn feed(&mut self, dbc: &Dbc, frames: &[CanFrame], now_ms: u64) {
+            for f in frames {
+                match dbc.decode_frame(f).expect("decodes") {
+                    DecodeOutcome::Decoded(d) if d.message.name == COMMAND_ACK => {
+                        let ctr = d.get("AckCounter").and_then(|s| s.raw.as_i64());
+                        let res = d.get("AckResult").and_then(|s| s.label);
+                        self.acks
+                            .push((ctr.expect("counter"), res.expect("result").to_string()));
+                    }
+                    DecodeOutcome::Decoded(d) => {
+                        self.state.apply(&self.mapping, &d, Timestamp(now_ms));
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        }
+
+        fn get(&self, path: &str, now_ms: u64) -> Option<SignalValue> {
+            self.state.get_fresh(path, Timestamp(now_ms)).cloned()
+        }
+
+        fn bool(&self, path: &str, now_ms: u64) -> Option<bool> {
+            self.get(path, now_ms).and_then(|v| v.as_bool())
+        }
+    }
+
+    fn send(bcm: &mut BodyController, cmd: BodyCommand, ctr: u8, now: u64) -> Vec<CanFrame> {
+        let f = encode_body_command(bcm.dbc(), cmd, ctr).expect("encode");
+        bcm.on_frame(&f, now)
+    }
+
+    fn setup() -> (BodyController, Receiver) {
+        let mut bcm = BodyController::demo();
+        let mut rx = Receiver::new(bcm.dbc());
+        let frames = bcm.tick(0);
+        rx.feed(bcm.dbc(), &frames, 0);
+        (bcm, rx)
+    }
+
+    #[test]
+    fn demo_new_validates_the_dbc() {
+        let dbc = Dbc::parse(DEMO_DBC).expect("dbc");
+        assert!(BodyController::new(dbc, CarState::default()).is_ok());
+        let mini = Dbc::parse("VERSION \"\"\n\nBS_:\n\nBU_: A\n\nBO_ 1 X: 8 A\n SG_ S : 0|8@1+ (1,0) [0|255] \"\" A\n")
+            .expect("mini dbc");
+        assert_eq!(
+            BodyController::new(mini, CarState::default()).err(),
+            Some(CanError::UnknownMessage(BODY_COMMAND.into()))
+        );
+    }
+
+    #[test]
+    fn lock_and_unlock_change_the_decoded_state_within_one_response() {
+        let (mut bcm, mut rx) = setup();
+        assert_eq!(rx.bool(LOCKED_FL, 0), Some(true), "default car is locked");
+        let out = send(&mut bcm, BodyCommand::Unlock, 3, 10);
+        rx.feed(bcm.dbc(), &out, 10);
+        assert_eq!(rx.acks, vec![(3, "OK".to_string())]);
+        assert_eq!(rx.bool(LOCKED_FL, 10), Some(false));
+        assert_eq!(rx.bool(LOCKED_RR, 10), Some(false));
+        assert!(bcm.car().locks.iter().all(|l| *l == LockState::Unlocked));
+
+        let out = send(&mut bcm, BodyCommand::Lock, 4, 20);
+        rx.feed(bcm.dbc(), &out, 20);
+        assert_eq!(rx.acks.last(), Some(&(4, "OK".to_string())));
+        assert_eq!(rx.bool(LOCKED_FL, 20), Some(true));
+        assert_eq!(rx.bool(LOCKED_RR, 20), Some(true));
+        assert_eq!(bcm.commands_received(), 2);
+        let ev = bcm.take_events();
+        assert_eq!(ev.len(), 2);
+        assert_eq!(ev[0].to_string(), "UNLOCK (ctr 3) -> doors unlocked");
+        assert_eq!(ev[1].to_string(), "LOCK (ctr 4) -> doors locked");
+    }
+
+    #[test]
+    fn engine_start_and_stop() {
+        let (mut bcm, mut rx) = setup();
+        bcm.car_mut().coolant_c = 42;
+        let out = send(&mut bcm, BodyCommand::EngineStart, 9, 5);
+        rx.feed(bcm.dbc(), &out, 5);
+        assert_eq!(rx.acks, vec![(9, "OK".to_string())]);
+        assert_eq!(rx.bool(RUNNING, 5), Some(true));
+        assert_eq!(rx.get(RPM, 5), Some(SignalValue::Int(750)));
+        assert_eq!(rx.get(IGNITION, 5), Some(SignalValue::Text("ON".into())));
+        assert_eq!(bcm.car().coolant_c, 42, "coolant untouched");
+
+        // a second start is refused: the engine already runs
+        let out = send(&mut bcm, BodyCommand::EngineStart, 10, 6);
+        rx.feed(bcm.dbc(), &out, 6);
+        assert_eq!(rx.acks.last(), Some(&(10, "REJECTED".to_string())));
+
+        let out = send(&mut bcm, BodyCommand::EngineStop, 11, 7);
+        rx.feed(bcm.dbc(), &out, 7);
+        assert_eq!(rx.acks.last(), Some(&(11, "OK".to_string())));
+        assert_eq!(rx.bool(RUNNING, 7), Some(false));
+        assert_eq!(rx.get(RPM, 7), Some(SignalValue::Int(0)));
+        assert_eq!(rx.get(IGNITION, 7), Some(SignalValue::Text("OFF".into())));
+    }
+
+    #[test]
+    fn engine_start_refused_out_of_park_or_with_hood_open() {
+        for (setup_car, why) in [
+            (
+                (|c: &mut CarState| c.gear = Gear::D) as fn(&mut CarState),
+                Refusal::NotInPark,
+            ),
+            (|c: &mut CarState| c.gear = Gear::R, Refusal::NotInPark),
+            (|c: &mut CarState| c.hood_open = true, Refusal::HoodOpen),
+        ] {
+            let (mut bcm, mut rx) = setup();
+            setup_car(bcm.car_mut());
+            let out = send(&mut bcm, BodyCommand::EngineStart, 1, 50);
+            rx.feed(bcm.dbc(), &out, 50);
+            assert_eq!(rx.acks, vec![(1, "REJECTED".to_string())], "{why}");
+            assert_eq!(rx.bool(RUNNING, 50), Some(false), "{why}");
+            assert!(!bcm.car().engine_running);
+            assert_eq!(
+                bcm.take_events(),
+                vec![SimEvent::Command {
+                    command: BodyCommand::EngineStart,
+                    counter: 1,
+                    outcome: Outcome::Refused(why),
+                }]
+            );
+        }
+    }
+
+    #[test]
+    fn flash_and_horn_are_acknowledged_without_state_change() {
+        let (mut bcm, mut rx) = setup();
+        let before = bcm.car().clone();
+        let out = send(&mut bcm, BodyCommand::FlashLights(3), 2, 1);
+        rx.feed(bcm.dbc(), &out, 1);
+        let out = send(&mut bcm, BodyCommand::Horn, 3, 2);
+        rx.feed(bcm.dbc(), &out, 2);
+        assert_eq!(rx.acks, vec![(2, "OK".to_string()), (3, "OK".to_string())]);
+        assert_eq!(bcm.car(), &before);
+        assert_eq!(
+            bcm.take_events()[0].to_string(),
+            "FLASH_LIGHTS x3 (ctr 2) -> lights flashed"
+        );
+    }
+
+    #[test]
+    fn repeated_counter_is_executed_again() {
+        let (mut bcm, mut rx) = setup();
+        let a = send(&mut bcm, BodyCommand::Unlock, 5, 1);
+        let b = send(&mut bcm, BodyCommand::Lock, 5, 2);
+        rx.feed(bcm.dbc(), &a, 1);
+        rx.feed(bcm.dbc(), &b, 2);
+        assert_eq!(rx.acks, vec![(5, "OK".into()), (5, "OK".into())]);
+        assert_eq!(rx.bool(LOCKED_FL, 2), Some(true));
+    }
+
+    #[test]
+    fn ignore_commands_counts_but_never_actuates() {
+        let (mut bcm, mut rx) = setup();
+        bcm.ignore_commands = true;
+        let out = send(&mut bcm, BodyCommand::Unlock, 1, 10);
+        assert!(out.is_empty());
+        assert_eq!(bcm.commands_received(), 1);
+        assert!(bcm.car().locks.iter().all(|l| *l == LockState::Locked));
+        let out = bcm.tick(100);
+        rx.feed(bcm.dbc(), &out, 100);
+        assert_eq!(rx.bool(LOCKED_FL, 100), Some(true));
+        assert!(rx.acks.is_empty());
+        assert_eq!(
+            bcm.take_events()[0].to_string(),
+            "UNLOCK (ctr 1) -> ignored (ignore_commands)"
+        );
+    }
+
+    #[test]
+    fn periodic_schedule_fast_and_slow() {
+        let mut bcm = BodyController::demo();
+        assert_eq!(bcm.next_tick(), 0);
+        let first = bcm.tick(0);
+        assert_eq!(first.len(), 6, "fast (4) + slow (2) frames");
+        assert_eq!(bcm.next_tick(), 100);
+        assert!(bcm.tick(99).is_empty(), "not due yet");
+        let mut counts = Vec::new();
+        let mut t = 100;
+        while t < 1_000 {
+            counts.push(bcm.tick(t).len());
+            assert_eq!(bcm.next_tick(), t + 100);
+            t += 100;
+        }
+        assert!(counts.iter().all(|n| *n == 4), "{counts:?}");
+        assert_eq!(bcm.tick(1_000).len(), 6, "slow set once per second");
+        // a stall skips missed periods instead of bursting
+        assert_eq!(bcm.tick(3_550).len(), 6);
+        assert_eq!(bcm.next_tick(), 3_600);
+        bcm.period_ms = 50;
+        assert_eq!(bcm.tick(3_600).len(), 4);
+        assert_eq!(bcm.next_tick(), 3_650);
+    }
+
+    #[test]
+    fn silent_sends_nothing_periodic_and_the_state_goes_stale() {
+        let (mut bcm, mut rx) = setup();
+        bcm.silent = true;
+        for t in (100..=3_000).step_by(100) {
+            let out = bcm.tick(t);
+            assert!(out.is_empty(), "t={t}");
+        }
+        // the schedule still advances, nothing accumulates
+        assert_eq!(bcm.next_tick(), 3_100);
+        assert_eq!(rx.bool(LOCKED_FL, 3_000), None, "stale after max_age");
+        bcm.silent = false;
+        let out = bcm.tick(3_100);
+        rx.feed(bcm.dbc(), &out, 3_100);
+        assert_eq!(rx.bool(LOCKED_FL, 3_100), Some(true));
+    }
+
+    #[test]
+    fn actuation_delay_acks_now_and_changes_state_later() {
+        let (mut bcm, mut rx) = setup();
+        bcm.actuation_delay_ms = 300;
+        let out = send(&mut bcm, BodyCommand::Unlock, 7, 1_000);
+        rx.feed(bcm.dbc(), &out, 1_000);
+        assert_eq!(rx.acks, vec![(7, "OK".to_string())]);
+        assert_eq!(rx.bool(LOCKED_FL, 1_000), Some(true), "not yet");
+        assert_eq!(bcm.pending_actuations(), 1);
+        assert_eq!(bcm.next_tick(), 100, "periodic frames are overdue first");
+        let out = bcm.tick(1_000);
+        rx.feed(bcm.dbc(), &out, 1_000);
+        assert_eq!(bcm.next_tick(), 1_100);
+        let out = bcm.tick(1_200);
+        rx.feed(bcm.dbc(), &out, 1_200);
+        assert_eq!(rx.bool(LOCKED_FL, 1_200), Some(true), "still not yet");
+        assert_eq!(bcm.next_tick(), 1_300);
+        let out = bcm.tick(1_300);
+        rx.feed(bcm.dbc(), &out, 1_300);
+        assert_eq!(rx.bool(LOCKED_FL, 1_300), Some(false));
+        assert_eq!(bcm.pending_actuations(), 0);
+        let ev = bcm.take_events();
+        assert_eq!(
+            ev.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            vec![
+                "UNLOCK (ctr 7) -> acknowledged, actuating at t=1300 ms",
+                "UNLOCK (ctr 7) delayed -> doors unlocked",
+            ]
+        );
+    }
+
+    #[test]
+    fn delayed_start_rechecks_preconditions_when_due() {
+        let (mut bcm, _rx) = setup();
+        bcm.actuation_delay_ms = 200;
+        send(&mut bcm, BodyCommand::EngineStart, 2, 0);
+        bcm.car_mut().gear = Gear::D;
+        let out = bcm.tick(200);
+        assert!(!bcm.car().engine_running);
+        assert_eq!(out.len(), 4, "periodic frames only");
+        assert_eq!(
+            bcm.take_events().last(),
+            Some(&SimEvent::Actuated {
+                command: BodyCommand::EngineStart,
+                counter: 2,
+                refused: Some(Refusal::NotInPark),
+            })
+        );
+    }
+
+    #[test]
+    fn invalid_and_foreign_frames_are_ignored() {
+        let (mut bcm, _rx) = setup();
+        let mut f = encode_body_command(bcm.dbc(), BodyCommand::Unlock, 1).expect("encode");
+        if let Some(b) = f.data.get_mut(7) {
+            *b ^= 0xFF;
+        }
+        assert!(bcm.on_frame(&f, 1).is_empty(), "bad checksum");
+        let short = CanFrame::new(crate::frame::CanId::standard(0x200), &[2, 0, 0]);
+        assert!(bcm.on_frame(&short, 2).is_empty(), "short frame");
+        // valid checksum but no request at all
+        let mut none = CanFrame::new(crate::frame::CanId::standard(0x200), &[0; 8]);
+        none.data[7] = crate::demo::command_checksum(&none.data);
+        assert!(bcm.on_frame(&none, 3).is_empty(), "no request");
+        assert_eq!(bcm.invalid_commands(), 3);
+        // same payload on another id, an extended id and an RTR frame are not commands
+        let good = encode_body_command(bcm.dbc(), BodyCommand::Unlock, 1).expect("encode");
+        let mut other = good.clone();
+        other.id = 0x201;
+        let mut ext = good.clone();
+        ext.extended = true;
+        let mut rtr = good.clone();
+        rtr.remote = true;
+        for f in [other, ext, rtr] {
+            assert!(bcm.on_frame(&f, 4).is_empty(), "{f:?}");
+        }
+        assert_eq!(bcm.invalid_commands(), 3);
+        assert_eq!(bcm.commands_received(), 0);
+        assert!(bcm.car().locks.iter().all(|l| *l == LockState::Locked));
+    }
+
+    #[test]
+    fn unencodable_state_is_an_event_not_a_panic() {
+        let mut bcm = BodyController::demo();
+        bcm.car_mut().speed_kmh = 1e12;
+        assert!(bcm.tick(0).is_empty());
+        assert!(matches!(
+            bcm.take_events().as_slice(),
+            [SimEvent::EncodeError(_)]
+        ));
+    }
+
+    #[test]
+    fn next_after_skips_missed_periods() {
+        assert_eq!(next_after(0, 100, 0), 100);
+        assert_eq!(next_after(0, 100, 99), 100);
+        assert_eq!(next_after(0, 100, 100), 200);
+        assert_eq!(next_after(0, 100, 350), 400);
+        assert_eq!(next_after(u64::MAX - 1, 100, u64::MAX), u64::MAX);
+    }
+}
