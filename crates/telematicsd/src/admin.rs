@@ -322,7 +322,7 @@ pub async fn serve(
         tokio::spawn(async move {
             tokio::select! {
                 () = shutdown.cancelled() => {}
-                r = handle_connection(stream, &policy, handler.as_ref()) => {
+                r = handle_connection(stream, &policy, handler) => {
                     if let Err(e) = r {
                         tracing::warn!(code = e.code(), error = %e, "admin connection closed");
                     }
@@ -336,7 +336,7 @@ pub async fn serve(
 pub async fn handle_connection(
     mut stream: UnixStream,
     policy: &AccessPolicy,
-    handler: &dyn AdminHandler,
+    handler: Arc<dyn AdminHandler>,
 ) -> Result<(), DaemonError> {
     let cred = stream.peer_cred()?;
     if let Err(e) = policy.authorize(cred.uid(), cred.gid(), user_name_of) {
@@ -350,7 +350,7 @@ pub async fn handle_connection(
 /// Serves requests on an already-authorized stream until EOF.
 pub async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
-    handler: &dyn AdminHandler,
+    handler: Arc<dyn AdminHandler>,
 ) -> Result<(), DaemonError> {
     loop {
         let payload = match read_frame(stream).await {
@@ -364,7 +364,11 @@ pub async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
         let resp = match decode_payload::<Request>(&payload) {
             Ok(req) => {
                 tracing::info!(op = op_name(&req), "admin request");
-                handler.handle(req)
+                // Handlers block (PBKDF2, fsync): keep them off the async workers.
+                let h = handler.clone();
+                tokio::task::spawn_blocking(move || h.handle(req))
+                    .await
+                    .unwrap_or_else(|e| Response::error("admin.internal", e.to_string()))
             }
             Err(e) => Response::error(e.code(), e.to_string()),
         };
@@ -449,7 +453,7 @@ mod tests {
     #[tokio::test]
     async fn request_response_over_duplex() {
         let (mut a, mut b) = tokio::io::duplex(4096);
-        let server = tokio::spawn(async move { serve_stream(&mut b, &Echo).await });
+        let server = tokio::spawn(async move { serve_stream(&mut b, Arc::new(Echo)).await });
         let r = call_on(&mut a, &Request::Lockout).await.expect("call");
         assert_eq!(
             r,
@@ -480,7 +484,7 @@ mod tests {
 
     async fn send_raw(bytes: Vec<u8>) -> (Result<(), DaemonError>, Option<Response>) {
         let (mut a, mut b) = tokio::io::duplex(256 * 1024);
-        let server = tokio::spawn(async move { serve_stream(&mut b, &Echo).await });
+        let server = tokio::spawn(async move { serve_stream(&mut b, Arc::new(Echo)).await });
         a.write_all(&bytes).await.expect("write");
         a.shutdown().await.expect("shutdown");
         let resp = match read_frame(&mut a).await {
@@ -510,7 +514,7 @@ mod tests {
         let mut bytes = vec![0, 0, 0, 3, 0xff, 0x00, 0x13];
         bytes.extend(encode_frame(&Request::Status).expect("encode"));
         let (mut a, mut b) = tokio::io::duplex(4096);
-        let server = tokio::spawn(async move { serve_stream(&mut b, &Echo).await });
+        let server = tokio::spawn(async move { serve_stream(&mut b, Arc::new(Echo)).await });
         a.write_all(&bytes).await.expect("write");
         let p = read_frame(&mut a).await.expect("read").expect("frame");
         let r: Response = decode_payload(&p).expect("response");

@@ -66,8 +66,11 @@ pub enum CanSourceKind {
     Socketcan,
     /// Replay of a candump log file.
     Replay,
-    /// In-process simulated bus.
+    /// In-process simulated vehicle: the demo body controller on an in-process bus (demo DBC
+    /// and mapping built in; `dbc`/`mapping` are ignored).
     Sim,
+    /// Virtual CAN bus over TCP (`telematicsctl sim --listen`): `interface` is `host:port`.
+    Tcp,
 }
 
 /// `[can]` section.
@@ -76,7 +79,7 @@ pub enum CanSourceKind {
 pub struct CanConfig {
     /// Source kind.
     pub source: CanSourceKind,
-    /// SocketCAN interface name (for `socketcan`).
+    /// SocketCAN interface name (for `socketcan`), or `host:port` of the virtual bus (for `tcp`).
     pub interface: String,
     /// candump log to replay (for `replay`).
     pub replay_file: Option<PathBuf>,
@@ -167,8 +170,10 @@ pub struct SecurityConfig {
     pub lockout_threshold: u32,
     /// First lockout duration (s); doubles per further failure.
     pub lockout_base_s: u64,
-    /// Maximum lockout duration (s).
-    pub lockout_max_s: u64,
+    /// Consecutive wrong codes after which remote commands stay locked until recovery.
+    pub lockout_hard_limit: u32,
+    /// How long an armed recovery waits for the in-car confirmation (s).
+    pub reset_confirm_window_s: u64,
     /// Maximum command time-to-live (s).
     pub max_ttl_s: u64,
     /// Tolerated clock skew (s).
@@ -181,9 +186,10 @@ impl Default for SecurityConfig {
     fn default() -> Self {
         Self {
             pbkdf2_iterations: 600_000,
-            lockout_threshold: 5,
-            lockout_base_s: 60,
-            lockout_max_s: 3_600,
+            lockout_threshold: 3,
+            lockout_base_s: 30,
+            lockout_hard_limit: 10,
+            reset_confirm_window_s: 900,
             max_ttl_s: 60,
             clock_skew_s: 30,
             backend_public_key: "/etc/telematicsd/backend.pub".into(),
@@ -343,6 +349,12 @@ impl Config {
                     ));
                 }
             }
+            CanSourceKind::Tcp if self.can.interface.parse::<std::net::SocketAddr>().is_err() => {
+                errs.push(format!(
+                    "can.interface: must be host:port (e.g. 127.0.0.1:29536) when can.source = \"tcp\", got {:?}",
+                    self.can.interface
+                ));
+            }
             CanSourceKind::Replay if self.can.replay_file.is_none() => {
                 errs.push("can.replay_file: required when can.source = \"replay\"".into());
             }
@@ -394,10 +406,16 @@ impl Config {
         if s.lockout_base_s == 0 {
             errs.push("security.lockout_base_s: must be > 0, got 0".into());
         }
-        if s.lockout_max_s < s.lockout_base_s {
+        if s.lockout_hard_limit <= s.lockout_threshold || s.lockout_hard_limit > 1000 {
             errs.push(format!(
-                "security.lockout_max_s: must be >= lockout_base_s ({}), got {}",
-                s.lockout_base_s, s.lockout_max_s
+                "security.lockout_hard_limit: must be > lockout_threshold ({}) and <= 1000, got {}",
+                s.lockout_threshold, s.lockout_hard_limit
+            ));
+        }
+        if !(60..=86_400).contains(&s.reset_confirm_window_s) {
+            errs.push(format!(
+                "security.reset_confirm_window_s: must be 60..=86400, got {}",
+                s.reset_confirm_window_s
             ));
         }
         if !(1..=3600).contains(&s.max_ttl_s) {
@@ -515,8 +533,10 @@ impl Config {
             "security.backend_public_key",
             &self.security.backend_public_key,
         );
-        need("can.dbc", &self.can.dbc);
-        need("can.mapping", &self.can.mapping);
+        if self.can.source != CanSourceKind::Sim {
+            need("can.dbc", &self.can.dbc);
+            need("can.mapping", &self.can.mapping);
+        }
         if let Some(r) = &self.can.replay_file
             && self.can.source == CanSourceKind::Replay
         {
@@ -549,7 +569,8 @@ where
     // BTreeMap: deterministic order.
     let vars: BTreeMap<String, String> = env
         .into_iter()
-        .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+        // The failpoint switch shares the prefix but is not a config key.
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k != crate::failpoint::ENV_VAR)
         .collect();
     for (k, v) in vars {
         let rest = &k[ENV_PREFIX.len()..];

@@ -1,14 +1,20 @@
-//! The daemon run loop: admin socket, signals, sd-notify, watchdog.
+//! The daemon: opens state (fail closed), serves the admin socket, runs the vehicle runtime,
+//! handles SIGHUP (TLS reload), sd-notify READY/STATUS/WATCHDOG/STOPPING and shutdown.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
+use telematics_link::LinkState;
+use telematics_store::Store;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::{self, AccessPolicy, AdminHandler, Request, Response};
-use crate::config::Config;
+use crate::admin::{self, AccessPolicy, AdminHandler};
+use crate::config::{CanSourceKind, Config};
 use crate::error::DaemonError;
+use crate::runtime::{CanConnector, CanPorts, DiscardSink, Health, Runtime};
+use crate::security::SecurityService;
 
 /// External events fed into the main loop (from signals or tests).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,43 +23,187 @@ pub enum DaemonEvent {
     ReloadCertificates,
 }
 
-/// A configured daemon instance.
+/// A configured daemon instance: store, security state and CAN connector are opened by
+/// [`Daemon::open`], so every fail-closed check happens before anything is started.
 pub struct Daemon {
     config: Config,
-    handler: Arc<dyn AdminHandler>,
     policy: AccessPolicy,
     shutdown: CancellationToken,
-    /// Send `true` to sd-notify (only when running under systemd).
+    /// Send to sd-notify (only when running under systemd).
     notify: bool,
+    store: Store,
+    security: Arc<SecurityService>,
+    connector: CanConnector,
+    health: Option<Arc<Health>>,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("vin", &self.config.vehicle.vin)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The admin handler: security operations plus a status that shows the daemon's health.
+struct DaemonAdmin {
+    security: Arc<SecurityService>,
+    health: Arc<Health>,
+    link: tokio::sync::watch::Receiver<LinkState>,
+    store: Store,
+}
+
+impl AdminHandler for DaemonAdmin {
+    fn handle(&self, req: admin::Request) -> admin::Response {
+        let resp = self.security.handle(req);
+        let admin::Response::Status {
+            version,
+            vin,
+            uptime_s,
+            mut components,
+        } = resp
+        else {
+            return resp;
+        };
+        let h = &self.health;
+        let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        let mqtt = match &*self.link.borrow() {
+            LinkState::Connected => "connected".to_string(),
+            LinkState::Connecting { attempt } => format!("connecting (attempt {attempt})"),
+            LinkState::Disconnected { error, .. } => format!("disconnected: {error}"),
+            LinkState::Stopped => "stopped".to_string(),
+        };
+        components.push(("mqtt".into(), mqtt));
+        components.push((
+            "can".into(),
+            format!(
+                "connects={} frames={} dropped={}",
+                n(&h.can_connects),
+                n(&h.frames),
+                n(&h.frames_dropped)
+            ),
+        ));
+        components.push((
+            "commands".into(),
+            format!(
+                "verified={} refused={}",
+                n(&h.commands_verified),
+                n(&h.commands_refused)
+            ),
+        ));
+        let outbox = match self.store.outbox().stats() {
+            Ok(st) => format!(
+                "queued={} bytes={} dropped={} enqueued={} write_failures={}",
+                st.len,
+                st.bytes,
+                st.drops.total(),
+                n(&h.enqueued),
+                n(&h.enqueue_failures)
+            ),
+            Err(e) => format!("error: {e}"),
+        };
+        components.push(("outbox".into(), outbox));
+        admin::Response::Status {
+            version,
+            vin,
+            uptime_s,
+            components,
+        }
+    }
+}
+
+/// Builds the CAN connector for `[can] source`.
+pub fn can_connector(cfg: &Config) -> CanConnector {
+    match cfg.can.source {
+        CanSourceKind::Socketcan => {
+            let iface = cfg.can.interface.clone();
+            Arc::new(move || {
+                let iface = iface.clone();
+                Box::pin(async move {
+                    // Two sockets: the receive loop owns one, actuation sends on the other.
+                    let rx = telematics_canio::socket::open(&iface)?;
+                    let tx = telematics_canio::socket::open(&iface)?;
+                    Ok(CanPorts {
+                        source: Box::new(rx),
+                        sink: Arc::new(tx),
+                    })
+                })
+            })
+        }
+        CanSourceKind::Replay => {
+            let path = cfg.can.replay_file.clone().unwrap_or_default();
+            Arc::new(move || {
+                let path = path.clone();
+                Box::pin(async move {
+                    let src = telematics_canio::ReplaySource::open(
+                        &path,
+                        telematics_canio::ReplayMode::RealTime { speed: 1.0 },
+                    )
+                    .await?;
+                    Ok(CanPorts {
+                        source: Box::new(src),
+                        sink: Arc::new(DiscardSink::default()),
+                    })
+                })
+            })
+        }
+        CanSourceKind::Tcp => {
+            let addr = cfg.can.interface.clone();
+            Arc::new(move || {
+                let addr = addr.clone();
+                Box::pin(async move { crate::simbus::connect_tcp(&addr).await })
+            })
+        }
+        CanSourceKind::Sim => crate::simbus::in_process_connector(),
+    }
 }
 
 impl Daemon {
-    /// Creates a daemon. `handler` answers admin requests; the admin group
+    /// Opens the store and the security state and prepares the CAN connector; the admin group
     /// is resolved from the system group database (fail closed).
-    pub fn new(config: Config, handler: Arc<dyn AdminHandler>) -> Result<Self, DaemonError> {
+    pub fn open(config: Config) -> Result<Self, DaemonError> {
         let policy = AccessPolicy::from_group_name(&config.admin.group)?;
-        Ok(Self::with_policy(config, handler, policy))
+        Self::open_with_policy(config, policy)
     }
 
-    /// Creates a daemon with an explicit admin access policy (tests).
-    pub fn with_policy(
-        config: Config,
-        handler: Arc<dyn AdminHandler>,
-        policy: AccessPolicy,
-    ) -> Self {
+    /// [`Daemon::open`] with an explicit admin access policy (tests, demo).
+    pub fn open_with_policy(config: Config, policy: AccessPolicy) -> Result<Self, DaemonError> {
+        let store = Store::open_with(
+            config.outbox_path(),
+            telematics_store::OutboxConfig {
+                max_messages: config.outbox.max_messages,
+                max_bytes: config.outbox.max_bytes,
+            },
+        )?;
+        let security = Arc::new(SecurityService::open(store.clone(), &config)?);
+        let connector = can_connector(&config);
         let notify = std::env::var_os("NOTIFY_SOCKET").is_some();
-        Self {
+        Ok(Self {
             config,
-            handler,
             policy,
             shutdown: CancellationToken::new(),
             notify,
-        }
+            store,
+            security,
+            connector,
+            health: None,
+        })
+    }
+
+    /// Replaces the CAN connector (tests inject an in-process bus).
+    pub fn with_connector(mut self, connector: CanConnector) -> Self {
+        self.connector = connector;
+        self
     }
 
     /// The token that stops the daemon when cancelled.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
+    }
+
+    /// The security service (admin operations in-process).
+    pub fn security(&self) -> Arc<SecurityService> {
+        self.security.clone()
     }
 
     fn sd(&self, states: &[sd_notify::NotifyState<'_>]) {
@@ -64,20 +214,49 @@ impl Daemon {
         }
     }
 
-    /// Runs until the shutdown token is cancelled. `events` carries
-    /// SIGHUP-style events. Sends `READY=1` once the admin socket is up,
-    /// `WATCHDOG=1` from the healthy main loop and `STOPPING=1` on shutdown.
-    pub async fn run(self, mut events: mpsc::Receiver<DaemonEvent>) -> Result<(), DaemonError> {
+    /// Runs until the shutdown token is cancelled. `events` carries SIGHUP-style events.
+    /// Sends `READY=1` once the admin socket, the MQTT link task and the CAN reader are up
+    /// (not once the broker is reachable: a car in a garage without coverage must still serve
+    /// the head unit), `STATUS=` on link changes, `WATCHDOG=1` only while the core loop is
+    /// alive, and `STOPPING=1` on shutdown, after which the outbox is drained (bounded).
+    pub async fn run(mut self, mut events: mpsc::Receiver<DaemonEvent>) -> Result<(), DaemonError> {
+        let runtime = Runtime::start(
+            self.config.clone(),
+            self.store.clone(),
+            self.security.clone(),
+            self.connector.clone(),
+        )?;
+        let health = runtime.health();
         let gid = self.policy.gid;
         let listener = admin::bind(&self.config.admin.socket, gid)?;
+        let handler: Arc<dyn AdminHandler> = Arc::new(DaemonAdmin {
+            security: self.security.clone(),
+            health: health.clone(),
+            link: runtime.link_state(),
+            store: self.store.clone(),
+        });
         let admin_task = tokio::spawn(admin::serve(
             listener,
             Arc::new(self.policy.clone()),
-            self.handler.clone(),
+            handler,
             self.shutdown.clone(),
         ));
-        tracing::info!(socket = %self.config.admin.socket.display(), vin = %self.config.vehicle.vin, "telematicsd started");
-        self.sd(&[sd_notify::NotifyState::Ready]);
+        self.health = Some(health.clone());
+        let clock = runtime.clock();
+        let mut link_state = runtime.link_state();
+        let link = runtime.link_handle();
+        let mut core = tokio::spawn(runtime.run(self.shutdown.clone(), Duration::from_secs(5)));
+        tracing::info!(
+            socket = %self.config.admin.socket.display(),
+            vin = %self.config.vehicle.vin,
+            can = ?self.config.can.source,
+            broker = %format!("{}:{}", self.config.mqtt.host, self.config.mqtt.port),
+            "telematicsd started"
+        );
+        self.sd(&[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status("started; MQTT connecting"),
+        ]);
 
         // Ping at half the watchdog interval; default tick otherwise.
         let wd = if self.notify {
@@ -86,68 +265,63 @@ impl Daemon {
             None
         };
         let mut tick = tokio::time::interval(wd.map_or(Duration::from_secs(5), |d| d / 2));
-        let mut last_loop = Instant::now();
+        let mut core_result = None;
         loop {
             tokio::select! {
                 () = self.shutdown.cancelled() => break,
+                r = &mut core => {
+                    core_result = Some(r);
+                    break;
+                }
                 ev = events.recv() => match ev {
                     Some(DaemonEvent::ReloadCertificates) => {
-                        tracing::info!("SIGHUP: certificate reload requested");
+                        tracing::info!("SIGHUP: reloading client certificate, key and CA");
                         self.sd(&[sd_notify::NotifyState::Reloading]);
-                        // Hook: telematics-link reload once wired.
+                        match link.reload_tls() {
+                            Ok(()) => tracing::info!("TLS files reloaded; used from the next connection"),
+                            Err(e) => tracing::error!(error = %e, "TLS reload failed; previous files stay in force"),
+                        }
                         self.sd(&[sd_notify::NotifyState::Ready]);
                     }
                     None => {}
                 },
+                r = link_state.changed() => {
+                    if r.is_ok() {
+                        let st = link_state.borrow().clone();
+                        let text = match &st {
+                            LinkState::Connected => "MQTT connected".to_string(),
+                            LinkState::Connecting { attempt } => format!("MQTT connecting (attempt {attempt})"),
+                            LinkState::Disconnected { error, retry_in } => format!("MQTT disconnected: {error}; retry in {} ms", retry_in.as_millis()),
+                            LinkState::Stopped => "MQTT stopped".to_string(),
+                        };
+                        tracing::info!(state = %text, "link");
+                        self.sd(&[sd_notify::NotifyState::Status(&text)]);
+                    }
+                }
                 _ = tick.tick() => {
-                    let healthy = !admin_task.is_finished();
+                    let beat = health.heartbeat_ms.load(Ordering::Relaxed);
+                    let healthy = !admin_task.is_finished()
+                        && clock.now_ms().saturating_sub(beat) < 3_000;
                     if healthy && wd.is_some() {
                         self.sd(&[sd_notify::NotifyState::Watchdog]);
                     } else if !healthy {
-                        tracing::error!("admin task ended; withholding watchdog ping");
+                        tracing::error!("core loop or admin task stalled; withholding watchdog ping");
                     }
-                    last_loop = Instant::now();
                 }
             }
         }
-        tracing::info!(
-            since_last_tick_ms = last_loop.elapsed().as_millis() as u64,
-            "shutting down"
-        );
+        tracing::info!("shutting down");
         self.sd(&[sd_notify::NotifyState::Stopping]);
+        self.shutdown.cancel();
+        let res = match core_result {
+            Some(r) => r,
+            None => core.await,
+        };
         let _ = admin_task.await;
         let _ = std::fs::remove_file(&self.config.admin.socket);
-        Ok(())
-    }
-}
-
-/// Admin handler used until telematics-security is wired: answers
-/// `Status` and refuses every security operation (fail closed).
-pub struct StatusOnlyHandler {
-    vin: String,
-    started: Instant,
-}
-
-impl StatusOnlyHandler {
-    /// Creates the handler.
-    pub fn new(vin: &str) -> Self {
-        Self {
-            vin: vin.to_string(),
-            started: Instant::now(),
-        }
-    }
-}
-
-impl AdminHandler for StatusOnlyHandler {
-    fn handle(&self, req: Request) -> Response {
-        match req {
-            Request::Status => Response::Status {
-                version: env!("CARGO_PKG_VERSION").into(),
-                vin: self.vin.clone(),
-                uptime_s: self.started.elapsed().as_secs(),
-                components: vec![("security".into(), "not wired".into())],
-            },
-            _ => Response::error("admin.unavailable", "security store not available"),
+        match res {
+            Ok(r) => r,
+            Err(e) => Err(DaemonError::Security(format!("core task failed: {e}"))),
         }
     }
 }
@@ -155,28 +329,42 @@ impl AdminHandler for StatusOnlyHandler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::admin::{Request, Response, Secret};
 
-    #[tokio::test]
-    async fn daemon_runs_serves_admin_and_stops() {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn daemon_serves_admin_pairs_and_stops() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut cfg =
-            Config::from_toml_with_env("[vehicle]\nvin = \"1M8GDM9AXKP042788\"\n", Vec::new())
-                .expect("cfg");
-        cfg.admin.socket = dir.path().join("run/admin.sock");
+        let pki = telematics_testkit::TestPki::generate().expect("pki");
+        let vin = "1M8GDM9AXKP042788";
+        let files = pki.client(vin).expect("client cert");
+        let ca = pki.ca_cert().to_path_buf();
+        let pk = dir.path().join("backend.pub");
+        std::fs::write(&pk, "00".repeat(32)).expect("pk");
+        let state = dir.path().join("state");
+        std::fs::create_dir_all(&state).expect("state dir");
+        let toml = format!(
+            "[vehicle]\nvin = \"{vin}\"\n[can]\nsource = \"sim\"\n[mqtt]\nhost = \"127.0.0.1\"\nport = 1\n\
+             ca = {ca:?}\ncert = {cert:?}\nkey = {key:?}\n[security]\npbkdf2_iterations = 100000\n\
+             backend_public_key = {pk:?}\n[admin]\nsocket = {sock:?}\n[state]\ndirectory = {state:?}\n",
+            cert = files.cert,
+            key = files.key,
+            sock = dir.path().join("run/admin.sock"),
+        );
+        let cfg = Config::from_toml_with_env(&toml, Vec::new()).expect("cfg");
         let gid = nix::unistd::getgid().as_raw();
-        let d = Daemon::with_policy(
+        let d = Daemon::open_with_policy(
             cfg.clone(),
-            Arc::new(StatusOnlyHandler::new(&cfg.vehicle.vin)),
             AccessPolicy {
                 gid: Some(gid),
                 members: vec![],
             },
-        );
+        )
+        .expect("open");
         let token = d.shutdown_token();
         let (tx, rx) = mpsc::channel(4);
         let task = tokio::spawn(d.run(rx));
         let mut resp = None;
-        for _ in 0..100 {
+        for _ in 0..200 {
             if let Ok(r) = admin::call(&cfg.admin.socket, &Request::Status).await {
                 resp = Some(r);
                 break;
@@ -184,18 +372,70 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         match resp {
-            Some(Response::Status { vin, .. }) => assert_eq!(vin, "1M8GDM9AXKP042788"),
+            Some(Response::Status {
+                vin: v, components, ..
+            }) => {
+                assert_eq!(v, vin);
+                assert!(components.contains(&("security".into(), "not paired".into())));
+            }
             other => panic!("unexpected {other:?}"),
         }
-        let r = admin::call(&cfg.admin.socket, &Request::Lockout)
+        let r = admin::call(
+            &cfg.admin.socket,
+            &Request::Pair {
+                device_name: "phone".into(),
+                code: Secret("4711".into()),
+            },
+        )
+        .await
+        .expect("pair");
+        let Response::Paired { credential, .. } = r else {
+            panic!("pair failed: {r:?}")
+        };
+        assert!(credential.starts_with("TMDC1:"));
+        let r = admin::call(&cfg.admin.socket, &Request::Audit { limit: 5 })
             .await
-            .expect("call");
-        assert!(matches!(r, Response::Error { ref code, .. } if code == "admin.unavailable"));
+            .expect("audit");
+        assert!(
+            matches!(r, Response::Audit { ref events } if events.iter().any(|e| e.kind == "pair.first")),
+            "{r:?}"
+        );
         tx.send(DaemonEvent::ReloadCertificates)
             .await
             .expect("send");
         token.cancel();
         task.await.expect("join").expect("clean stop");
         assert!(!cfg.admin.socket.exists(), "socket removed on shutdown");
+    }
+
+    #[test]
+    fn corrupted_security_state_refuses_to_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pk = dir.path().join("backend.pub");
+        std::fs::write(&pk, "11".repeat(32)).expect("pk");
+        let toml = format!(
+            "[vehicle]\nvin = \"1M8GDM9AXKP042788\"\n[can]\nsource = \"sim\"\n[security]\n\
+             backend_public_key = {pk:?}\n[state]\ndirectory = {:?}\n",
+            dir.path()
+        );
+        let cfg = Config::from_toml_with_env(&toml, Vec::new()).expect("cfg");
+        {
+            let store = Store::open(cfg.outbox_path()).expect("store");
+            store
+                .put(crate::security::STATE_KEY, b"\xff\x00garbage")
+                .expect("put");
+        }
+        let policy = AccessPolicy {
+            gid: None,
+            members: vec![],
+        };
+        let e = Daemon::open_with_policy(cfg.clone(), policy.clone()).expect_err("must refuse");
+        assert_eq!(e.code(), "state.corrupted", "{e}");
+        // A missing back-end key refuses too (no recovery without it).
+        std::fs::remove_file(&pk).expect("rm");
+        let store_path = cfg.outbox_path();
+        std::fs::remove_file(store_path).expect("rm store");
+        let e = Daemon::open_with_policy(cfg, policy).expect_err("must refuse");
+        assert_eq!(e.code(), "security.config", "{e}");
     }
 }

@@ -37,6 +37,21 @@ pub enum DaemonError {
     /// An I/O error.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
+    /// Security configuration or key material is unusable (fail closed).
+    #[error("{0}")]
+    Security(String),
+    /// Persisted state exists but does not decode (fail closed: never replaced by defaults).
+    #[error("state corrupted: {0}")]
+    StateCorrupted(String),
+    /// The durable store failed (open, corrupted file, write).
+    #[error("store: {0}")]
+    Store(#[from] telematics_store::StoreError),
+    /// The vehicle model (DBC, VSS mapping) or the CAN interface is unusable.
+    #[error("can: {0}")]
+    Can(String),
+    /// The MQTT link could not be configured (TLS files, topics).
+    #[error("mqtt: {0}")]
+    Link(String),
 }
 
 impl DaemonError {
@@ -50,6 +65,11 @@ impl DaemonError {
             DaemonError::Frame(_) => "admin.frame",
             DaemonError::Unauthorized { .. } => "admin.unauthorized",
             DaemonError::Io(_) => "io",
+            DaemonError::Security(_) => "security.config",
+            DaemonError::StateCorrupted(_) => "state.corrupted",
+            DaemonError::Store(e) => e.code(),
+            DaemonError::Can(_) => "can.setup",
+            DaemonError::Link(_) => "mqtt.setup",
         }
     }
 }

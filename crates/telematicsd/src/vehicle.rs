@@ -1,0 +1,293 @@
+//! The vehicle model of the daemon: DBC + VSS mapping + signal store, and the two views the
+//! rest of the daemon needs from it — the executor's precondition signals and telemetry values.
+//!
+//! Pure code (no I/O, `now` passed in); the runtime feeds it frames.
+
+use telematics_can::dbc::DecodeOutcome;
+use telematics_can::{
+    BoundMapping, CanFrame, Change, Dbc, SignalValue, Timestamp, VehicleState, VssMapping, demo,
+};
+use telematics_exec::VehicleSignal;
+
+use crate::config::{CanSourceKind, Config};
+use crate::error::DaemonError;
+
+/// VSS paths the executor's signals are derived from.
+pub mod paths {
+    /// Vehicle speed, km/h.
+    pub const SPEED: &str = "Vehicle.Speed";
+    /// Selected gear (VSS: 126 = park).
+    pub const GEAR: &str = "Vehicle.Powertrain.Transmission.SelectedGear";
+    /// Hood open.
+    pub const HOOD_OPEN: &str = "Vehicle.Body.Hood.IsOpen";
+    /// Key present in the cabin.
+    pub const KEY_PRESENT: &str = "Vehicle.Cabin.IsKeyPresent";
+    /// Engine running.
+    pub const ENGINE_RUNNING: &str = "Vehicle.Powertrain.CombustionEngine.IsRunning";
+    /// Brake pedal position, percent (optional: the demo car does not map it).
+    pub const BRAKE_PEDAL: &str = "Vehicle.Chassis.Brake.PedalPosition";
+    /// The four doors.
+    pub const DOORS: [&str; 4] = [
+        "Vehicle.Cabin.Door.Row1.DriverSide",
+        "Vehicle.Cabin.Door.Row1.PassengerSide",
+        "Vehicle.Cabin.Door.Row2.DriverSide",
+        "Vehicle.Cabin.Door.Row2.PassengerSide",
+    ];
+}
+
+/// VSS encoding of "park" in `Transmission.SelectedGear`.
+pub const GEAR_PARK: i64 = 126;
+
+/// DBC, mapping and the decoded signal store.
+#[derive(Debug)]
+pub struct VehicleModel {
+    dbc: Dbc,
+    mapping: BoundMapping,
+    state: VehicleState,
+    frames: u64,
+    unknown: u64,
+    errors: u64,
+}
+
+/// Converts a decoded CAN value to the telemetry payload's value type.
+pub fn to_payload_value(v: &SignalValue) -> telematics_telemetry::SignalValue {
+    match v {
+        SignalValue::Bool(b) => telematics_telemetry::SignalValue::Bool(*b),
+        SignalValue::Int(i) => telematics_telemetry::SignalValue::Int(*i),
+        SignalValue::Float(f) => telematics_telemetry::SignalValue::Float(*f),
+        SignalValue::Text(t) => telematics_telemetry::SignalValue::Text(t.clone()),
+    }
+}
+
+fn as_f64(v: &SignalValue) -> Option<f64> {
+    match v {
+        SignalValue::Bool(b) => Some(f64::from(u8::from(*b))),
+        SignalValue::Int(i) => Some(*i as f64),
+        SignalValue::Float(f) => Some(*f),
+        SignalValue::Text(_) => None,
+    }
+}
+
+fn as_bool(v: &SignalValue) -> Option<bool> {
+    match v {
+        SignalValue::Bool(b) => Some(*b),
+        SignalValue::Int(i) => Some(*i != 0),
+        _ => None,
+    }
+}
+
+impl VehicleModel {
+    /// Builds the model from DBC and mapping text. The mapping is TOML (project format) or
+    /// Kuksa VSS JSON (`json == true`). Mapping entries whose DBC signal does not exist are
+    /// returned as warnings (the rest still works); a mapping that binds nothing is an error.
+    pub fn from_text(
+        dbc_text: &str,
+        mapping_text: &str,
+        json: bool,
+        default_max_age_ms: u64,
+    ) -> Result<(Self, Vec<String>), DaemonError> {
+        let dbc = Dbc::parse(dbc_text).map_err(|e| DaemonError::Can(format!("can.dbc: {e}")))?;
+        let mapping = if json {
+            VssMapping::from_kuksa_json(mapping_text, default_max_age_ms)
+        } else {
+            VssMapping::from_toml(mapping_text)
+        }
+        .map_err(|e| DaemonError::Can(format!("can.mapping: {e}")))?;
+        let (bound, warnings) = mapping.bind_lenient(&dbc);
+        let state = VehicleState::from_mapping(&bound);
+        let model = VehicleModel {
+            dbc,
+            mapping: bound,
+            state,
+            frames: 0,
+            unknown: 0,
+            errors: 0,
+        };
+        Ok((model, warnings))
+    }
+
+    /// The demo vehicle (built-in DBC and mapping) used by `can.source = "sim"`.
+    pub fn demo() -> Result<Self, DaemonError> {
+        Self::from_text(demo::DEMO_DBC, demo::DEMO_VSS_TOML, false, 2_000).map(|(m, _)| m)
+    }
+
+    /// Loads the files named by `[can]` (or the demo model for `sim`).
+    pub fn load(cfg: &Config) -> Result<(Self, Vec<String>), DaemonError> {
+        if cfg.can.source == CanSourceKind::Sim {
+            return Self::demo().map(|m| (m, Vec::new()));
+        }
+        let read = |key: &str, p: &std::path::Path| {
+            std::fs::read_to_string(p)
+                .map_err(|e| DaemonError::Can(format!("{key}: cannot read {}: {e}", p.display())))
+        };
+        let dbc = read("can.dbc", &cfg.can.dbc)?;
+        let mapping = read("can.mapping", &cfg.can.mapping)?;
+        let json = cfg
+            .can
+            .mapping
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+        Self::from_text(&dbc, &mapping, json, cfg.can.max_age_ms)
+    }
+
+    /// The DBC (for encoding actuation frames).
+    pub fn dbc(&self) -> &Dbc {
+        &self.dbc
+    }
+
+    /// Frames seen, frames with an id the DBC does not know, frames that failed to decode.
+    pub fn counters(&self) -> (u64, u64, u64) {
+        (self.frames, self.unknown, self.errors)
+    }
+
+    /// Decodes one frame and applies it; returns the reported changes.
+    pub fn on_frame(&mut self, frame: &CanFrame, now_ms: u64) -> Vec<Change> {
+        self.frames += 1;
+        match self.dbc.decode_frame(frame) {
+            Ok(DecodeOutcome::Decoded(d)) => self.state.apply(&self.mapping, &d, Timestamp(now_ms)),
+            Ok(_) => {
+                self.unknown += 1;
+                Vec::new()
+            }
+            Err(_) => {
+                self.errors += 1;
+                Vec::new()
+            }
+        }
+    }
+
+    fn fresh(&self, path: &str, now_ms: u64) -> Option<&SignalValue> {
+        self.state.get_fresh(path, Timestamp(now_ms))
+    }
+
+    fn all_fresh_bool(&self, leaf: &str, now_ms: u64) -> Option<Vec<bool>> {
+        paths::DOORS
+            .iter()
+            .map(|d| self.fresh(&format!("{d}.{leaf}"), now_ms).and_then(as_bool))
+            .collect()
+    }
+
+    /// The executor's signals that are currently fresh. A signal whose source is missing or
+    /// stale is left out, so the executor's own copy ages and preconditions refuse
+    /// `stale_state`.
+    pub fn exec_signals(&self, now_ms: u64) -> Vec<VehicleSignal> {
+        let mut out = Vec::with_capacity(8);
+        if let Some(s) = self.fresh(paths::SPEED, now_ms).and_then(as_f64) {
+            out.push(VehicleSignal::SpeedKmh(s));
+        }
+        if let Some(g) = self.fresh(paths::GEAR, now_ms).and_then(as_f64) {
+            out.push(VehicleSignal::InPark(g as i64 == GEAR_PARK));
+        }
+        if let Some(open) = self.all_fresh_bool("IsOpen", now_ms) {
+            out.push(VehicleSignal::DoorsClosed(open.iter().all(|o| !o)));
+        }
+        if let Some(locked) = self.all_fresh_bool("IsLocked", now_ms) {
+            out.push(VehicleSignal::DoorsLocked(locked.iter().all(|l| *l)));
+        }
+        if let Some(h) = self.fresh(paths::HOOD_OPEN, now_ms).and_then(as_bool) {
+            out.push(VehicleSignal::HoodClosed(!h));
+        }
+        if let Some(k) = self.fresh(paths::KEY_PRESENT, now_ms).and_then(as_bool) {
+            out.push(VehicleSignal::KeyInCabin(k));
+        }
+        if let Some(e) = self.fresh(paths::ENGINE_RUNNING, now_ms).and_then(as_bool) {
+            out.push(VehicleSignal::EngineRunning(e));
+        }
+        if let Some(b) = self.fresh(paths::BRAKE_PEDAL, now_ms).and_then(as_f64) {
+            out.push(VehicleSignal::BrakePressed(b > 0.0));
+        }
+        out
+    }
+
+    /// Every fresh value as telemetry (refreshes the schedule's view of unchanged signals).
+    pub fn fresh_values(&self, now_ms: u64) -> Vec<(String, telematics_telemetry::SignalValue)> {
+        self.state
+            .snapshot(Timestamp(now_ms))
+            .into_iter()
+            .filter(|e| !e.is_stale)
+            .map(|e| (e.path, to_payload_value(&e.value)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use telematics_can::demo::{CarState, Gear};
+
+    fn feed(m: &mut VehicleModel, car: &CarState, now: u64) {
+        let frames = car
+            .status_frames(&m.dbc, 1, true)
+            .expect("encode status frames");
+        for f in &frames {
+            m.on_frame(f, now);
+        }
+        // TPMS is multiplexed: send the other wheels too.
+        for c in 2..5u8 {
+            for f in car.status_frames(&m.dbc, c, false).expect("encode") {
+                m.on_frame(&f, now);
+            }
+        }
+    }
+
+    #[test]
+    fn demo_frames_yield_every_exec_signal() {
+        let mut m = VehicleModel::demo().expect("demo model");
+        let car = CarState::default();
+        feed(&mut m, &car, 1_000);
+        let s = m.exec_signals(1_000);
+        for expected in [
+            VehicleSignal::SpeedKmh(0.0),
+            VehicleSignal::InPark(true),
+            VehicleSignal::DoorsClosed(true),
+            VehicleSignal::DoorsLocked(true),
+            VehicleSignal::HoodClosed(true),
+            VehicleSignal::KeyInCabin(false),
+            VehicleSignal::EngineRunning(false),
+        ] {
+            assert!(s.contains(&expected), "{expected:?} missing from {s:?}");
+        }
+        assert!(!m.fresh_values(1_000).is_empty());
+        let (frames, unknown, errors) = m.counters();
+        assert!(frames > 0);
+        assert_eq!((unknown, errors), (0, 0));
+    }
+
+    #[test]
+    fn door_open_gear_and_staleness() {
+        let mut m = VehicleModel::demo().expect("demo model");
+        let car = CarState {
+            doors_open: [false, false, true, false],
+            gear: Gear::D,
+            hood_open: true,
+            key_in_cabin: true,
+            ..CarState::default()
+        };
+        feed(&mut m, &car, 10_000);
+        let s = m.exec_signals(10_000);
+        assert!(s.contains(&VehicleSignal::DoorsClosed(false)));
+        assert!(s.contains(&VehicleSignal::InPark(false)));
+        assert!(s.contains(&VehicleSignal::HoodClosed(false)));
+        assert!(s.contains(&VehicleSignal::KeyInCabin(true)));
+        // Nothing received for a minute: every signal is stale and left out.
+        assert!(m.exec_signals(70_000).is_empty());
+        assert!(m.fresh_values(70_000).is_empty());
+    }
+
+    #[test]
+    fn garbage_frames_are_counted_not_fatal() {
+        let mut m = VehicleModel::demo().expect("demo model");
+        let f = CanFrame::new(telematics_can::CanId::standard(0x7FF), &[1, 2, 3]);
+        assert!(m.on_frame(&f, 1).is_empty());
+        assert_eq!(m.counters().1, 1);
+    }
+
+    #[test]
+    fn mapping_errors_name_the_key() {
+        let e = VehicleModel::from_text("not a dbc", "", false, 1000).expect_err("bad dbc");
+        assert!(e.to_string().contains("can.dbc"), "{e}");
+        let e = VehicleModel::from_text(demo::DEMO_DBC, "[[signal]]\npath=1", false, 1000)
+            .expect_err("bad mapping");
+        assert!(e.to_string().contains("can.mapping"), "{e}");
+    }
+}
