@@ -1,0 +1,28 @@
+//! Owner / back-end / dealer tool for telematicsd, as a library so that end-to-end tests can
+//! run the CLI ([`main_entry`]) and call the remote-command functions in-process.
+//!
+//! - [`cli`]: clap types and [`main_entry`] (exit codes in `--help`);
+//! - [`remote`]: authenticated remote commands over mTLS MQTT ([`remote::send_command`]);
+//! - [`watch`]: decoded telemetry / alerts / results / status;
+//! - [`keys`]: back-end Ed25519 keys, reset authorizations and their `TMRA1:` text form;
+//! - [`counter`]: the crash-safe per-credential command counter;
+//! - [`mqtt`]: the shared broker connection options;
+//! - [`sim`]: the body-controller simulator.
+//!
+//! Security codes are never accepted as command-line arguments.
+
+pub mod cli;
+pub mod counter;
+pub mod demo;
+mod error;
+pub mod keys;
+pub mod mqtt;
+pub mod remote;
+pub mod sim;
+pub mod watch;
+
+pub use cli::main_entry;
+pub use error::CtlError;
+pub use keys::{reset_auth_from_text, reset_auth_to_text};
+pub use mqtt::MqttConn;
+pub use remote::{CommandOutcome, CommandSpec, send_command};

@@ -1,0 +1,331 @@
+//! `watch`: subscribe to a vehicle's topics and print every message decoded, one per line.
+
+use rumqttc::{Event, Packet, QoS, SubscribeReasonCode};
+use telematics_link::topics;
+use telematics_telemetry::{
+    Alert, AlertState, CommandResult, LinkState, SignalValue, Status, Telemetry, TelemetryKind,
+};
+
+use crate::CtlError;
+use crate::mqtt::{MqttConn, check_connack, connect, disconnect, sanitize};
+use crate::remote::format_result;
+
+/// Signals shown per telemetry line; the rest is summarised as `+N more`.
+pub const MAX_SIGNALS_SHOWN: usize = 8;
+
+/// A watchable vehicle topic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum WatchTopic {
+    /// `vehicles/{vin}/telemetry`.
+    Telemetry,
+    /// `vehicles/{vin}/alerts`.
+    Alerts,
+    /// `vehicles/{vin}/results`.
+    Results,
+    /// `vehicles/{vin}/status` (retained).
+    Status,
+}
+
+impl WatchTopic {
+    /// All topics, in display order.
+    pub const ALL: [WatchTopic; 4] = [
+        WatchTopic::Telemetry,
+        WatchTopic::Alerts,
+        WatchTopic::Results,
+        WatchTopic::Status,
+    ];
+
+    /// The topic name for `vin`.
+    pub fn topic(self, vin: &str) -> String {
+        match self {
+            WatchTopic::Telemetry => topics::telemetry(vin),
+            WatchTopic::Alerts => topics::alerts(vin),
+            WatchTopic::Results => topics::results(vin),
+            WatchTopic::Status => topics::status(vin),
+        }
+    }
+
+    /// The short name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            WatchTopic::Telemetry => "telemetry",
+            WatchTopic::Alerts => "alerts",
+            WatchTopic::Results => "results",
+            WatchTopic::Status => "status",
+        }
+    }
+}
+
+fn value(v: &SignalValue) -> String {
+    match v {
+        SignalValue::Bool(b) => b.to_string(),
+        SignalValue::Int(i) => i.to_string(),
+        SignalValue::Float(f) => f.to_string(),
+        SignalValue::Text(t) => format!("{:?}", sanitize(t)),
+    }
+}
+
+fn telemetry_line(t: &Telemetry) -> String {
+    let kind = match t.kind {
+        TelemetryKind::Snapshot => "snapshot",
+        TelemetryKind::Delta => "delta",
+    };
+    let mut line = format!("telemetry {kind} seq={} at={}", t.seq, t.at);
+    for (path, v) in t.signals.iter().take(MAX_SIGNALS_SHOWN) {
+        line.push_str(&format!(" {}={}", sanitize(path), value(v)));
+    }
+    if t.signals.len() > MAX_SIGNALS_SHOWN {
+        line.push_str(&format!(" +{} more", t.signals.len() - MAX_SIGNALS_SHOWN));
+    }
+    if !t.stale.is_empty() {
+        let stale: Vec<String> = t.stale.iter().map(|s| sanitize(s)).collect();
+        line.push_str(&format!(" stale=[{}]", stale.join(",")));
+    }
+    line
+}
+
+fn alert_line(a: &Alert) -> String {
+    let state = match a.state {
+        AlertState::Raised => "raised",
+        AlertState::Cleared => "cleared",
+    };
+    let mut line = format!("alert {} {state} at={}", sanitize(&a.kind), a.at);
+    if let Some(s) = &a.signal {
+        line.push_str(&format!(" signal={}", sanitize(s)));
+    }
+    if let Some(v) = &a.value {
+        line.push_str(&format!(" value={}", value(v)));
+    }
+    if let Some(t) = a.threshold {
+        line.push_str(&format!(" threshold={t}"));
+    }
+    line
+}
+
+fn status_line(s: &Status) -> String {
+    let state = match s.state {
+        LinkState::Online => "online",
+        LinkState::Offline => "offline",
+    };
+    format!(
+        "status {state} agent={} config={} at={}",
+        sanitize(&s.agent_version),
+        sanitize(&s.config_version),
+        s.at
+    )
+}
+
+/// Decodes one message received on `topic` (a topic of `vin`) into a display line.
+/// Undecodable payloads give `<topic>: undecodable (<error code>)`; a topic that is not one of
+/// the vehicle's gives `<topic>: unexpected topic`.
+pub fn format_message(vin: &str, topic: &str, payload: &[u8]) -> String {
+    let kind = WatchTopic::ALL.into_iter().find(|t| t.topic(vin) == topic);
+    let decoded = match kind {
+        None => return format!("{}: unexpected topic", sanitize(topic)),
+        Some(WatchTopic::Telemetry) => Telemetry::decode(payload).map(|t| telemetry_line(&t)),
+        Some(WatchTopic::Alerts) => Alert::decode(payload).map(|a| alert_line(&a)),
+        Some(WatchTopic::Results) => CommandResult::decode(payload)
+            .map(|r| format!("result {} {}", hex::encode(r.command_id), format_result(&r))),
+        Some(WatchTopic::Status) => Status::decode(payload).map(|s| status_line(&s)),
+    };
+    decoded.unwrap_or_else(|e| format!("{}: undecodable ({})", sanitize(topic), e.code()))
+}
+
+/// What to watch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WatchSpec {
+    /// The vehicle.
+    pub vin: String,
+    /// Topics to subscribe to (non-empty).
+    pub topics: Vec<WatchTopic>,
+    /// Stop after this many messages (`None`: until the connection ends or the task is
+    /// cancelled).
+    pub count: Option<u64>,
+}
+
+/// Checks that a VIN can be used inside a topic name.
+pub(crate) fn check_vin(vin: &str) -> Result<(), CtlError> {
+    if vin.is_empty() || vin.len() > 64 || vin.contains(['/', '+', '#', '\0']) {
+        return Err(CtlError::Invalid(format!(
+            "vin {:?} must be 1..64 characters without / + # or NUL",
+            sanitize(vin)
+        )));
+    }
+    Ok(())
+}
+
+/// Subscribes to the requested topics of `spec.vin` and calls `on_line` with one decoded line
+/// per message; `on_ready` is called once every subscription is acknowledged. Returns after
+/// `spec.count` messages; connection errors are `Err`.
+pub async fn watch(
+    conn: &MqttConn,
+    spec: &WatchSpec,
+    mut on_ready: impl FnMut(),
+    mut on_line: impl FnMut(&str),
+) -> Result<(), CtlError> {
+    check_vin(&spec.vin)?;
+    if spec.topics.is_empty() {
+        return Err(CtlError::Invalid("no topics to watch".into()));
+    }
+    if spec.count == Some(0) {
+        return Ok(());
+    }
+    let (client, mut ev) = connect(conn)?;
+    let mut pending = 0usize;
+    for t in &spec.topics {
+        client
+            .subscribe(t.topic(&spec.vin), QoS::AtLeastOnce)
+            .await
+            .map_err(|e| CtlError::Mqtt(e.to_string()))?;
+        pending += 1;
+    }
+    let mut seen = 0u64;
+    loop {
+        let event = ev
+            .poll()
+            .await
+            .map_err(|e| CtlError::Mqtt(format!("{}:{}: {e}", conn.host, conn.port)))?;
+        match event {
+            Event::Incoming(Packet::ConnAck(ack)) => check_connack(ack.code)?,
+            Event::Incoming(Packet::SubAck(ack)) => {
+                if ack
+                    .return_codes
+                    .iter()
+                    .any(|c| matches!(c, SubscribeReasonCode::Failure))
+                {
+                    return Err(CtlError::Mqtt(
+                        "subscription refused by the broker (ACL)".into(),
+                    ));
+                }
+                pending = pending.saturating_sub(1);
+                if pending == 0 {
+                    on_ready();
+                }
+            }
+            Event::Incoming(Packet::Publish(p)) => {
+                on_line(&format_message(&spec.vin, &p.topic, &p.payload));
+                seen += 1;
+                if spec.count.is_some_and(|n| seen >= n) {
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    disconnect(&client, &mut ev).await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::collections::BTreeMap;
+    use telematics_telemetry::ResultState;
+
+    const VIN: &str = "WBA3A5C51CF256985";
+
+    #[test]
+    fn decodes_each_kind() {
+        let mut signals = BTreeMap::new();
+        signals.insert("Vehicle.Speed".to_string(), SignalValue::Float(42.5));
+        signals.insert(
+            "Vehicle.Cabin.Door.IsLocked".into(),
+            SignalValue::Bool(true),
+        );
+        let t = Telemetry {
+            kind: TelemetryKind::Delta,
+            vin: VIN.into(),
+            seq: 7,
+            at: 1000,
+            signals,
+            stale: vec!["Vehicle.Powertrain.FuelSystem.Level".into()],
+        };
+        let line = format_message(VIN, &topics::telemetry(VIN), &t.encode().unwrap());
+        assert_eq!(
+            line,
+            "telemetry delta seq=7 at=1000 Vehicle.Cabin.Door.IsLocked=true \
+             Vehicle.Speed=42.5 stale=[Vehicle.Powertrain.FuelSystem.Level]"
+        );
+        let a = Alert {
+            vin: VIN.into(),
+            at: 5,
+            kind: "low_fuel".into(),
+            signal: Some("Vehicle.Powertrain.FuelSystem.Level".into()),
+            state: AlertState::Raised,
+            value: Some(SignalValue::Int(9)),
+            threshold: Some(10.0),
+        };
+        assert_eq!(
+            format_message(VIN, &topics::alerts(VIN), &a.encode().unwrap()),
+            "alert low_fuel raised at=5 signal=Vehicle.Powertrain.FuelSystem.Level value=9 \
+             threshold=10"
+        );
+        let r = CommandResult {
+            command_id: [0xab; 16],
+            state: ResultState::Rejected,
+            reason_code: Some("wrong_code".into()),
+            detail: None,
+            at: 9,
+        };
+        assert_eq!(
+            format_message(VIN, &topics::results(VIN), &r.encode().unwrap()),
+            format!("result {} rejected: wrong_code", "ab".repeat(16))
+        );
+        let s = Status {
+            state: LinkState::Offline,
+            agent_version: "0.1.0".into(),
+            config_version: "c1".into(),
+            at: 3,
+        };
+        assert_eq!(
+            format_message(VIN, &topics::status(VIN), &s.encode().unwrap()),
+            "status offline agent=0.1.0 config=c1 at=3"
+        );
+    }
+
+    #[test]
+    fn many_signals_are_summarised() {
+        let signals = (0..12)
+            .map(|i| (format!("Vehicle.S{i:02}"), SignalValue::Int(i)))
+            .collect();
+        let t = Telemetry {
+            kind: TelemetryKind::Snapshot,
+            vin: VIN.into(),
+            seq: 1,
+            at: 1,
+            signals,
+            stale: vec![],
+        };
+        let line = format_message(VIN, &topics::telemetry(VIN), &t.encode().unwrap());
+        assert!(line.ends_with("Vehicle.S07=7 +4 more"), "{line}");
+    }
+
+    #[test]
+    fn garbage_is_reported_not_fatal() {
+        let line = format_message(VIN, &topics::telemetry(VIN), b"\xff\x00garbage");
+        assert_eq!(
+            line,
+            format!("{}: undecodable (telemetry_decode)", topics::telemetry(VIN))
+        );
+        let line = format_message(VIN, &topics::status(VIN), &[0xa0]); // empty map
+        assert_eq!(
+            line,
+            format!("{}: undecodable (telemetry_schema)", topics::status(VIN))
+        );
+        assert_eq!(
+            format_message(VIN, "vehicles/OTHER/telemetry", b""),
+            "vehicles/OTHER/telemetry: unexpected topic"
+        );
+    }
+
+    #[test]
+    fn topic_names_parse() {
+        use clap::ValueEnum;
+        for t in WatchTopic::ALL {
+            assert_eq!(WatchTopic::from_str(t.name(), false).unwrap(), t);
+        }
+        assert!(WatchTopic::from_str("commands", false).is_err());
+        assert!(check_vin("a/b").is_err() && check_vin("").is_err() && check_vin(VIN).is_ok());
+    }
+}
