@@ -8,7 +8,7 @@ root="$(cd "$here/.." && pwd)"
 data="$root/crates/telematics-can/data"
 ext="${TELEMATICS_EXTERNAL_FIXTURES:-$root/../shared/fixtures/external}"
 c="$here/corpus"
-mkdir -p "$c"/{dbc_parse,candump_line,can_decode,cose_envelope,reset_auth,config_toml,admin_frame,payload_cbor}
+mkdir -p "$c"/{dbc_parse,candump_line,can_decode,cose_envelope,reset_auth,config_toml,admin_frame,payload_cbor,cose_plaintext,reset_auth_signed}
 
 # dbc_parse: demo DBC + external DBCs.
 cp "$data/demo_car.dbc" "$c/dbc_parse/demo_car.dbc"
@@ -48,4 +48,37 @@ printf 'a0' | xxd -r -p > "$c/payload_cbor/empty_map"
 printf 'a2626174016376696e6141' | xxd -r -p > "$c/payload_cbor/map_at_vin"
 printf 'd08443a10103a1054c000000000000000000000000' | xxd -r -p > "$c/cose_envelope/encrypt0_skel"
 printf 'd28443a10127a0f640' | xxd -r -p > "$c/reset_auth/sign1_skel"
+# Valid messages from the test vectors of docs/protocol.md (```vector <name> blocks).
+# vec <block> <field>: the hex value of <field> in that block.
+proto="$root/docs/protocol.md"
+vec() {
+  awk -v b="$1" -v f="$2" '
+    $0 == "```vector " b { inb = 1; next }
+    /^```/ { inb = 0 }
+    inb && index($0, f ":") == 1 { sub("^" f ":[ ]*", ""); print; exit }' "$proto"
+}
+for v in command-1 command-2; do
+  pt=$(vec "$v" plaintext); iv=$(vec "$v" iv); env=$(vec "$v" envelope)
+  [ -n "$pt" ] && [ -n "$iv" ] && [ -n "$env" ] || { echo "vector $v missing in $proto" >&2; exit 1; }
+  # cose_envelope: the real envelope (opens only with its own secret, but decodes fully).
+  printf '%s' "$env" | xxd -r -p > "$c/cose_envelope/$v"
+  # cose_plaintext: flags || IV || plaintext (see fuzz_targets/cose_plaintext.rs).
+  # 00 = active key, in window; 08 = last counter 41; 10 = one failure from back-off;
+  # 20 = back-off running; 30 = hard locked; 40 = expired; 01 = revoked key; 04 = other VIN.
+  for fl in 00 08 10 20 30 40 01 04; do
+    printf '%s%s%s' "$fl" "$iv" "$pt" | xxd -r -p > "$c/cose_plaintext/${v}_$fl"
+  done
+done
+# A wrong code (2581) in an otherwise valid command-1 plaintext.
+pt1=$(vec command-1 plaintext); iv1=$(vec command-1 iv)
+printf '00%s%s' "$iv1" "${pt1%30}31" | xxd -r -p > "$c/cose_plaintext/command-1_wrong_code"
+rp=$(vec reset-1 payload); s1=$(vec reset-1 sign1)
+[ -n "$rp" ] && [ -n "$s1" ] || { echo "vector reset-1 missing in $proto" >&2; exit 1; }
+printf '%s' "$s1" | xxd -r -p > "$c/reset_auth/reset-1"
+# reset_auth_signed: flags || payload (see fuzz_targets/reset_auth_signed.rs).
+# 00 = in window; 01 = signed for another VIN; 02 = expired; 04 = not yet valid; 08 = nonce used.
+for fl in 00 01 02 04 06 08; do
+  printf '%s%s' "$fl" "$rp" | xxd -r -p > "$c/reset_auth_signed/reset-1_$fl"
+done
+
 echo "seeded: $(find "$c" -type f | wc -l) files in $c"

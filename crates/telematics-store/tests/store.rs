@@ -139,43 +139,131 @@ fn zero_capacity_is_rejected() {
     assert_eq!(e.code(), "store.bad_config");
 }
 
-fn expect_corrupted(r: Result<Store, StoreError>) {
+fn expect_corrupted(r: Result<Store, StoreError>, what: &str) {
     match r {
-        Err(e) => assert_eq!(e.code(), "store.corrupted", "{e}"),
-        Ok(_) => panic!("a damaged database must not open"),
+        Err(e) => assert_eq!(e.code(), "store.corrupted", "{what}: {e}"),
+        Ok(_) => panic!("{what}: a damaged database must not open"),
     }
 }
+
+/// The bytes of a closed store file with key/value records and 300 outbox messages (many
+/// pages; written in several transactions, as a daemon leaves it). Built once per test binary.
+fn populated_file() -> &'static [u8] {
+    static FILE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    FILE.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        {
+            let s = Store::open(&path).unwrap();
+            s.put("security/state", &[7u8; 600]).unwrap();
+            for chunk in 0..10u32 {
+                let batch: Vec<OutboxMessage> = (chunk * 30..chunk * 30 + 30)
+                    .map(|i| msg(Priority::Telemetry, &i.to_le_bytes().repeat(30)))
+                    .collect();
+                s.outbox().enqueue_batch(&batch).unwrap();
+            }
+            s.outbox().ack(1).unwrap();
+        }
+        std::fs::read(&path).unwrap()
+    })
+}
+
+/// Deterministic pseudo-random bytes (xorshift64*), so failures reproduce.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
+        })
+        .collect()
+}
+
+// No catch_unwind anywhere (the store has none either): a redb panic fails these tests, and in
+// the release profile (`panic = "abort"`) would abort the daemon.
 
 #[test]
 fn garbage_file_fails_closed() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
     std::fs::write(&path, vec![0x5a; 8192]).unwrap();
-    expect_corrupted(Store::open(&path));
+    expect_corrupted(Store::open(&path), "0x5a x 8192");
     // The file is left untouched for forensics.
     assert_eq!(std::fs::read(&path).unwrap(), vec![0x5a; 8192]);
+}
+
+#[test]
+fn random_bytes_file_fails_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    for (seed, len) in [
+        (1u64, 1usize),
+        (2, 17),
+        (3, 511),
+        (4, 512),
+        (5, 4096),
+        (6, 8192),
+        (7, 65_536),
+        (8, 1 << 20),
+    ] {
+        let bytes = noise(seed, len);
+        std::fs::write(&path, &bytes).unwrap();
+        expect_corrupted(
+            Store::open(&path),
+            &format!("{len} random bytes (seed {seed})"),
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "file modified");
+    }
 }
 
 #[test]
 fn truncated_file_fails_closed() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
-    {
-        let s = Store::open(&path).unwrap();
-        for i in 0..200u32 {
-            s.outbox()
-                .enqueue(&msg(Priority::Telemetry, &i.to_le_bytes()))
-                .unwrap();
-        }
-    }
-    let full = std::fs::read(&path).unwrap();
-    for cut in [0usize, 100, 511, 1000] {
-        if cut == 0 {
-            // An empty file is a brand-new database for redb; skip it as "corruption".
-            continue;
-        }
+    let full = populated_file();
+    let len = full.len();
+    assert!(len > 16 * 1024, "fixture too small: {len}");
+    // Inside the header, at and around page boundaries, and throughout the data.
+    let mut cuts = vec![1, 9, 64, 100, 511, 512, 513, 1000, 4095, 4096, 4097, 8192];
+    cuts.extend([
+        len / 8,
+        len / 4,
+        len / 2,
+        3 * len / 4,
+        len - 4097,
+        len - 4096,
+        len - 512,
+        len - 1,
+    ]);
+    cuts.sort_unstable();
+    cuts.dedup();
+    for cut in cuts {
         std::fs::write(&path, &full[..cut]).unwrap();
-        expect_corrupted(Store::open(&path));
+        expect_corrupted(Store::open(&path), &format!("cut at {cut} of {len}"));
+        assert_eq!(std::fs::read(&path).unwrap().len(), cut, "file modified");
+    }
+    // An empty file is a brand-new database for redb (the store then creates it); the intact
+    // file still opens with its data.
+    std::fs::write(&path, full).unwrap();
+    let s = Store::open(&path).unwrap();
+    assert_eq!(s.outbox().stats().unwrap().len, 299);
+    assert_eq!(s.get("security/state").unwrap(), Some(vec![7u8; 600]));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, .. ProptestConfig::default() })]
+    #[test]
+    fn any_truncation_fails_closed(frac in 1u32..10_000) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let full = populated_file();
+        let cut = (full.len() as u64 * u64::from(frac) / 10_000) as usize;
+        prop_assume!(cut > 0 && cut < full.len());
+        std::fs::write(&path, &full[..cut]).unwrap();
+        let r = Store::open(&path);
+        prop_assert!(matches!(&r, Err(e) if e.code() == "store.corrupted"), "cut at {}: {:?}", cut, r.err());
     }
 }
 
@@ -308,5 +396,25 @@ proptest! {
             let want: Vec<u64> = model.items.iter().map(|i| i.0).collect();
             prop_assert_eq!(seqs, want);
         }
+    }
+}
+
+/// A valid redb header followed by a damaged body: redb 4.6 panics inside its b-tree code on
+/// such files (upstream redb#1303/#1333); `Store::open` must contain that and fail closed with
+/// `store.corrupted`, not crash.
+#[test]
+fn valid_header_with_damaged_body_fails_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let full = populated_file();
+    for seed in 1..=8u64 {
+        let mut bytes = full[..512].to_vec();
+        bytes.extend(noise(seed, full.len() - 512));
+        std::fs::write(&path, &bytes).unwrap();
+        let quiet = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let r = Store::open(&path);
+        std::panic::set_hook(quiet);
+        expect_corrupted(r, &format!("header + noise (seed {seed})"));
     }
 }
