@@ -49,6 +49,9 @@ pub enum DaemonError {
     /// The vehicle model (DBC, VSS mapping) or the CAN interface is unusable.
     #[error("can: {0}")]
     Can(String),
+    /// A durable write failed at run time (disk full, I/O error): the daemon stops.
+    #[error("store: {0}")]
+    StoreFailed(String),
     /// The MQTT link could not be configured (TLS files, topics).
     #[error("mqtt: {0}")]
     Link(String),
@@ -70,6 +73,7 @@ impl DaemonError {
             DaemonError::Store(e) => e.code(),
             DaemonError::Can(_) => "can.setup",
             DaemonError::Link(_) => "mqtt.setup",
+            DaemonError::StoreFailed(_) => "store.write_failed",
         }
     }
 }

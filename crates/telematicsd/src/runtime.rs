@@ -133,6 +133,18 @@ pub struct Health {
     pub enqueued: AtomicU64,
     /// Outbox write failures (disk full, I/O): the message is logged and lost.
     pub enqueue_failures: AtomicU64,
+    /// Failed writes of durable state (outbox, journal, run timer, security state). redb
+    /// refuses every later transaction after an I/O error until the file is reopened, so the
+    /// first one ends the core loop with `store.write_failed` and systemd restarts the daemon
+    /// (fail closed: nothing is executed on state that cannot be made durable).
+    pub store_failures: AtomicU64,
+}
+
+impl Health {
+    fn store_failed(&self, what: &str, error: &dyn std::fmt::Display) {
+        self.store_failures.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(code = "store.write_failed", what, error = %error, "durable write failed");
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -141,6 +153,15 @@ struct JournalRec {
     reason: Option<String>,
     detail: Option<String>,
     at: u64,
+    /// `false` from journaling a terminal state until its result is in the outbox: a crash in
+    /// between must not lose the result (it is re-published at start-up). Records written
+    /// before this field existed count as published.
+    #[serde(default = "published_default")]
+    published: bool,
+}
+
+fn published_default() -> bool {
+    true
 }
 
 #[derive(Serialize, Deserialize)]
@@ -174,6 +195,23 @@ fn result_state(s: CommandState) -> ResultState {
 
 /// Loads the command journal (idempotency across restarts).
 pub fn load_journal(store: &Store) -> Result<Vec<ResultRecord>, DaemonError> {
+    Ok(load_journal_with_flags(store)?
+        .into_iter()
+        .map(|(r, _)| r)
+        .collect())
+}
+
+/// Terminal results journaled but not yet handed to the outbox when the daemon stopped (a crash
+/// between the two writes); they are published at start-up.
+pub fn unpublished_results(store: &Store) -> Result<Vec<ResultRecord>, DaemonError> {
+    Ok(load_journal_with_flags(store)?
+        .into_iter()
+        .filter(|(r, published)| r.state.is_terminal() && !published)
+        .map(|(r, _)| r)
+        .collect())
+}
+
+fn load_journal_with_flags(store: &Store) -> Result<Vec<(ResultRecord, bool)>, DaemonError> {
     let mut out = Vec::new();
     for key in store.keys_with_prefix(JOURNAL_PREFIX)? {
         let Some(bytes) = store.get(&key)? else {
@@ -190,24 +228,28 @@ pub fn load_journal(store: &Store) -> Result<Vec<ResultRecord>, DaemonError> {
         let Some(state) = state_from(&rec.state) else {
             continue;
         };
-        out.push(ResultRecord {
-            command_id: CommandId(id),
-            state,
-            reason_code: rec.reason.as_deref().and_then(reason_code_from_str),
-            detail: rec.detail,
-            at: rec.at,
-        });
+        out.push((
+            ResultRecord {
+                command_id: CommandId(id),
+                state,
+                reason_code: rec.reason.as_deref().and_then(reason_code_from_str),
+                detail: rec.detail,
+                at: rec.at,
+            },
+            rec.published,
+        ));
     }
-    out.sort_by_key(|r| r.at);
+    out.sort_by_key(|(r, _)| r.at);
     Ok(out)
 }
 
-fn write_journal(store: &Store, rec: &ResultRecord) -> Result<(), DaemonError> {
+fn write_journal(store: &Store, rec: &ResultRecord, published: bool) -> Result<(), DaemonError> {
     let jr = JournalRec {
         state: state_name(rec.state).to_string(),
         reason: rec.reason_code.map(str::to_string),
         detail: rec.detail.clone(),
         at: rec.at,
+        published,
     };
     let mut buf = Vec::new();
     ciborium::into_writer(&jr, &mut buf)
@@ -315,6 +357,10 @@ impl Runtime {
         security: Arc<SecurityService>,
         connector: CanConnector,
     ) -> Result<Self, DaemonError> {
+        let clock = Clock::new();
+        // Alive from the start: the watchdog must not see a stale beat before the core runs.
+        let health = Arc::new(Health::default());
+        health.heartbeat_ms.store(clock.now_ms(), Ordering::Relaxed);
         let (link, incoming) = telematics_link::Link::start(link_config(&cfg), store.outbox())
             .map_err(|e| DaemonError::Link(e.to_string()))?;
         Ok(Runtime {
@@ -324,8 +370,8 @@ impl Runtime {
             link,
             incoming,
             connector,
-            clock: Clock::new(),
-            health: Arc::new(Health::default()),
+            clock,
+            health,
         })
     }
 
@@ -443,12 +489,19 @@ impl Runtime {
             next_feed: now,
             next_refresh: now,
         };
-        // Results of commands interrupted by the restart.
+        // Results of commands interrupted by the restart, and terminal results journaled just
+        // before a crash but never handed to the outbox.
         core.drain_exec().await;
-        core.run(frame_rx, verified_rx, shutdown.clone()).await;
+        core.publish_unpublished().await;
+        let result = core.run(frame_rx, verified_rx, shutdown.clone()).await;
 
         reader.abort();
         verifier.abort();
+        if result.is_err() {
+            // The store is unusable: nothing to drain.
+            link.abort().await;
+            return result;
+        }
         tracing::info!(drain_ms = drain.as_millis() as u64, "draining outbox");
         link.shutdown(drain).await;
         Ok(())
@@ -564,8 +617,15 @@ impl Core {
         mut frames: mpsc::Receiver<CanFrame>,
         mut verified: mpsc::Receiver<Verification>,
         shutdown: CancellationToken,
-    ) {
+    ) -> Result<(), DaemonError> {
         loop {
+            if self.health.store_failures.load(Ordering::Relaxed) > 0 {
+                return Err(DaemonError::StoreFailed(
+                    "a durable write failed (disk full or I/O error); stopping so the service \
+                     manager restarts the daemon on a reopened store"
+                        .into(),
+                ));
+            }
             let now = self.clock.now_ms();
             self.health.heartbeat_ms.store(now, Ordering::Relaxed);
             let mut deadline = self.next_feed.min(self.schedule.next_deadline());
@@ -574,13 +634,13 @@ impl Core {
             }
             let sleep = tokio::time::sleep_until(self.clock.instant_at(deadline).into());
             tokio::select! {
-                () = shutdown.cancelled() => return,
+                () = shutdown.cancelled() => return Ok(()),
                 f = frames.recv() => {
-                    let Some(f) = f else { return };
+                    let Some(f) = f else { return Ok(()) };
                     self.on_frames(f, &mut frames).await;
                 }
                 v = verified.recv() => {
-                    let Some(v) = v else { return };
+                    let Some(v) = v else { return Ok(()) };
                     self.on_verification(v).await;
                 }
                 () = sleep => {}
@@ -695,6 +755,10 @@ impl Core {
             } => {
                 self.health.commands_refused.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(reason, command = ?command_id.map(|c| hex::encode(c.0)), "command refused");
+                if reason == "state_persist" {
+                    self.health
+                        .store_failed("security state", &"cannot persist");
+                }
                 if let Some(id) = command_id {
                     // A re-delivered command (QoS 1 duplicate) is a replay of a known id:
                     // answer with its real result instead of contradicting it.
@@ -719,31 +783,68 @@ impl Core {
         self.lockout_alert(now).await;
     }
 
-    async fn publish_result(&self, res: CommandResult) {
+    /// Enqueues a result; `true` once it is in the outbox.
+    async fn publish_result(&self, res: CommandResult) -> bool {
         match res.encode() {
             Ok(b) => {
                 self.enqueue(topics::results(&self.vin), b, Priority::Result)
                     .await
             }
-            Err(e) => tracing::error!(error = %e, "result encode failed"),
+            Err(e) => {
+                tracing::error!(error = %e, "result encode failed");
+                false
+            }
         }
     }
 
-    async fn enqueue(&self, topic: String, payload: Vec<u8>, priority: Priority) {
+    /// Marks a terminal journal entry as handed to the outbox.
+    async fn mark_published(&self, rec: ResultRecord) {
+        let r = self.blocking(move |s| write_journal(&s, &rec, true)).await;
+        if let Err(e) = r {
+            tracing::error!(error = %e, "command journal write failed");
+            self.health.store_failed("journal", &e);
+        }
+    }
+
+    async fn publish_unpublished(&self) {
+        let pending = match self.blocking(|s| unpublished_results(&s)).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "command journal unreadable");
+                return;
+            }
+        };
+        for rec in pending {
+            tracing::warn!(
+                command = %hex::encode(rec.command_id.0),
+                state = rec.state.as_str(),
+                "re-publishing a result journaled before a crash"
+            );
+            if self.publish_result(to_result(&rec)).await {
+                self.mark_published(rec).await;
+            }
+        }
+    }
+
+    async fn enqueue(&self, topic: String, payload: Vec<u8>, priority: Priority) -> bool {
         let link = self.link.clone();
         let msg = OutboxMessage::new(topic, payload, priority);
         let r = tokio::task::spawn_blocking(move || link.publish(&msg)).await;
         match r {
             Ok(Ok(_)) => {
                 self.health.enqueued.fetch_add(1, Ordering::Relaxed);
+                true
             }
             Ok(Err(e)) => {
                 self.health.enqueue_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(error = %e, ?priority, "outbox write failed; message lost");
+                self.health.store_failed("outbox", &e);
+                false
             }
             Err(e) => {
                 self.health.enqueue_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(error = %e, "outbox task failed");
+                false
             }
         }
     }
@@ -764,9 +865,13 @@ impl Core {
             match out {
                 Output::JournalCommand(rec) => {
                     let terminal = rec.state.is_terminal();
-                    let r = self.blocking(move |s| write_journal(&s, &rec)).await;
+                    let r = self
+                        .blocking(move |s| write_journal(&s, &rec, !terminal))
+                        .await;
                     if let Err(e) = r {
                         tracing::error!(error = %e, "command journal write failed");
+                        self.health.store_failed("journal", &e);
+                        self.health.store_failed("journal", &e);
                     }
                     crate::failpoint::hit(if terminal {
                         "exec.after_journal_terminal"
@@ -790,7 +895,9 @@ impl Core {
                             rec.reason_code.unwrap_or("")
                         ),
                     );
-                    self.publish_result(to_result(&rec)).await;
+                    if self.publish_result(to_result(&rec)).await && rec.state.is_terminal() {
+                        self.mark_published(rec).await;
+                    }
                 }
                 Output::SendFrames(req) => self.actuate(req.actuate).await,
                 Output::RunTimerEnded { command_id, reason } => {
@@ -828,7 +935,10 @@ impl Core {
         };
         match r {
             Ok(()) => self.last_run = cur,
-            Err(e) => tracing::error!(error = %e, "run timer not persisted"),
+            Err(e) => {
+                tracing::error!(error = %e, "run timer not persisted");
+                self.health.store_failed("run timer", &e);
+            }
         }
     }
 
@@ -899,6 +1009,7 @@ mod tests {
                     detail: Some("x".into()),
                     at: 1_000 + i as u64,
                 },
+                true,
             )
             .expect("write");
         }
@@ -907,6 +1018,28 @@ mod tests {
         assert_eq!(all.len(), JOURNAL_CAPACITY);
         assert_eq!(all[0].at, 1_010, "oldest entries pruned first");
         assert!(all.iter().all(|r| r.reason_code == Some("door_open")));
+    }
+
+    #[test]
+    fn terminal_results_journaled_but_not_published_are_found() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path().join("s.redb")).expect("store");
+        let rec = |i: u8, state| ResultRecord {
+            command_id: CommandId([i; 16]),
+            state,
+            reason_code: None,
+            detail: None,
+            at: 1_000 + u64::from(i),
+        };
+        write_journal(&store, &rec(1, CommandState::Executed), true).expect("write");
+        write_journal(&store, &rec(2, CommandState::Executed), false).expect("write");
+        write_journal(&store, &rec(3, CommandState::Accepted), true).expect("write");
+        let pending = unpublished_results(&store).expect("load");
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].command_id, CommandId([2; 16]));
+        assert_eq!(load_journal(&store).expect("load").len(), 3);
+        write_journal(&store, &rec(2, CommandState::Executed), true).expect("write");
+        assert!(unpublished_results(&store).expect("load").is_empty());
     }
 
     #[test]
