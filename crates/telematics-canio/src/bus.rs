@@ -102,7 +102,8 @@ impl BusSender {
     }
 }
 
-fn validate(f: &CanFrame) -> Result<(), CanIoError> {
+/// Checks that a frame can be put on a CAN (FD) bus (id range, payload length, no FD RTR).
+pub(crate) fn validate(f: &CanFrame) -> Result<(), CanIoError> {
     let max_id = if f.extended { 0x1FFF_FFFF } else { 0x7FF };
     if f.id > max_id {
         return Err(CanIoError::InvalidFrame(format!(

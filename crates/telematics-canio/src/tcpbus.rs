@@ -16,6 +16,7 @@
 //! it is full the frame is dropped for that member only and counted
 //! ([`HubStats::frames_dropped`]): a slow or stuck client never blocks the bus.
 
+use crate::bus::validate;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -431,32 +432,6 @@ fn parse_wire_line(line: &[u8]) -> Option<Result<CanFrame, ()>> {
             .map_err(|_| ())
             .and_then(|lf| validate(&lf.frame).map(|()| lf.frame).map_err(|_| ())),
     )
-}
-
-/// Checks that a frame can be put on a CAN (FD) bus.
-fn validate(f: &CanFrame) -> Result<(), CanIoError> {
-    let max_id = if f.extended { 0x1FFF_FFFF } else { 0x7FF };
-    if f.id > max_id {
-        return Err(CanIoError::InvalidFrame(format!(
-            "id {:#x} out of range",
-            f.id
-        )));
-    }
-    let max_len = if f.fd { 64 } else { 8 };
-    if f.data.len() > max_len
-        || (f.fd && !telematics_can::frame::FD_LENGTHS.contains(&f.data.len()))
-    {
-        return Err(CanIoError::InvalidFrame(format!(
-            "payload length {}",
-            f.data.len()
-        )));
-    }
-    if f.remote && f.fd {
-        return Err(CanIoError::InvalidFrame(
-            "CAN FD has no remote frames".into(),
-        ));
-    }
-    Ok(())
 }
 
 /// Connects to a [`TcpBusHub`].
