@@ -463,6 +463,10 @@ async fn session(
     };
     let (client, mut eventloop) =
         AsyncClient::new(mqtt_options(config, tls), 4 * config.inflight_window + 16);
+    // Small MQTT packets (PUBACKs, results) must not wait for Nagle + delayed ACK (~40 ms).
+    let mut net = rumqttc::NetworkOptions::new();
+    net.set_tcp_nodelay(true);
+    eventloop.set_network_options(net);
     let mut s = Session {
         config,
         shared,

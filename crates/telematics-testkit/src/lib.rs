@@ -322,6 +322,7 @@ impl Mosquitto {
              log_dest stderr\n\
              log_type error\nlog_type warning\nlog_type notice\nlog_type information\n\
              connection_messages true\n\
+             set_tcp_nodelay true\n\
              acl_file {acl}\n\
              listener {port} 127.0.0.1\n\
              cafile {ca}\n\

@@ -53,6 +53,11 @@ pub const FRAME_QUEUE: usize = 4096;
 /// the bus is alive).
 pub const FEED_PERIOD_MS: u64 = 100;
 
+/// After start-up, verified commands wait up to this long for a complete vehicle state before
+/// the preconditions are checked (a command queued at the broker arrives with the CONNACK,
+/// often before the first status frames).
+pub const WARMUP_MS: u64 = 3_000;
+
 /// Monotonic milliseconds anchored to the Unix wall clock at creation.
 #[derive(Debug, Clone, Copy)]
 pub struct Clock {
@@ -488,6 +493,8 @@ impl Runtime {
             last_run,
             next_feed: now,
             next_refresh: now,
+            held: Vec::new(),
+            warmup_until: now + WARMUP_MS,
         };
         // Results of commands interrupted by the restart, and terminal results journaled just
         // before a crash but never handed to the outbox.
@@ -609,6 +616,10 @@ struct Core {
     last_run: Option<(CommandId, u64)>,
     next_feed: u64,
     next_refresh: u64,
+    /// Verified commands waiting for the first complete vehicle state after start-up.
+    held: Vec<telematics_security::VerifiedCommand>,
+    /// End of the start-up window in which commands may be held (monotonic ms).
+    warmup_until: u64,
 }
 
 impl Core {
@@ -692,8 +703,30 @@ impl Core {
         }
     }
 
+    async fn submit_verified(&mut self, cmd: telematics_security::VerifiedCommand, now: u64) {
+        // Feed the freshest state before the preconditions are checked.
+        self.feed_exec(now);
+        self.exec.submit(cmd, now);
+        self.drain_exec().await;
+    }
+
+    /// Every precondition signal (brake excepted: optional) has been heard and is fresh.
+    fn state_complete(&self, now: u64) -> bool {
+        self.model
+            .exec_signals(now)
+            .iter()
+            .filter(|s| !matches!(s, telematics_exec::VehicleSignal::BrakePressed(_)))
+            .count()
+            >= 7
+    }
+
     async fn on_tick(&mut self) {
         let now = self.clock.now_ms();
+        if !self.held.is_empty() && (now >= self.warmup_until || self.state_complete(now)) {
+            for cmd in std::mem::take(&mut self.held) {
+                self.submit_verified(cmd, now).await;
+            }
+        }
         if now >= self.next_feed {
             self.feed_exec(now);
             self.next_feed = now + FEED_PERIOD_MS;
@@ -743,10 +776,18 @@ impl Core {
                     action = ?cmd.action(),
                     "command verified"
                 );
-                // Feed the freshest state before the preconditions are checked.
-                self.feed_exec(now);
-                self.exec.submit(cmd, now);
-                self.drain_exec().await;
+                if now < self.warmup_until && !self.state_complete(now) {
+                    // Just started (commands queued by the broker while we were offline arrive
+                    // with the CONNACK): wait briefly for the bus instead of refusing
+                    // `stale_state` for a state we simply have not heard yet.
+                    tracing::info!(
+                        command = %hex::encode(cmd.command_id().0),
+                        "command held until the vehicle state is known"
+                    );
+                    self.held.push(cmd);
+                    return;
+                }
+                self.submit_verified(cmd, now).await;
             }
             Verification::Rejected {
                 reason,

@@ -186,6 +186,8 @@ pub struct RttReport {
     pub accepted: Summary,
     /// publish → `executed` result received (bus confirmed).
     pub executed: Summary,
+    /// `accepted` → `executed`, per command (actuation, bus confirmation, second result).
+    pub gap: Summary,
     /// publish → `rejected` (door open) received.
     pub rejected: Summary,
     /// Transport floor: publish (QoS 0) → echo vehicle → results (QoS 1) → back end.
@@ -291,7 +293,7 @@ pub async fn rtt(bin: &Path, iterations: u32, n: usize, n_rejected: usize) -> Re
         (QoS::AtLeastOnce, Vec::new()),
     ];
 
-    let (mut accepted, mut executed, mut rejected) = (vec![], vec![], vec![]);
+    let (mut accepted, mut executed, mut rejected, mut gap) = (vec![], vec![], vec![], vec![]);
     // Two warm-up rounds are not recorded.
     for i in 0..n + 2 {
         let locked = w
@@ -330,6 +332,7 @@ pub async fn rtt(bin: &Path, iterations: u32, n: usize, n_rejected: usize) -> Re
         if i >= 2 {
             executed.push(t);
             accepted.extend(acc);
+            gap.extend(acc.map(|a| t.saturating_sub(a)));
         }
     }
 
@@ -353,6 +356,7 @@ pub async fn rtt(bin: &Path, iterations: u32, n: usize, n_rejected: usize) -> Re
         iterations,
         accepted: s(&accepted, "accepted")?,
         executed: s(&executed, "executed")?,
+        gap: s(&gap, "accepted -> executed")?,
         rejected: s(&rejected, "rejected")?,
         echo: s(&echoes[0].1, "echo")?,
         echo_qos1: s(&echoes[1].1, "echo (QoS 1)")?,
