@@ -40,6 +40,17 @@ pub struct Inbox {
     pub status: Vec<Vec<u8>>,
 }
 
+impl Inbox {
+    /// The results received for command `id`, in arrival order.
+    pub fn results_for(&self, id: CommandId) -> Vec<CommandResult> {
+        self.results
+            .iter()
+            .filter(|r| r.command_id == id.0)
+            .cloned()
+            .collect()
+    }
+}
+
 /// Options of a test world.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -458,14 +469,7 @@ filter = "info"
 
     /// All results received for `id` so far.
     pub fn results_of(&self, id: CommandId) -> Vec<CommandResult> {
-        self.inbox
-            .lock()
-            .unwrap()
-            .results
-            .iter()
-            .filter(|r| r.command_id == id.0)
-            .cloned()
-            .collect()
+        self.inbox.lock().unwrap().results_for(id)
     }
 
     /// Waits until `pred` holds on the inbox (or panics with the daemon log).
@@ -475,34 +479,20 @@ filter = "info"
         secs: u64,
         mut pred: impl FnMut(&Inbox) -> Option<T>,
     ) -> T {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            let notified = self.changed.notified();
-            if let Some(v) = pred(&self.inbox.lock().unwrap()) {
-                return v;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                let inbox = self.inbox.lock().unwrap();
-                panic!(
-                    "timed out waiting for {what}; results so far: {:?}\n--- daemon log ---\n{}",
-                    inbox.results,
-                    self.log()
-                );
-            }
-            let _ = tokio::time::timeout(left.min(Duration::from_millis(200)), notified).await;
+        match wait_on(&self.inbox, &self.changed, secs, &mut pred).await {
+            Some(v) => v,
+            None => panic!(
+                "timed out waiting for {what}; results so far: {:?}\n--- daemon log ---\n{}",
+                self.inbox.lock().unwrap().results,
+                self.log()
+            ),
         }
     }
 
     /// Waits for the terminal result of `id`; returns every state seen, in order.
     pub async fn terminal(&self, id: CommandId, secs: u64) -> Vec<CommandResult> {
         self.wait_for("a terminal result", secs, |inbox| {
-            let mine: Vec<_> = inbox
-                .results
-                .iter()
-                .filter(|r| r.command_id == id.0)
-                .cloned()
-                .collect();
+            let mine = inbox.results_for(id);
             mine.iter()
                 .any(|r| r.state != ResultState::Accepted)
                 .then_some(mine)
@@ -539,20 +529,35 @@ impl Observer {
         secs: u64,
         mut pred: impl FnMut(&Inbox) -> Option<T>,
     ) -> T {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            let notified = self.changed.notified();
-            if let Some(v) = pred(&self.inbox.lock().unwrap()) {
-                return v;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(
-                !left.is_zero(),
+        match wait_on(&self.inbox, &self.changed, secs, &mut pred).await {
+            Some(v) => v,
+            None => panic!(
                 "observer timed out waiting for {what}; results so far: {:?}",
                 self.inbox.lock().unwrap().results
-            );
-            let _ = tokio::time::timeout(left.min(Duration::from_millis(200)), notified).await;
+            ),
         }
+    }
+}
+
+/// Polls `pred` on `inbox` whenever it changes (and at least every 200 ms) until it yields a
+/// value or `secs` pass (`None`).
+async fn wait_on<T>(
+    inbox: &Mutex<Inbox>,
+    changed: &Notify,
+    secs: u64,
+    pred: &mut impl FnMut(&Inbox) -> Option<T>,
+) -> Option<T> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let notified = changed.notified();
+        if let Some(v) = pred(&inbox.lock().unwrap()) {
+            return Some(v);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        let _ = tokio::time::timeout(left.min(Duration::from_millis(200)), notified).await;
     }
 }
 

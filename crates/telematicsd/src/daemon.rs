@@ -45,6 +45,21 @@ impl std::fmt::Debug for Daemon {
     }
 }
 
+/// One line for a link state (admin status component and sd-notify `STATUS=`).
+fn link_state_text(st: &LinkState) -> String {
+    match st {
+        LinkState::Connected => "connected".to_string(),
+        LinkState::Connecting { attempt } => format!("connecting (attempt {attempt})"),
+        LinkState::Disconnected { error, retry_in } => {
+            format!(
+                "disconnected: {error}; retry in {} ms",
+                retry_in.as_millis()
+            )
+        }
+        LinkState::Stopped => "stopped".to_string(),
+    }
+}
+
 /// The admin handler: security operations plus a status that shows the daemon's health.
 struct DaemonAdmin {
     security: Arc<SecurityService>,
@@ -67,12 +82,7 @@ impl AdminHandler for DaemonAdmin {
         };
         let h = &self.health;
         let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-        let mqtt = match &*self.link.borrow() {
-            LinkState::Connected => "connected".to_string(),
-            LinkState::Connecting { attempt } => format!("connecting (attempt {attempt})"),
-            LinkState::Disconnected { error, .. } => format!("disconnected: {error}"),
-            LinkState::Stopped => "stopped".to_string(),
-        };
+        let mqtt = link_state_text(&self.link.borrow());
         components.push(("mqtt".into(), mqtt));
         components.push((
             "can".into(),
@@ -287,13 +297,7 @@ impl Daemon {
                 },
                 r = link_state.changed() => {
                     if r.is_ok() {
-                        let st = link_state.borrow().clone();
-                        let text = match &st {
-                            LinkState::Connected => "MQTT connected".to_string(),
-                            LinkState::Connecting { attempt } => format!("MQTT connecting (attempt {attempt})"),
-                            LinkState::Disconnected { error, retry_in } => format!("MQTT disconnected: {error}; retry in {} ms", retry_in.as_millis()),
-                            LinkState::Stopped => "MQTT stopped".to_string(),
-                        };
+                        let text = format!("MQTT {}", link_state_text(&link_state.borrow()));
                         tracing::info!(state = %text, "link");
                         self.sd(&[sd_notify::NotifyState::Status(&text)]);
                     }

@@ -175,18 +175,16 @@ struct RunTimerRec {
     deadline_ms: u64,
 }
 
-fn state_name(s: CommandState) -> &'static str {
-    s.as_str()
-}
-
+/// The state journaled under its stable name ([`CommandState::as_str`], the one mapping).
 fn state_from(s: &str) -> Option<CommandState> {
-    Some(match s {
-        "accepted" => CommandState::Accepted,
-        "executed" => CommandState::Executed,
-        "failed" => CommandState::Failed,
-        "rejected" => CommandState::Rejected,
-        _ => return None,
-    })
+    [
+        CommandState::Accepted,
+        CommandState::Executed,
+        CommandState::Failed,
+        CommandState::Rejected,
+    ]
+    .into_iter()
+    .find(|c| c.as_str() == s)
 }
 
 fn result_state(s: CommandState) -> ResultState {
@@ -250,7 +248,7 @@ fn load_journal_with_flags(store: &Store) -> Result<Vec<(ResultRecord, bool)>, D
 
 fn write_journal(store: &Store, rec: &ResultRecord, published: bool) -> Result<(), DaemonError> {
     let jr = JournalRec {
-        state: state_name(rec.state).to_string(),
+        state: rec.state.as_str().to_string(),
         reason: rec.reason_code.map(str::to_string),
         detail: rec.detail.clone(),
         at: rec.at,
@@ -267,6 +265,11 @@ fn write_journal(store: &Store, rec: &ResultRecord, published: bool) -> Result<(
 }
 
 fn prune_journal(store: &Store) -> Result<(), DaemonError> {
+    // Runs after every journaled command: count keys first, read and decode the records
+    // (to find the oldest) only when there is something to prune.
+    if store.keys_with_prefix(JOURNAL_PREFIX)?.len() <= JOURNAL_CAPACITY {
+        return Ok(());
+    }
     let all = load_journal(store)?;
     if all.len() > JOURNAL_CAPACITY {
         for r in &all[..all.len() - JOURNAL_CAPACITY] {
@@ -680,17 +683,10 @@ impl Core {
                 alerts.extend(self.alerts.on_signal(p, v, now));
             }
             for a in alerts {
-                if let Ok(b) = a.encode() {
-                    self.enqueue(topics::alerts(&self.vin), b, Priority::Alert)
-                        .await;
-                }
+                self.publish_alert(&a).await;
             }
-            for t in self.schedule.on_update(&updates, now) {
-                if let Ok(b) = t.encode() {
-                    self.enqueue(topics::telemetry(&self.vin), b, Priority::Telemetry)
-                        .await;
-                }
-            }
+            let telemetry = self.schedule.on_update(&updates, now);
+            self.publish_telemetry(telemetry).await;
             // State changes can confirm an in-flight command right away.
             self.feed_exec(now);
             self.drain_exec().await;
@@ -735,32 +731,43 @@ impl Core {
             // Unchanged but fresh signals keep their telemetry age current; the lockout alert
             // clears when a back-off wait ends.
             let fresh = self.model.fresh_values(now);
-            for t in self.schedule.on_update(&fresh, now) {
-                if let Ok(b) = t.encode() {
-                    self.enqueue(topics::telemetry(&self.vin), b, Priority::Telemetry)
-                        .await;
-                }
-            }
+            let telemetry = self.schedule.on_update(&fresh, now);
+            self.publish_telemetry(telemetry).await;
             self.lockout_alert(now).await;
             self.next_refresh = now + 1_000;
         }
         self.exec.handle_timeout(now);
-        for t in self.schedule.poll(now) {
-            if let Ok(b) = t.encode() {
-                self.enqueue(topics::telemetry(&self.vin), b, Priority::Telemetry)
-                    .await;
-            }
-        }
+        let telemetry = self.schedule.poll(now);
+        self.publish_telemetry(telemetry).await;
         self.drain_exec().await;
     }
 
     async fn lockout_alert(&mut self, now: u64) {
         let locked = self.security.locked_out(unix_now_s());
-        if let Some(a) = self.alerts.on_lockout(locked, now)
-            && let Ok(b) = a.encode()
-        {
-            self.enqueue(topics::alerts(&self.vin), b, Priority::Alert)
-                .await;
+        if let Some(a) = self.alerts.on_lockout(locked, now) {
+            self.publish_alert(&a).await;
+        }
+    }
+
+    async fn publish_telemetry(&self, messages: Vec<telematics_telemetry::Telemetry>) {
+        for t in messages {
+            match t.encode() {
+                Ok(b) => {
+                    self.enqueue(topics::telemetry(&self.vin), b, Priority::Telemetry)
+                        .await;
+                }
+                Err(e) => tracing::error!(error = %e, "telemetry encode failed"),
+            }
+        }
+    }
+
+    async fn publish_alert(&self, a: &telematics_telemetry::Alert) {
+        match a.encode() {
+            Ok(b) => {
+                self.enqueue(topics::alerts(&self.vin), b, Priority::Alert)
+                    .await;
+            }
+            Err(e) => tracing::error!(error = %e, "alert encode failed"),
         }
     }
 
@@ -911,7 +918,6 @@ impl Core {
                         .await;
                     if let Err(e) = r {
                         tracing::error!(error = %e, "command journal write failed");
-                        self.health.store_failed("journal", &e);
                         self.health.store_failed("journal", &e);
                     }
                     crate::failpoint::hit(if terminal {

@@ -209,11 +209,7 @@ impl SecurityService {
             Ok(p) => p,
             Err(rej) => {
                 let persist_failed = rej.must_persist && self.persist(&inner.state).is_err();
-                let detail = match rej.retry_after {
-                    Some(RetryAfter::Seconds(s)) => Some(format!("retry_after_s={s}")),
-                    Some(RetryAfter::UntilRecovery) => Some("until_recovery".to_string()),
-                    None => None,
-                };
+                let detail = rej.retry_after.map(retry_detail);
                 self.audit(inner, now, "command.rejected", describe(&rej.audit));
                 return Verification::Rejected {
                     reason: if persist_failed {
@@ -266,13 +262,8 @@ impl SecurityService {
                 Verification::Verified(cmd)
             }
             Err(fault) => {
-                let detail = match (fault, inner.state.retry_after(now)) {
-                    (Fault::WrongCode, Some(RetryAfter::Seconds(s))) => {
-                        Some(format!("retry_after_s={s}"))
-                    }
-                    (Fault::WrongCode, Some(RetryAfter::UntilRecovery)) => {
-                        Some("until_recovery".to_string())
-                    }
+                let detail = match fault {
+                    Fault::WrongCode => inner.state.retry_after(now).map(retry_detail),
                     _ => None,
                 };
                 Verification::Rejected {
@@ -420,6 +411,14 @@ impl SecurityService {
             }
         }
         Response::Audit { events }
+    }
+}
+
+/// The result detail of a back-off: `retry_after_s=<n>` or `until_recovery`.
+fn retry_detail(r: RetryAfter) -> String {
+    match r {
+        RetryAfter::Seconds(s) => format!("retry_after_s={s}"),
+        RetryAfter::UntilRecovery => "until_recovery".to_string(),
     }
 }
 
