@@ -54,6 +54,14 @@ pub mod topics {
     pub fn commands(vin: &str) -> String {
         format!("vehicles/{vin}/commands")
     }
+    /// `vehicles/{vin}/session` (vehicle -> back end, QoS 1): authenticated session info.
+    pub fn session(vin: &str) -> String {
+        format!("vehicles/{vin}/session")
+    }
+    /// `vehicles/{vin}/session/request` (back end -> vehicle, QoS 1): session-info requests.
+    pub fn session_request(vin: &str) -> String {
+        format!("vehicles/{vin}/session/request")
+    }
 }
 
 /// Configuration of the link.

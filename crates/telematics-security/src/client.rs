@@ -9,7 +9,7 @@ use crate::state::ExportedCredential;
 use crate::{Action, CommandId};
 
 pub use crate::recovery::ResetAuthorization;
-pub use crate::session::{LockoutReport, SessionInfo};
+pub use crate::session::{LockoutReport, SessionInfo, SessionRequest};
 
 /// What to send.
 #[derive(Clone, PartialEq, Eq)]
@@ -84,4 +84,17 @@ pub fn sign_reset(
 /// Verify and parse a session-info reply for this credential.
 pub fn parse_session_info(cred: &ExportedCredential, bytes: &[u8]) -> Result<SessionInfo, Error> {
     crate::session::parse_session_info(&cred.secret, &cred.key_id.0, &cred.vin, bytes)
+}
+
+/// Build a session-info request for this credential (sent on `vehicles/{VIN}/session/request`);
+/// `challenge` (at most 32 bytes, random per request) comes back in the reply's echo.
+pub fn session_request(cred: &ExportedCredential, challenge: &[u8]) -> Result<Vec<u8>, Error> {
+    if challenge.len() > crate::session::MAX_CHALLENGE_LEN {
+        return Err(Error::Invalid("challenge longer than 32 bytes"));
+    }
+    Ok(SessionRequest {
+        key_id: cred.key_id.0.clone(),
+        challenge: challenge.to_vec(),
+    }
+    .to_cbor())
 }

@@ -22,7 +22,7 @@ pub use command::{Action, CommandId, KeyId, VerifiedCommand};
 pub use envelope::{CommandPayload, Envelope};
 pub use error::{Error, Fault};
 pub use recovery::{ResetAuthorization, arm_reset, confirm_reset};
-pub use session::{SessionInfo, build_session_info};
+pub use session::{SessionInfo, SessionRequest, build_session_info};
 pub use state::{
     Config, CredentialInfo, CredentialStatus, DeviceCredential, ExportedCredential, LockoutState,
     PairingRecord, RetryAfter, SecurityState, validate_code,

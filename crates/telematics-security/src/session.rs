@@ -44,6 +44,53 @@ pub struct SessionInfo {
     pub echo: Vec<u8>,
 }
 
+/// Largest session request accepted (a key id and a 32-byte challenge need about 50 bytes).
+pub const MAX_REQUEST_SIZE: usize = 128;
+
+/// Longest client challenge echoed in a session-info reply, bytes.
+pub const MAX_CHALLENGE_LEN: usize = 32;
+
+/// A client's request for session info (docs/protocol.md §8), received unauthenticated on
+/// `vehicles/{VIN}/session/request`: deterministic CBOR `{1: kid, 2: challenge}`. It reveals
+/// nothing to its sender: the reply is MACed under the named device's session key, so only
+/// the holder of that credential can read it with confidence.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionRequest {
+    /// Key id of the credential whose session info is asked for.
+    pub key_id: Vec<u8>,
+    /// Freshness challenge, echoed in the reply (at most [`MAX_CHALLENGE_LEN`] bytes).
+    pub challenge: Vec<u8>,
+}
+
+impl SessionRequest {
+    /// The request's wire form.
+    pub fn to_cbor(&self) -> Vec<u8> {
+        cbor::to_vec(&cbor::int_map(vec![
+            (1, Value::Bytes(self.key_id.clone())),
+            (2, Value::Bytes(self.challenge.clone())),
+        ]))
+    }
+
+    /// Parses a request: `too_large` above [`MAX_REQUEST_SIZE`], `decode` for anything that is
+    /// not exactly the documented map (deterministic encoding, both keys, nothing else).
+    pub fn from_cbor(bytes: &[u8]) -> Result<Self, Fault> {
+        if bytes.len() > MAX_REQUEST_SIZE {
+            return Err(Fault::TooLarge);
+        }
+        let m = IntMap::parse(bytes).map_err(|()| Fault::Decode)?;
+        m.only(&[1, 2]).map_err(|()| Fault::Decode)?;
+        let key_id = m.bytes(1).ok_or(Fault::Decode)?;
+        let challenge = m.bytes(2).ok_or(Fault::Decode)?;
+        if key_id.is_empty() || key_id.len() > 64 || challenge.len() > MAX_CHALLENGE_LEN {
+            return Err(Fault::Decode);
+        }
+        Ok(SessionRequest {
+            key_id: key_id.to_vec(),
+            challenge: challenge.to_vec(),
+        })
+    }
+}
+
 /// External AAD of a session-info reply: UTF-8 `vehicles/{VIN}/session`.
 pub fn session_aad(vin: &str) -> Vec<u8> {
     format!("vehicles/{vin}/session").into_bytes()
@@ -108,7 +155,7 @@ pub fn build_session_info(
     if !cred.is_active() {
         return Err(Fault::RevokedKey.into());
     }
-    if echo.len() > 32 {
+    if echo.len() > MAX_CHALLENGE_LEN {
         return Err(Error::Invalid("echo longer than 32 bytes"));
     }
     let lockout = match state.retry_after(now) {

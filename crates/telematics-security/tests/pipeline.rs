@@ -396,6 +396,45 @@ fn session_info_roundtrip_and_auth() {
     assert!(build_session_info(&s.state, VIN, &[0; 8], b"", NOW).is_err());
 }
 
+#[test]
+fn session_request_round_trip_and_strict_parse() {
+    use telematics_security::SessionRequest;
+    use telematics_security::session::MAX_REQUEST_SIZE;
+    let s = setup();
+    let bytes = client::session_request(&s.cred, b"0123456789abcdef").unwrap();
+    let req = SessionRequest::from_cbor(&bytes).unwrap();
+    assert_eq!(req.key_id, s.cred.key_id.0);
+    assert_eq!(req.challenge, b"0123456789abcdef");
+    // The reply echoes the challenge and verifies with the device's credential only.
+    let r = build_session_info(&s.state, VIN, &req.key_id, &req.challenge, NOW).unwrap();
+    assert_eq!(
+        client::parse_session_info(&s.cred, &r).unwrap().echo,
+        req.challenge
+    );
+    // Strict: over-long challenge, missing or extra keys, wrong types, trailing bytes, oversize.
+    assert!(client::session_request(&s.cred, &[0; 33]).is_err());
+    // {1: h'01'} (no challenge), {1: h'01', 2: h'', 3: 0} (extra key), {1: "x", 2: h''}.
+    for bad in [
+        &b"\xa1\x01\x41\x01"[..],
+        &b"\xa3\x01\x41\x01\x02\x40\x03\x00"[..],
+        &b"\xa2\x01\x61x\x02\x40"[..],
+        &b"\xa2\x01\x40\x02\x40"[..],
+    ] {
+        assert_eq!(
+            SessionRequest::from_cbor(bad),
+            Err(Fault::Decode),
+            "{bad:02x?}"
+        );
+    }
+    let mut trailing = bytes.clone();
+    trailing.push(0);
+    assert_eq!(SessionRequest::from_cbor(&trailing), Err(Fault::Decode));
+    assert_eq!(
+        SessionRequest::from_cbor(&vec![0u8; MAX_REQUEST_SIZE + 1]),
+        Err(Fault::TooLarge)
+    );
+}
+
 fn backend() -> (Ed25519KeyPair, Vec<u8>) {
     let kp = Ed25519KeyPair::from_seed_unchecked(&[42; 32]).unwrap();
     let pk = kp.public_key().as_ref().to_vec();

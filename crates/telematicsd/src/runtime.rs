@@ -14,6 +14,7 @@
 //! clock at start ([`Clock`]), so a wall-clock jump neither fires nor stretches run timers and
 //! confirmation timeouts; the security layer compares with the sender's wall clock (seconds).
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -27,7 +28,7 @@ use telematics_exec::{
     Actuate, CommandState, ExecConfig, Executor, Output, ResultRecord, reason_code_from_str,
 };
 use telematics_link::{Incoming, LinkConfig, LinkHandle, LinkState, TlsFiles, topics};
-use telematics_security::CommandId;
+use telematics_security::{CommandId, Fault};
 use telematics_store::{OutboxMessage, Priority, Store};
 use telematics_telemetry::{
     AlertEngine, CommandResult, OnChange, ResultState, Schedule, ScheduleConfig, ThresholdRule,
@@ -37,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::error::DaemonError;
-use crate::security::{SecurityService, Verification, unix_now_s};
+use crate::security::{Refusal, SecurityService, Verification, unix_now_s};
 use crate::vehicle::VehicleModel;
 
 /// KV prefix of the command journal.
@@ -57,6 +58,70 @@ pub const FEED_PERIOD_MS: u64 = 100;
 /// the preconditions are checked (a command queued at the broker arrives with the CONNACK,
 /// often before the first status frames).
 pub const WARMUP_MS: u64 = 3_000;
+
+/// A refused command id is answered (its result published or re-published) at most once per
+/// this window; further copies (replays, QoS 1 redeliveries) are only counted in the
+/// aggregated audit. Longer than the largest TTL + skew a command can have, after which a
+/// copy is refused `expired` anyway.
+pub const ANSWER_WINDOW_MS: u64 = 600_000;
+/// Command ids remembered for [`ANSWER_WINDOW_MS`] (oldest forgotten first).
+pub const ANSWER_CAPACITY: usize = 1024;
+/// Most received messages verified in one blocking call (amortises the hand-off to the
+/// blocking pool under a flood of cheap refusals).
+pub const VERIFY_BATCH: usize = 64;
+/// How often the verification worker closes the aggregated-refusal audit window.
+pub const REFUSAL_FLUSH_MS: u64 = 1_000;
+
+/// What the verification worker hands the core.
+#[derive(Debug)]
+pub enum SecurityOutput {
+    /// The outcome of one command received on `vehicles/{vin}/commands`.
+    Command(Verification),
+    /// A session info answering a request on `vehicles/{vin}/session/request`, to publish on
+    /// `vehicles/{vin}/session`.
+    SessionInfo(Vec<u8>),
+}
+
+/// Command ids whose refusal has been answered recently (see [`ANSWER_WINDOW_MS`]): a
+/// captured command replayed thousands of times produces one result, not thousands.
+#[derive(Debug)]
+pub struct Answered {
+    window_ms: u64,
+    capacity: usize,
+    at: HashMap<CommandId, u64>,
+    order: VecDeque<(CommandId, u64)>,
+}
+
+impl Answered {
+    /// Remembers up to `capacity` ids for `window_ms`.
+    pub fn new(window_ms: u64, capacity: usize) -> Self {
+        Answered {
+            window_ms,
+            capacity,
+            at: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    /// `true` (and remembers `id` at `now`) when `id` was not answered within the window.
+    pub fn first(&mut self, id: CommandId, now: u64) -> bool {
+        if let Some(&t) = self.at.get(&id)
+            && now < t.saturating_add(self.window_ms)
+        {
+            return false;
+        }
+        self.at.insert(id, now);
+        self.order.push_back((id, now));
+        while self.order.len() > self.capacity {
+            if let Some((old, t)) = self.order.pop_front()
+                && self.at.get(&old) == Some(&t)
+            {
+                self.at.remove(&old);
+            }
+        }
+        true
+    }
+}
 
 /// Monotonic milliseconds anchored to the Unix wall clock at creation.
 #[derive(Debug, Clone, Copy)]
@@ -471,12 +536,12 @@ impl Runtime {
             health.clone(),
             shutdown.clone(),
         ));
-        let (verified_tx, verified_rx) = mpsc::channel::<Verification>(16);
+        let (verified_tx, verified_rx) = mpsc::channel::<SecurityOutput>(16);
         let verifier = tokio::spawn(verify_worker(
             incoming,
             security.clone(),
             verified_tx,
-            topics::commands(&cfg.vehicle.vin),
+            cfg.vehicle.vin.clone(),
             shutdown.clone(),
         ));
 
@@ -486,11 +551,12 @@ impl Runtime {
             exec,
             schedule,
             alerts,
-            security,
+            security: security.clone(),
             store,
             link: link.clone(),
             clock,
             health,
+            answered: Answered::new(ANSWER_WINDOW_MS, ANSWER_CAPACITY),
             sink: sink_rx,
             body_counter: 0,
             last_run,
@@ -507,6 +573,9 @@ impl Runtime {
 
         reader.abort();
         verifier.abort();
+        // The refusals counted in the current window are audited before the daemon stops.
+        let _ =
+            tokio::task::spawn_blocking(move || security.flush_refusals(unix_now_s(), true)).await;
         if result.is_err() {
             // The store is unusable: nothing to drain.
             link.abort().await;
@@ -574,30 +643,63 @@ async fn can_reader(
     }
 }
 
+/// Verifies received commands and answers session requests on the blocking pool, one message
+/// at a time in arrival order (one code check in flight), in batches of up to [`VERIFY_BATCH`]
+/// messages per hand-off; closes the aggregated-refusal window every [`REFUSAL_FLUSH_MS`].
 async fn verify_worker(
     mut incoming: mpsc::Receiver<Incoming>,
     security: Arc<SecurityService>,
-    out: mpsc::Sender<Verification>,
-    commands_topic: String,
+    out: mpsc::Sender<SecurityOutput>,
+    vin: String,
     shutdown: CancellationToken,
 ) {
+    let commands = topics::commands(&vin);
+    let session_request = topics::session_request(&vin);
+    let mut flush = tokio::time::interval(Duration::from_millis(REFUSAL_FLUSH_MS));
+    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
-        let msg = tokio::select! {
+        let first = tokio::select! {
             () = shutdown.cancelled() => return,
             m = incoming.recv() => match m { Some(m) => m, None => return },
+            _ = flush.tick() => {
+                let sec = security.clone();
+                let _ = tokio::task::spawn_blocking(move || sec.flush_refusals(unix_now_s(), false)).await;
+                continue;
+            }
         };
-        if msg.topic != commands_topic {
-            tracing::warn!(topic = %msg.topic, "message on an unexpected topic ignored");
-            continue;
+        let mut batch = vec![first];
+        while batch.len() < VERIFY_BATCH {
+            match incoming.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
         }
         let sec = security.clone();
-        let v = tokio::task::spawn_blocking(move || sec.verify(&msg.payload, unix_now_s())).await;
-        match v {
-            Ok(v) => {
-                if out.send(v).await.is_err() {
-                    return;
+        let tx = out.clone();
+        let (commands, session_request) = (commands.clone(), session_request.clone());
+        let handled = tokio::task::spawn_blocking(move || {
+            for msg in batch {
+                let output = if msg.topic == commands {
+                    SecurityOutput::Command(sec.verify(&msg.payload, unix_now_s()))
+                } else if msg.topic == session_request {
+                    match sec.session_request(&msg.payload, unix_now_s()) {
+                        Some(info) => SecurityOutput::SessionInfo(info),
+                        None => continue,
+                    }
+                } else {
+                    tracing::warn!(topic = %msg.topic, "message on an unexpected topic ignored");
+                    continue;
+                };
+                if tx.blocking_send(output).is_err() {
+                    return false;
                 }
             }
+            true
+        })
+        .await;
+        match handled {
+            Ok(true) => {}
+            Ok(false) => return,
             Err(e) => tracing::error!(error = %e, "verification task failed"),
         }
     }
@@ -614,6 +716,8 @@ struct Core {
     link: LinkHandle,
     clock: Clock,
     health: Arc<Health>,
+    /// Command ids whose refusal was answered recently (replay amplification bound).
+    answered: Answered,
     sink: watch::Receiver<Option<Arc<dyn CanSink>>>,
     body_counter: u8,
     last_run: Option<(CommandId, u64)>,
@@ -629,7 +733,7 @@ impl Core {
     async fn run(
         &mut self,
         mut frames: mpsc::Receiver<CanFrame>,
-        mut verified: mpsc::Receiver<Verification>,
+        mut verified: mpsc::Receiver<SecurityOutput>,
         shutdown: CancellationToken,
     ) -> Result<(), DaemonError> {
         loop {
@@ -653,10 +757,13 @@ impl Core {
                     let Some(f) = f else { return Ok(()) };
                     self.on_frames(f, &mut frames).await;
                 }
-                v = verified.recv() => {
-                    let Some(v) = v else { return Ok(()) };
-                    self.on_verification(v).await;
-                }
+                v = verified.recv() => match v {
+                    None => return Ok(()),
+                    Some(SecurityOutput::Command(v)) => self.on_verification(v).await,
+                    Some(SecurityOutput::SessionInfo(info)) => {
+                        self.enqueue(topics::session(&self.vin), info, Priority::Result).await;
+                    }
+                },
                 () = sleep => {}
             }
             self.on_tick().await;
@@ -797,20 +904,38 @@ impl Core {
                 self.submit_verified(cmd, now).await;
             }
             Verification::Rejected {
-                reason,
+                refusal,
                 command_id,
                 detail,
+                session_info,
             } => {
                 self.health.commands_refused.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(reason, command = ?command_id.map(|c| hex::encode(c.0)), "command refused");
-                if reason == "state_persist" {
+                let command = command_id.map(|c| hex::encode(c.0));
+                if refusal.audited_in_aggregate() {
+                    // Forgeable or replayed: counted in the aggregated audit, not one line each.
+                    tracing::debug!(reason = refusal.code(), ?command, "command refused");
+                } else {
+                    tracing::warn!(reason = refusal.code(), ?command, "command refused");
+                }
+                if refusal == Refusal::StatePersist {
                     self.health
                         .store_failed("security state", &"cannot persist");
                 }
+                if let Some(info) = session_info {
+                    self.enqueue(topics::session(&self.vin), info, Priority::Result)
+                        .await;
+                }
                 if let Some(id) = command_id {
+                    if !self.answered.first(id, now) {
+                        tracing::debug!(
+                            command = %hex::encode(id.0),
+                            "refusal of this command id already answered within the window"
+                        );
+                        return;
+                    }
                     // A re-delivered command (QoS 1 duplicate) is a replay of a known id:
                     // answer with its real result instead of contradicting it.
-                    let prior = (reason == "replay")
+                    let prior = (refusal == Refusal::Fault(Fault::Replay))
                         .then(|| self.exec.result_of(&id).cloned())
                         .flatten();
                     let rec = prior.unwrap_or(ResultRecord {
@@ -822,7 +947,7 @@ impl Core {
                     });
                     let mut res = to_result(&rec);
                     if rec.reason_code.is_none() && rec.state == CommandState::Rejected {
-                        res.reason_code = Some(reason.to_string());
+                        res.reason_code = Some(refusal.code().to_string());
                     }
                     self.publish_result(res).await;
                 }
@@ -1087,6 +1212,24 @@ mod tests {
         assert_eq!(load_journal(&store).expect("load").len(), 3);
         write_journal(&store, &rec(2, CommandState::Executed), true).expect("write");
         assert!(unpublished_results(&store).expect("load").is_empty());
+    }
+
+    #[test]
+    fn a_command_id_is_answered_once_per_window_and_memory_is_bounded() {
+        let mut a = Answered::new(1_000, 3);
+        let id = |i: u8| CommandId([i; 16]);
+        assert!(a.first(id(1), 0));
+        assert!(!a.first(id(1), 1), "second copy within the window");
+        assert!(!a.first(id(1), 999));
+        assert!(a.first(id(1), 1_000), "window over: answered again");
+        assert!(!a.first(id(1), 1_500));
+        for i in 2..=4 {
+            assert!(a.first(id(i), 1_600));
+        }
+        // Capacity 3: id 1 (oldest) was forgotten, so it is answered again.
+        assert!(a.at.len() <= 3);
+        assert!(a.first(id(1), 1_700));
+        assert!(!a.first(id(4), 1_700));
     }
 
     #[test]

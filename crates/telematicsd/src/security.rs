@@ -6,7 +6,9 @@
 //! One mutex serialises every code check and every state change, so parallel commands cannot
 //! multiply guesses and every persisted state is the result of a complete operation.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use ring::rand::SystemRandom;
@@ -27,6 +29,15 @@ pub const STATE_KEY: &str = "security/state";
 pub const AUDIT_PREFIX: &str = "audit/";
 /// Audit events kept (oldest dropped first).
 pub const AUDIT_CAPACITY: u64 = 512;
+/// Refusals that anyone can provoke at no cost (before the AEAD opened, and replays of
+/// captured commands) are audited as one count per kind and window of this many seconds.
+pub const AGGREGATE_WINDOW_S: u64 = 60;
+/// At most one session info per device within this many seconds (unsolicited after a refusal
+/// or requested): a flood of replays or requests cannot multiply outgoing messages.
+pub const SESSION_INFO_MIN_INTERVAL_S: u64 = 5;
+/// Audit kind of an aggregated refusal count (`detail`: `source=<s> fault=<code> count=<n>
+/// since=<unix s>`).
+pub const AUDIT_AGGREGATE_KIND: &str = "refused.aggregate";
 
 /// Unix time in seconds (the security layer compares with the sender's wall clock).
 pub fn unix_now_s() -> u64 {
@@ -34,6 +45,53 @@ pub fn unix_now_s() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// Why the daemon refused a command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// A protocol fault (docs/protocol.md fault table).
+    Fault(Fault),
+    /// The security state could not be made durable: nothing is executed (fail closed) and the
+    /// daemon stops with `store.write_failed`.
+    StatePersist,
+}
+
+impl Refusal {
+    /// Refusals after which the sender gets an authenticated session info to resynchronise
+    /// its counter or clock.
+    fn offers_session_info(&self) -> bool {
+        matches!(
+            self,
+            Refusal::Fault(Fault::Replay | Fault::Expired | Fault::NotYetValid | Fault::LockedOut)
+        )
+    }
+
+    /// The stable reason code published in the result.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::Fault(f) => f.code(),
+            Refusal::StatePersist => "state_persist",
+        }
+    }
+
+    /// Refusals audited as a count per window instead of one record each: everything before
+    /// the AEAD opened (forgeable by anyone, so one record per packet would let a flood wipe
+    /// the audit ring and wear the flash) and replays of captured commands.
+    pub fn audited_in_aggregate(&self) -> bool {
+        matches!(
+            self,
+            Refusal::Fault(
+                Fault::TooLarge
+                    | Fault::Decode
+                    | Fault::WrongVin
+                    | Fault::UnknownKey
+                    | Fault::RevokedKey
+                    | Fault::Aead
+                    | Fault::Replay
+            )
+        )
+    }
 }
 
 /// The result of verifying one received command envelope.
@@ -44,14 +102,26 @@ pub enum Verification {
     /// Refused. `command_id` is known only when the AEAD opened (an unauthenticated id is
     /// never echoed), so refusals before that publish no result.
     Rejected {
-        /// Stable fault code (docs/protocol.md fault table), or `state_persist` when the
-        /// state could not be written (fail closed: nothing is executed).
-        reason: &'static str,
+        /// Why.
+        refusal: Refusal,
         /// The command id, when authenticated.
         command_id: Option<CommandId>,
         /// Detail for the result: `retry_after_s=<n>` / `until_recovery` for `locked_out`.
         detail: Option<String>,
+        /// An authenticated session info for the sender (after `replay`, `expired`,
+        /// `not_yet_valid` and `locked_out`; rate limited per device), to publish on
+        /// `vehicles/{vin}/session`.
+        session_info: Option<Vec<u8>>,
     },
+}
+
+/// Counts of refusals audited in aggregate, for the current window.
+#[derive(Debug, Default)]
+struct Aggregate {
+    /// Start of the window (Unix s, aligned to [`AGGREGATE_WINDOW_S`]).
+    window: Option<u64>,
+    /// (source, fault code) -> count.
+    counts: BTreeMap<(&'static str, &'static str), u64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -64,6 +134,9 @@ struct StoredAudit {
 struct Inner {
     state: SecurityState,
     audit_seq: u64,
+    aggregate: Aggregate,
+    /// Key id -> when its last session info was built (Unix s); only paired key ids.
+    session_sent: HashMap<Vec<u8>, u64>,
 }
 
 /// The security service shared by the command path and the admin socket.
@@ -76,6 +149,10 @@ pub struct SecurityService {
     vin: String,
     rng: SystemRandom,
     started: Instant,
+    /// Lock-free copy of the persisted lockout (`0` none, `u64::MAX` until recovery, else the
+    /// Unix second the wait ends), so the core loop never waits on the mutex held through
+    /// PBKDF2.
+    locked_until: AtomicU64,
 }
 
 impl std::fmt::Debug for SecurityService {
@@ -153,8 +230,14 @@ impl SecurityService {
             .filter_map(|k| u64::from_str_radix(&k[AUDIT_PREFIX.len()..], 16).ok())
             .max()
             .map_or(0, |m| m + 1);
+        let locked_until = AtomicU64::new(lockout_snapshot(&state));
         Ok(SecurityService {
-            inner: Mutex::new(Inner { state, audit_seq }),
+            inner: Mutex::new(Inner {
+                state,
+                audit_seq,
+                aggregate: Aggregate::default(),
+                session_sent: HashMap::new(),
+            }),
             store,
             verifier,
             cfg: pcfg,
@@ -162,6 +245,7 @@ impl SecurityService {
             vin: cfg.vehicle.vin.clone(),
             rng: SystemRandom::new(),
             started: Instant::now(),
+            locked_until,
         })
     }
 
@@ -176,6 +260,8 @@ impl SecurityService {
             .to_cbor()
             .map_err(|e| DaemonError::Security(format!("encode state: {e}")))?;
         self.store.put(STATE_KEY, &bytes)?;
+        self.locked_until
+            .store(lockout_snapshot(state), Ordering::Release);
         Ok(())
     }
 
@@ -201,7 +287,9 @@ impl SecurityService {
     }
 
     /// Verifies one command envelope received on `vehicles/{vin}/commands` at `now` (Unix s).
-    /// Blocking: persists the state between the phases and runs PBKDF2.
+    /// Blocking: persists the state between the phases and runs PBKDF2. Refusals that cost
+    /// nothing to provoke ([`Refusal::audited_in_aggregate`]) write nothing: they are counted
+    /// and audited once per kind and [`AGGREGATE_WINDOW_S`].
     pub fn verify(&self, bytes: &[u8], now: u64) -> Verification {
         let mut guard = self.lock();
         let inner = &mut *guard;
@@ -209,16 +297,27 @@ impl SecurityService {
             Ok(p) => p,
             Err(rej) => {
                 let persist_failed = rej.must_persist && self.persist(&inner.state).is_err();
-                let detail = rej.retry_after.map(retry_detail);
-                self.audit(inner, now, "command.rejected", describe(&rej.audit));
+                let refusal = if persist_failed {
+                    Refusal::StatePersist
+                } else {
+                    Refusal::Fault(rej.fault)
+                };
+                if refusal.audited_in_aggregate() {
+                    self.count_refusal(inner, now, "command", refusal.code());
+                } else {
+                    self.audit(inner, now, "command.rejected", describe(&rej.audit));
+                }
+                let session_info = match (&rej.audit.key_id, rej.audit.command_id) {
+                    (Some(kid), Some(id)) if refusal.offers_session_info() => {
+                        self.session_info_for(inner, &kid.0, &id.0, now)
+                    }
+                    _ => None,
+                };
                 return Verification::Rejected {
-                    reason: if persist_failed {
-                        "state_persist"
-                    } else {
-                        rej.fault.code()
-                    },
+                    refusal,
                     command_id: rej.audit.command_id,
-                    detail,
+                    detail: rej.retry_after.map(retry_detail),
+                    session_info,
                 };
             }
         };
@@ -233,9 +332,10 @@ impl SecurityService {
                 format!("state_persist command={}", hex::encode(command_id.0)),
             );
             return Verification::Rejected {
-                reason: "state_persist",
+                refusal: Refusal::StatePersist,
                 command_id: Some(command_id),
                 detail: None,
+                session_info: None,
             };
         }
         crate::failpoint::hit("verify.after_begin_persist");
@@ -254,9 +354,10 @@ impl SecurityService {
                     // replay this command's counter. Refuse (fail closed).
                     tracing::error!(error = %e, "cannot persist security state after a correct code");
                     return Verification::Rejected {
-                        reason: "state_persist",
+                        refusal: Refusal::StatePersist,
                         command_id: Some(command_id),
                         detail: None,
+                        session_info: None,
                     };
                 }
                 Verification::Verified(cmd)
@@ -267,17 +368,128 @@ impl SecurityService {
                     _ => None,
                 };
                 Verification::Rejected {
-                    reason: fault.code(),
+                    refusal: Refusal::Fault(fault),
                     command_id: Some(command_id),
                     detail,
+                    session_info: None,
                 }
             }
         }
     }
 
-    /// `true` while remote code checks are blocked (back-off or hard lock).
+    /// Answers a session-info request received on `vehicles/{vin}/session/request` at `now`
+    /// (Unix s): the authenticated session info of the named device with the request's
+    /// challenge echoed, or `None` (malformed request, unknown or revoked key id, or the
+    /// device already got one within [`SESSION_INFO_MIN_INTERVAL_S`]). Refusals are audited
+    /// in aggregate; nothing is written per request.
+    pub fn session_request(&self, bytes: &[u8], now: u64) -> Option<Vec<u8>> {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let req = match telematics_security::SessionRequest::from_cbor(bytes) {
+            Ok(r) => r,
+            Err(f) => {
+                self.count_refusal(inner, now, "session_request", f.code());
+                return None;
+            }
+        };
+        match inner.state.credential(&req.key_id) {
+            None => {
+                self.count_refusal(inner, now, "session_request", Fault::UnknownKey.code());
+                return None;
+            }
+            Some(c) if !c.is_active() => {
+                self.count_refusal(inner, now, "session_request", Fault::RevokedKey.code());
+                return None;
+            }
+            Some(_) => {}
+        }
+        let info = self.session_info_for(inner, &req.key_id, &req.challenge, now);
+        if info.is_none() {
+            self.count_refusal(inner, now, "session_request", "rate_limited");
+        }
+        info
+    }
+
+    /// Builds the session info of `key_id` unless one was built within the minimum interval.
+    fn session_info_for(
+        &self,
+        inner: &mut Inner,
+        key_id: &[u8],
+        echo: &[u8],
+        now: u64,
+    ) -> Option<Vec<u8>> {
+        if let Some(last) = inner.session_sent.get(key_id)
+            && now < last.saturating_add(SESSION_INFO_MIN_INTERVAL_S)
+        {
+            return None;
+        }
+        match telematics_security::build_session_info(&inner.state, &self.vin, key_id, echo, now) {
+            Ok(b) => {
+                inner.session_sent.insert(key_id.to_vec(), now);
+                Some(b)
+            }
+            Err(e) => {
+                tracing::debug!(code = e.code(), "no session info for this key id");
+                None
+            }
+        }
+    }
+
+    /// Counts one refusal audited in aggregate; closes the window first if it ended.
+    fn count_refusal(
+        &self,
+        inner: &mut Inner,
+        now: u64,
+        source: &'static str,
+        fault: &'static str,
+    ) {
+        self.close_window(inner, now, false);
+        let agg = &mut inner.aggregate;
+        agg.window.get_or_insert(now - now % AGGREGATE_WINDOW_S);
+        *agg.counts.entry((source, fault)).or_insert(0) += 1;
+    }
+
+    /// Writes the aggregated refusal counts of a window that has ended by `now` (or of the
+    /// current one with `force`, at shutdown): one audit record and one log line per kind.
+    fn close_window(&self, inner: &mut Inner, now: u64, force: bool) {
+        let Some(start) = inner.aggregate.window else {
+            return;
+        };
+        if !force && now < start + AGGREGATE_WINDOW_S {
+            return;
+        }
+        let counts = std::mem::take(&mut inner.aggregate.counts);
+        inner.aggregate.window = None;
+        for ((source, fault), count) in counts {
+            tracing::warn!(
+                code = "security.refusals",
+                source,
+                fault,
+                count,
+                since = start,
+                "refused messages (aggregated)"
+            );
+            self.audit(
+                inner,
+                now,
+                AUDIT_AGGREGATE_KIND,
+                format!("source={source} fault={fault} count={count} since={start}"),
+            );
+        }
+    }
+
+    /// Audits the aggregated refusal counts of a window that has ended (call about once a
+    /// second); `force` also closes the current window (shutdown). Blocking (store writes).
+    pub fn flush_refusals(&self, now: u64, force: bool) {
+        let mut g = self.lock();
+        self.close_window(&mut g, now, force);
+    }
+
+    /// `true` while remote code checks are blocked (back-off or hard lock). Lock-free: reads
+    /// the snapshot of the last persisted state, never waits for a code check in progress.
     pub fn locked_out(&self, now: u64) -> bool {
-        self.lock().state.retry_after(now).is_some()
+        let until = self.locked_until.load(Ordering::Acquire);
+        until != 0 && now < until
     }
 
     /// Records a non-command audit event (e.g. an executed command's outcome).
@@ -411,6 +623,16 @@ impl SecurityService {
             }
         }
         Response::Audit { events }
+    }
+}
+
+/// The lockout as one number: `0` none, `u64::MAX` until recovery, else the end of the wait.
+fn lockout_snapshot(state: &SecurityState) -> u64 {
+    let l = &state.lockout;
+    if l.hard_locked {
+        u64::MAX
+    } else {
+        l.locked_until.unwrap_or(0)
     }
 }
 
