@@ -8,7 +8,7 @@ root="$(cd "$here/.." && pwd)"
 data="$root/crates/telematics-can/data"
 ext="${TELEMATICS_EXTERNAL_FIXTURES:-$root/../shared/fixtures/external}"
 c="$here/corpus"
-mkdir -p "$c"/{dbc_parse,candump_line,can_decode,cose_envelope,reset_auth,config_toml,admin_frame,payload_cbor,cose_plaintext,reset_auth_signed}
+mkdir -p "$c"/{dbc_parse,candump_line,can_decode,cose_envelope,reset_auth,config_toml,admin_frame,payload_cbor,cose_plaintext,reset_auth_signed,session_request}
 
 # dbc_parse: demo DBC + external DBCs.
 cp "$data/demo_car.dbc" "$c/dbc_parse/demo_car.dbc"
@@ -81,4 +81,8 @@ for fl in 00 01 02 04 06 08; do
   printf '%s%s' "$fl" "$rp" | xxd -r -p > "$c/reset_auth_signed/reset-1_$fl"
 done
 
+# session_request: {1: kid, 2: challenge} (deterministic CBOR) and near misses.
+printf 'a2014801020304050607080250000102030405060708090a0b0c0d0e0f' | xxd -r -p > "$c/session_request/ok_16"
+printf 'a2014801020304050607080240' | xxd -r -p > "$c/session_request/ok_empty"
+printf 'a1014801020304050607' | xxd -r -p > "$c/session_request/missing"
 echo "seeded: $(find "$c" -type f | wc -l) files in $c"

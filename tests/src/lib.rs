@@ -38,6 +38,8 @@ pub struct Inbox {
     pub telemetry: Vec<Telemetry>,
     pub alerts: Vec<Alert>,
     pub status: Vec<Vec<u8>>,
+    /// Session-info replies (COSE_Mac0 bytes) from `vehicles/{vin}/session`.
+    pub session: Vec<Vec<u8>>,
 }
 
 impl Inbox {
@@ -460,6 +462,44 @@ filter = "info"
         CommandId(id)
     }
 
+    /// Publishes `bytes` on any topic as the back end (QoS 1).
+    pub async fn publish_to(&self, topic: String, bytes: Vec<u8>) {
+        self.backend
+            .publish(topic, QoS::AtLeastOnce, false, bytes)
+            .await
+            .unwrap();
+    }
+
+    /// The aggregated refusal counts in the audit trail, summed per `(source, fault)`
+    /// (records of kind `refused.aggregate`; a window is written when it ends or the daemon
+    /// stops).
+    pub async fn refusal_counts(&self) -> std::collections::BTreeMap<(String, String), u64> {
+        let Response::Audit { events } = self.admin(Request::Audit { limit: 512 }).await else {
+            panic!("audit failed");
+        };
+        let mut out = std::collections::BTreeMap::new();
+        for e in events
+            .iter()
+            .filter(|e| e.kind == telematicsd::security::AUDIT_AGGREGATE_KIND)
+        {
+            let field = |name: &str| {
+                e.detail
+                    .split(' ')
+                    .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            let count: u64 = field("count").parse().unwrap();
+            *out.entry((field("source"), field("fault"))).or_insert(0) += count;
+        }
+        out
+    }
+
+    /// How often the daemon's log says the MQTT link connected.
+    pub fn mqtt_connects(&self) -> usize {
+        self.log().matches("MQTT connected").count()
+    }
+
     pub async fn publish_raw(&self, bytes: Vec<u8>) {
         self.backend
             .publish(topics::commands(VIN), QoS::AtLeastOnce, false, bytes)
@@ -599,7 +639,7 @@ async fn mqtt_subscriber(
         loop {
             match ev.poll().await {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    for t in ["results", "telemetry", "alerts", "status"] {
+                    for t in ["results", "telemetry", "alerts", "status", "session"] {
                         sub.subscribe(format!("vehicles/{VIN}/{t}"), QoS::AtLeastOnce)
                             .await
                             .unwrap();
@@ -631,6 +671,7 @@ async fn mqtt_subscriber(
                                 }
                             }
                             "status" => inbox.status.push(p.payload.to_vec()),
+                            "session" => inbox.session.push(p.payload.to_vec()),
                             _ => {}
                         }
                     }

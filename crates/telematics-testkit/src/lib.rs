@@ -254,8 +254,9 @@ impl TestPki {
 }
 
 /// The ACL file the launcher writes (see docs/topics.md): each vehicle (username = certificate
-/// CN = VIN) may publish its own telemetry/alerts/results/status and read its own commands;
-/// `backend_users` may read `vehicles/#` and write commands.
+/// CN = VIN) may publish its own telemetry/alerts/results/status/session info and read its own
+/// commands and session requests; `backend_users` may read `vehicles/#` and write commands
+/// and session requests.
 pub fn acl_file(backend_users: &[&str]) -> String {
     let mut acl = String::from(
         "# vehicles: username = certificate CN = VIN\n\
@@ -263,11 +264,14 @@ pub fn acl_file(backend_users: &[&str]) -> String {
          pattern write vehicles/%u/alerts\n\
          pattern write vehicles/%u/results\n\
          pattern write vehicles/%u/status\n\
-         pattern read vehicles/%u/commands\n",
+         pattern write vehicles/%u/session\n\
+         pattern read vehicles/%u/commands\n\
+         pattern read vehicles/%u/session/request\n",
     );
     for u in backend_users {
         acl.push_str(&format!(
-            "\nuser {u}\ntopic read vehicles/#\ntopic write vehicles/+/commands\n"
+            "\nuser {u}\ntopic read vehicles/#\ntopic write vehicles/+/commands\n\
+             topic write vehicles/+/session/request\n"
         ));
     }
     acl

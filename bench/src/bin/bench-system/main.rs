@@ -7,6 +7,7 @@
 //! end-to-end tests.
 
 mod fleet;
+mod flood;
 mod mqtt;
 mod procstat;
 mod single;
@@ -54,6 +55,19 @@ enum Cmd {
         /// Runs (the median is reported).
         #[arg(long, default_value_t = 10)]
         runs: usize,
+    },
+    /// A valid command behind a flood of garbage / AEAD-failing envelopes, against the same
+    /// command unloaded.
+    Flood {
+        /// Messages in front of each measured command.
+        #[arg(long, default_value_t = 2000)]
+        n: usize,
+        /// Measured commands per load.
+        #[arg(long, default_value_t = 10)]
+        rounds: usize,
+        /// PBKDF2 iterations of the daemon.
+        #[arg(long, default_value_t = 600_000)]
+        iterations: u32,
     },
     /// N daemons against one mosquitto.
     Fleet {
@@ -159,6 +173,34 @@ async fn main() -> Result<()> {
                         j.p50, j.p99, j.max, j.n
                     ),
                     &format!("MQTT echo p50 {:.1} ms", r.echo.p50),
+                    &cmd,
+                );
+            }
+        }
+        Cmd::Flood {
+            n,
+            rounds,
+            iterations,
+        } => {
+            eprintln!("flood: {rounds} commands per load behind {n} messages, PBKDF2 {iterations}");
+            let r = flood::run(&daemon, iterations, n, rounds).await?;
+            let cmd = format!("bench-system flood --n {n} --rounds {rounds}");
+            let base = r.rows[0].1;
+            for (load, s) in &r.rows {
+                let what = match load {
+                    flood::Load::None => "command RTT, unloaded (reference)".to_string(),
+                    flood::Load::Garbage => format!("command RTT behind {} garbage messages", r.flood),
+                    flood::Load::ForgedAead => {
+                        format!("command RTT behind {} AEAD-failing envelopes", r.flood)
+                    }
+                };
+                row(
+                    &format!("{what}, PBKDF2 {}", r.iterations),
+                    &format!(
+                        "p50 {:.1} / p99 {:.1} / max {:.1} ms (n={})",
+                        s.p50, s.p99, s.max, s.n
+                    ),
+                    &format!("**{:.2}x** the unloaded p50", ratio(s.p50, base.p50)),
                     &cmd,
                 );
             }

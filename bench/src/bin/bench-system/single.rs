@@ -104,7 +104,7 @@ impl Drop for DaemonProc {
 }
 
 /// Creates the world and sets the PBKDF2 iteration count in its daemon configuration.
-async fn world(daemon: &Path, iterations: u32, telemetry_period_s: u64) -> Result<World> {
+pub(crate) async fn world(daemon: &Path, iterations: u32, telemetry_period_s: u64) -> Result<World> {
     let w = World::new(
         Options {
             confirm_timeout_ms: 3_000,
@@ -134,14 +134,14 @@ fn online_in(statuses: &[Vec<u8>]) -> bool {
 }
 
 /// Time from spawn to (admin socket answers, retained `online` seen by the back end).
-struct Ready {
+pub(crate) struct Ready {
     admin: Duration,
     online: Duration,
 }
 
 /// Spawns the daemon of `w` and waits until it answers on the admin socket and its `online`
 /// status reached the back end (polls every 2 ms, or on each back-end message).
-async fn spawn_ready(w: &World, bin: &Path) -> Result<(DaemonProc, Ready)> {
+pub(crate) async fn spawn_ready(w: &World, bin: &Path) -> Result<(DaemonProc, Ready)> {
     let seen = w
         .inbox
         .lock()
@@ -202,7 +202,7 @@ pub struct RttReport {
     pub pbkdf2_ms: f64,
 }
 
-fn build(dev: &mut Device, action: Action) -> Result<(CommandId, Vec<u8>)> {
+pub(crate) fn build(dev: &mut Device, action: Action) -> Result<(CommandId, Vec<u8>)> {
     dev.counter += 1;
     let mut id = [0u8; 16];
     ring::rand::SecureRandom::fill(&SystemRandom::new(), &mut id)
@@ -225,7 +225,7 @@ fn build(dev: &mut Device, action: Action) -> Result<(CommandId, Vec<u8>)> {
 
 /// Publishes `bytes` and waits for the terminal result of `id`; returns (time to `accepted`
 /// if one was seen, time to the terminal result, terminal state, reason code).
-async fn round_trip(
+pub(crate) async fn round_trip(
     w: &World,
     id: CommandId,
     bytes: Vec<u8>,

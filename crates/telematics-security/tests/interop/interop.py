@@ -8,6 +8,7 @@ Usage: interop.py MODE < request.json   (prints one JSON object on stdout)
   sign_reset      -> {"sign1": hex}        sign a reset authorization (Ed25519)
   verify_reset    -> {fields...}           verify a Rust-signed reset authorization
   parse_session   -> {fields...}           verify + parse a Rust-built session info (Mac0)
+  session_request -> {"request": hex}      build a session-info request (docs/protocol.md §8)
 """
 import json
 from collections.abc import Mapping
@@ -106,6 +107,12 @@ def parse_session(r):
             "lockout": p[5], "retry_after": p.get(6), "epoch": p[7], "echo": p[8].hex()}
 
 
+def session_request(r):
+    # Deterministic CBOR (cbor2 canonical): {1: kid, 2: challenge}.
+    req = {1: bytes.fromhex(r["key_id"]), 2: bytes.fromhex(r["challenge"])}
+    return {"request": cbor2.dumps(req, canonical=True).hex()}
+
+
 def reset_payload(r):
     return cbor2.dumps(
         {1: r["vin"], 2: bytes.fromhex(r["nonce"]), 3: r["issued_at"], 4: r["expires_at"], 5: "code_reset"}
@@ -140,5 +147,5 @@ if __name__ == "__main__":
     req = json.load(sys.stdin)
     fn = {"build_command": build_command, "open_command": open_command,
           "sign_reset": sign_reset, "verify_reset": verify_reset,
-          "parse_session": parse_session}[mode]
+          "parse_session": parse_session, "session_request": session_request}[mode]
     print(json.dumps(fn(req)))
