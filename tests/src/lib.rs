@@ -470,18 +470,16 @@ filter = "info"
             .unwrap();
     }
 
-    /// The aggregated refusal counts in the audit trail, summed per `(source, fault)`
-    /// (records of kind `refused.aggregate`; a window is written when it ends or the daemon
-    /// stops).
+    /// Every refusal in the audit trail, counted per `(source, fault)`: individual records
+    /// (`command.rejected`, `session_request.rejected`) plus the counts of `refused.aggregate`
+    /// records (the further refusals of a kind in a window; written when the window ends or
+    /// the daemon stops).
     pub async fn refusal_counts(&self) -> std::collections::BTreeMap<(String, String), u64> {
         let Response::Audit { events } = self.admin(Request::Audit { limit: 512 }).await else {
             panic!("audit failed");
         };
         let mut out = std::collections::BTreeMap::new();
-        for e in events
-            .iter()
-            .filter(|e| e.kind == telematicsd::security::AUDIT_AGGREGATE_KIND)
-        {
+        for e in &events {
             let field = |name: &str| {
                 e.detail
                     .split(' ')
@@ -489,8 +487,15 @@ filter = "info"
                     .unwrap_or_default()
                     .to_string()
             };
-            let count: u64 = field("count").parse().unwrap();
-            *out.entry((field("source"), field("fault"))).or_insert(0) += count;
+            let (source, count) = match e.kind.as_str() {
+                telematicsd::security::AUDIT_AGGREGATE_KIND => {
+                    (field("source"), field("count").parse::<u64>().unwrap())
+                }
+                "command.rejected" => ("command".to_string(), 1),
+                "session_request.rejected" => ("session_request".to_string(), 1),
+                _ => continue,
+            };
+            *out.entry((source, field("fault"))).or_insert(0) += count;
         }
         out
     }

@@ -36,7 +36,8 @@ pub const AGGREGATE_WINDOW_S: u64 = 60;
 /// or requested): a flood of replays or requests cannot multiply outgoing messages.
 pub const SESSION_INFO_MIN_INTERVAL_S: u64 = 5;
 /// Audit kind of an aggregated refusal count (`detail`: `source=<s> fault=<code> count=<n>
-/// since=<unix s>`).
+/// since=<unix s>`): the refusals of that kind in the window *after* the first one, which has
+/// its own record.
 pub const AUDIT_AGGREGATE_KIND: &str = "refused.aggregate";
 
 /// Unix time in seconds (the security layer compares with the sender's wall clock).
@@ -115,13 +116,39 @@ pub enum Verification {
     },
 }
 
+/// Where an aggregated refusal came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Source {
+    /// A command envelope on `vehicles/{vin}/commands`.
+    Command,
+    /// A session request on `vehicles/{vin}/session/request`.
+    SessionRequest,
+}
+
+impl Source {
+    fn as_str(self) -> &'static str {
+        match self {
+            Source::Command => "command",
+            Source::SessionRequest => "session_request",
+        }
+    }
+
+    /// Audit kind of an individually recorded refusal from this source.
+    fn audit_kind(self) -> &'static str {
+        match self {
+            Source::Command => "command.rejected",
+            Source::SessionRequest => "session_request.rejected",
+        }
+    }
+}
+
 /// Counts of refusals audited in aggregate, for the current window.
 #[derive(Debug, Default)]
 struct Aggregate {
     /// Start of the window (Unix s, aligned to [`AGGREGATE_WINDOW_S`]).
     window: Option<u64>,
     /// (source, fault code) -> count.
-    counts: BTreeMap<(&'static str, &'static str), u64>,
+    counts: BTreeMap<(Source, &'static str), u64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -303,7 +330,9 @@ impl SecurityService {
                     Refusal::Fault(rej.fault)
                 };
                 if refusal.audited_in_aggregate() {
-                    self.count_refusal(inner, now, "command", refusal.code());
+                    self.count_refusal(inner, now, Source::Command, refusal.code(), || {
+                        describe(&rej.audit)
+                    });
                 } else {
                     self.audit(inner, now, "command.rejected", describe(&rej.audit));
                 }
@@ -388,24 +417,29 @@ impl SecurityService {
         let req = match telematics_security::SessionRequest::from_cbor(bytes) {
             Ok(r) => r,
             Err(f) => {
-                self.count_refusal(inner, now, "session_request", f.code());
+                self.count_refusal(inner, now, Source::SessionRequest, f.code(), || {
+                    format!("fault={}", f.code())
+                });
                 return None;
             }
         };
         match inner.state.credential(&req.key_id) {
             None => {
-                self.count_refusal(inner, now, "session_request", Fault::UnknownKey.code());
+                let detail = || format!("device={} fault=unknown_key", hex::encode(&req.key_id));
+                self.count_refusal(inner, now, Source::SessionRequest, Fault::UnknownKey.code(), detail);
                 return None;
             }
             Some(c) if !c.is_active() => {
-                self.count_refusal(inner, now, "session_request", Fault::RevokedKey.code());
+                let detail = || format!("device={} fault=revoked_key", hex::encode(&req.key_id));
+                self.count_refusal(inner, now, Source::SessionRequest, Fault::RevokedKey.code(), detail);
                 return None;
             }
             Some(_) => {}
         }
         let info = self.session_info_for(inner, &req.key_id, &req.challenge, now);
         if info.is_none() {
-            self.count_refusal(inner, now, "session_request", "rate_limited");
+            let detail = || format!("device={} fault=rate_limited", hex::encode(&req.key_id));
+            self.count_refusal(inner, now, Source::SessionRequest, "rate_limited", detail);
         }
         info
     }
@@ -435,18 +469,30 @@ impl SecurityService {
         }
     }
 
-    /// Counts one refusal audited in aggregate; closes the window first if it ended.
+    /// Audits one refusal of the aggregated kinds: the first of its `(source, fault)` in a
+    /// window gets its own record (`<source>.rejected`, `detail()`), later ones are counted
+    /// and written as one `refused.aggregate` record when the window ends. Closes an ended
+    /// window first.
     fn count_refusal(
         &self,
         inner: &mut Inner,
         now: u64,
-        source: &'static str,
+        source: Source,
         fault: &'static str,
+        detail: impl FnOnce() -> String,
     ) {
         self.close_window(inner, now, false);
-        let agg = &mut inner.aggregate;
-        agg.window.get_or_insert(now - now % AGGREGATE_WINDOW_S);
-        *agg.counts.entry((source, fault)).or_insert(0) += 1;
+        inner
+            .aggregate
+            .window
+            .get_or_insert(now - now % AGGREGATE_WINDOW_S);
+        match inner.aggregate.counts.get_mut(&(source, fault)) {
+            Some(n) => *n += 1,
+            None => {
+                inner.aggregate.counts.insert((source, fault), 0);
+                self.audit(inner, now, source.audit_kind(), detail());
+            }
+        }
     }
 
     /// Writes the aggregated refusal counts of a window that has ended by `now` (or of the
@@ -460,14 +506,15 @@ impl SecurityService {
         }
         let counts = std::mem::take(&mut inner.aggregate.counts);
         inner.aggregate.window = None;
-        for ((source, fault), count) in counts {
+        for ((source, fault), count) in counts.into_iter().filter(|(_, n)| *n > 0) {
+            let source = source.as_str();
             tracing::warn!(
                 code = "security.refusals",
                 source,
                 fault,
                 count,
                 since = start,
-                "refused messages (aggregated)"
+                "further refused messages in the window (the first was audited on its own)"
             );
             self.audit(
                 inner,
