@@ -569,8 +569,12 @@ where
     // BTreeMap: deterministic order.
     let vars: BTreeMap<String, String> = env
         .into_iter()
-        // The failpoint switch shares the prefix but is not a config key.
-        .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k != crate::failpoint::ENV_VAR)
+        // The failpoint switches share the prefix but are not config keys.
+        .filter(|(k, _)| {
+            k.starts_with(ENV_PREFIX)
+                && k != crate::failpoint::ENV_VAR
+                && k != crate::failpoint::WRITE_ENV_VAR
+        })
         .collect();
     for (k, v) in vars {
         let rest = &k[ENV_PREFIX.len()..];

@@ -38,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::error::DaemonError;
+use crate::failpoint::{self, Crash};
 use crate::security::{Refusal, SecurityService, Verification, unix_now_s};
 use crate::vehicle::VehicleModel;
 
@@ -312,6 +313,9 @@ fn load_journal_with_flags(store: &Store) -> Result<Vec<(ResultRecord, bool)>, D
 }
 
 fn write_journal(store: &Store, rec: &ResultRecord, published: bool) -> Result<(), DaemonError> {
+    if failpoint::write_fails(failpoint::Write::Journal) {
+        return Err(DaemonError::StoreFailed("injected: command journal".into()));
+    }
     let jr = JournalRec {
         state: rec.state.as_str().to_string(),
         reason: rec.reason_code.map(str::to_string),
@@ -321,7 +325,7 @@ fn write_journal(store: &Store, rec: &ResultRecord, published: bool) -> Result<(
     };
     let mut buf = Vec::new();
     ciborium::into_writer(&jr, &mut buf)
-        .map_err(|e| DaemonError::Security(format!("journal encode: {e}")))?;
+        .map_err(|e| DaemonError::StoreFailed(format!("journal encode: {e}")))?;
     store.put(
         &format!("{JOURNAL_PREFIX}{}", hex::encode(rec.command_id.0)),
         &buf,
@@ -1032,9 +1036,19 @@ impl Core {
             .map_err(|e| DaemonError::Security(format!("blocking task: {e}")))?
     }
 
+    /// Carries out the executor's outputs in order. Durability before effect: after a failed
+    /// durable write nothing further is carried out (in particular no actuation frame after
+    /// a failed `accepted` journal entry); the core loop then stops with `store.write_failed`.
     async fn drain_exec(&mut self) {
         let mut journaled = 0usize;
         while let Some(out) = self.exec.poll_output() {
+            if self.health.store_failures.load(Ordering::Relaxed) > 0 {
+                tracing::error!(
+                    code = "store.write_failed",
+                    "durable state not written: executor outputs discarded, nothing actuated"
+                );
+                return;
+            }
             match out {
                 Output::JournalCommand(rec) => {
                     let terminal = rec.state.is_terminal();
@@ -1044,11 +1058,12 @@ impl Core {
                     if let Err(e) = r {
                         tracing::error!(error = %e, "command journal write failed");
                         self.health.store_failed("journal", &e);
+                        continue;
                     }
                     crate::failpoint::hit(if terminal {
-                        "exec.after_journal_terminal"
+                        Crash::ExecAfterJournalTerminal
                     } else {
-                        "exec.after_journal_accepted"
+                        Crash::ExecAfterJournalAccepted
                     });
                     journaled += 1;
                 }
@@ -1059,14 +1074,19 @@ impl Core {
                         reason = rec.reason_code.unwrap_or(""),
                         "command result"
                     );
-                    self.security.record(
-                        &format!("command.{}", rec.state.as_str()),
-                        format!(
-                            "command={} {}",
-                            hex::encode(rec.command_id.0),
-                            rec.reason_code.unwrap_or("")
-                        ),
+                    // The audit write fsyncs and waits for the security mutex: not on the core.
+                    let sec = self.security.clone();
+                    let kind = format!("command.{}", rec.state.as_str());
+                    let detail = format!(
+                        "command={} {}",
+                        hex::encode(rec.command_id.0),
+                        rec.reason_code.unwrap_or("")
                     );
+                    if let Err(e) =
+                        tokio::task::spawn_blocking(move || sec.record(&kind, detail)).await
+                    {
+                        tracing::error!(error = %e, "audit task failed");
+                    }
                     if self.publish_result(to_result(&rec)).await && rec.state.is_terminal() {
                         self.mark_published(rec).await;
                     }
@@ -1080,8 +1100,10 @@ impl Core {
         if self.exec.run_timer() != self.last_run {
             self.persist_run_timer().await;
         }
-        if journaled > 0 {
-            let _ = self.blocking(|s| prune_journal(&s)).await;
+        if journaled > 0
+            && let Err(e) = self.blocking(|s| prune_journal(&s)).await
+        {
+            tracing::error!(code = e.code(), error = %e, "command journal not pruned");
         }
     }
 
@@ -1094,11 +1116,18 @@ impl Core {
                     id: id.0,
                     deadline_ms,
                 };
-                if ciborium::into_writer(&rec, &mut buf).is_err() {
+                if let Err(e) = ciborium::into_writer(&rec, &mut buf) {
+                    tracing::error!(error = %e, "run timer not encoded");
+                    self.health.store_failed("run timer", &e);
                     return;
                 }
-                self.blocking(move |s| Ok(s.put(RUN_TIMER_KEY, &buf)?))
-                    .await
+                self.blocking(move |s| {
+                    if failpoint::write_fails(failpoint::Write::RunTimer) {
+                        return Err(DaemonError::StoreFailed("injected: run timer".into()));
+                    }
+                    Ok(s.put(RUN_TIMER_KEY, &buf)?)
+                })
+                .await
             }
             None => {
                 self.blocking(|s| Ok(s.delete(RUN_TIMER_KEY).map(|_| ())?))
@@ -1143,7 +1172,7 @@ impl Core {
         match tokio::time::timeout(Duration::from_secs(1), sink.send(&frame)).await {
             Ok(Ok(())) => {
                 tracing::info!(?cmd, counter = self.body_counter, "actuation sent");
-                crate::failpoint::hit("exec.after_actuation_sent");
+                crate::failpoint::hit(Crash::ExecAfterActuationSent);
             }
             Ok(Err(e)) => tracing::error!(code = e.code(), error = %e, "actuation send failed"),
             Err(_) => tracing::error!("actuation send timed out"),

@@ -22,6 +22,7 @@ use telematics_store::Store;
 use crate::admin::{AdminHandler, AuditEvent, DeviceInfo, Request, Response};
 use crate::config::Config;
 use crate::error::DaemonError;
+use crate::failpoint::{self, Crash};
 
 /// KV key of the persisted security state.
 pub const STATE_KEY: &str = "security/state";
@@ -283,6 +284,9 @@ impl SecurityService {
     }
 
     fn persist(&self, state: &SecurityState) -> Result<(), DaemonError> {
+        if failpoint::write_fails(failpoint::Write::SecurityState) {
+            return Err(DaemonError::StoreFailed("injected: security state".into()));
+        }
         let bytes = state
             .to_cbor()
             .map_err(|e| DaemonError::Security(format!("encode state: {e}")))?;
@@ -367,10 +371,10 @@ impl SecurityService {
                 session_info: None,
             };
         }
-        crate::failpoint::hit("verify.after_begin_persist");
+        crate::failpoint::hit(Crash::VerifyAfterBeginPersist);
         let finished = pending.finish(&mut inner.state, now);
         let persisted = self.persist(&inner.state);
-        crate::failpoint::hit("verify.after_finish_persist");
+        crate::failpoint::hit(Crash::VerifyAfterFinishPersist);
         let kind = match finished.audit.outcome {
             AuditOutcome::Accepted => "command.verified",
             AuditOutcome::Rejected => "command.rejected",
@@ -426,12 +430,24 @@ impl SecurityService {
         match inner.state.credential(&req.key_id) {
             None => {
                 let detail = || format!("device={} fault=unknown_key", hex::encode(&req.key_id));
-                self.count_refusal(inner, now, Source::SessionRequest, Fault::UnknownKey.code(), detail);
+                self.count_refusal(
+                    inner,
+                    now,
+                    Source::SessionRequest,
+                    Fault::UnknownKey.code(),
+                    detail,
+                );
                 return None;
             }
             Some(c) if !c.is_active() => {
                 let detail = || format!("device={} fault=revoked_key", hex::encode(&req.key_id));
-                self.count_refusal(inner, now, Source::SessionRequest, Fault::RevokedKey.code(), detail);
+                self.count_refusal(
+                    inner,
+                    now,
+                    Source::SessionRequest,
+                    Fault::RevokedKey.code(),
+                    detail,
+                );
                 return None;
             }
             Some(_) => {}

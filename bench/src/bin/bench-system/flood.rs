@@ -117,7 +117,12 @@ pub async fn run(bin: &Path, iterations: u32, flood: usize, rounds: usize) -> Re
     let rows = loads
         .iter()
         .zip(&samples)
-        .map(|(l, s)| Ok((*l, stats::summarize(s).ok_or_else(|| anyhow::anyhow!("no samples"))?)))
+        .map(|(l, s)| {
+            Ok((
+                *l,
+                stats::summarize(s).ok_or_else(|| anyhow::anyhow!("no samples"))?,
+            ))
+        })
         .collect::<Result<_>>()?;
     Ok(FloodReport {
         flood,

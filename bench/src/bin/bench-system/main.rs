@@ -189,7 +189,9 @@ async fn main() -> Result<()> {
             for (load, s) in &r.rows {
                 let what = match load {
                     flood::Load::None => "command RTT, unloaded (reference)".to_string(),
-                    flood::Load::Garbage => format!("command RTT behind {} garbage messages", r.flood),
+                    flood::Load::Garbage => {
+                        format!("command RTT behind {} garbage messages", r.flood)
+                    }
                     flood::Load::ForgedAead => {
                         format!("command RTT behind {} AEAD-failing envelopes", r.flood)
                     }

@@ -104,7 +104,11 @@ impl Drop for DaemonProc {
 }
 
 /// Creates the world and sets the PBKDF2 iteration count in its daemon configuration.
-pub(crate) async fn world(daemon: &Path, iterations: u32, telemetry_period_s: u64) -> Result<World> {
+pub(crate) async fn world(
+    daemon: &Path,
+    iterations: u32,
+    telemetry_period_s: u64,
+) -> Result<World> {
     let w = World::new(
         Options {
             confirm_timeout_ms: 3_000,
