@@ -32,6 +32,15 @@ pub enum LinkError {
     /// The outbox (store) failed.
     #[error("outbox: {0}")]
     Store(#[from] telematics_store::StoreError),
+    /// The broker answered the `vehicles/{vin}/commands` SUBSCRIBE with a failure return code
+    /// (an ACL or broker policy refuses it): the vehicle is connected but hears no commands.
+    /// Not returned by a call: logged with this code and shown as
+    /// [`crate::LinkState::SubscribeRefused`] while the link retries.
+    #[error("broker refused the subscription to {topic}")]
+    SubscribeRefused {
+        /// The refused topic filter.
+        topic: String,
+    },
     /// The link task is gone (shut down or crashed).
     #[error("the link task has stopped")]
     Stopped,
@@ -46,6 +55,7 @@ impl LinkError {
             LinkError::TlsConfig(_) => "link.tls_config",
             LinkError::Config(_) => "link.bad_config",
             LinkError::Store(_) => "link.store",
+            LinkError::SubscribeRefused { .. } => "link.subscribe_refused",
             LinkError::Stopped => "link.stopped",
         }
     }

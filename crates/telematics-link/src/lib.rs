@@ -7,25 +7,39 @@
 //! at-least-once). Every connection attempt builds a fresh rumqttc client from the current TLS
 //! configuration, so [`LinkHandle::reload_tls`] takes effect on the next (re)connection.
 //!
+//! Incoming commands: every publish on `vehicles/{vin}/commands` up to
+//! [`LinkConfig::max_incoming_packet`] is accepted, kept in a local queue and handed over to the
+//! daemon's channel without ever blocking the event loop (keep-alives and PUBACKs go on while
+//! the consumer is slow); each is PUBACKed only after its hand-over, so a message is neither lost
+//! nor redelivered once handed over. The queue is bounded by the broker's inflight window for
+//! this client (manual acks: the broker sends at most `max_inflight_messages` unacknowledged
+//! QoS 1 messages), see docs/topics.md.
+//!
+//! The commands subscription is checked: a SUBACK that refuses it is logged
+//! (`link.subscribe_refused`), shown as [`LinkState::SubscribeRefused`], published as the
+//! retained status `commands_refused`, and retried with [`Backoff`] while connected.
+//!
 //! Topics and the status payload are documented in `docs/topics.md`.
 #![deny(missing_docs)]
 
+mod backoff;
 mod error;
 mod status;
 mod tls;
 
+pub use backoff::Backoff;
 pub use error::LinkError;
 pub use status::{Presence, Status};
 pub use tls::{TlsFiles, client_config};
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rumqttc::{
-    AsyncClient, ConnectionError, Event, LastWill, MqttOptions, Outgoing, Packet, QoS,
-    TlsConfiguration, Transport,
+    AsyncClient, ConnectionError, Event, LastWill, MqttOptions, Outgoing, Packet, Publish, QoS,
+    SubscribeReasonCode, TlsConfiguration, Transport,
 };
 use rustls::ClientConfig;
 use telematics_store::{EnqueueOutcome, Outbox, OutboxMessage, Qos};
@@ -64,6 +78,15 @@ pub mod topics {
     }
 }
 
+/// Default of [`LinkConfig::max_incoming_packet`]: 1 MiB + 4 KiB (a broker limited to 1 MiB
+/// packets, with room to spare).
+pub const DEFAULT_MAX_INCOMING_PACKET: usize = 1024 * 1024 + 4 * 1024;
+/// Smallest accepted [`LinkConfig::max_incoming_packet`]: the protocol's 65 536-byte command cap
+/// plus room for the MQTT headers and topic, so that every protocol-valid command is accepted.
+pub const MIN_MAX_INCOMING_PACKET: usize = 65_536 + 1024;
+/// Largest accepted [`LinkConfig::max_incoming_packet`]: MQTT's maximum remaining length.
+pub const MAX_MAX_INCOMING_PACKET: usize = 268_435_455;
+
 /// Configuration of the link.
 #[derive(Debug, Clone)]
 pub struct LinkConfig {
@@ -79,10 +102,18 @@ pub struct LinkConfig {
     pub tls: TlsFiles,
     /// MQTT keep-alive.
     pub keep_alive: Duration,
-    /// First reconnect delay (doubles on each failed attempt).
+    /// Ceiling of the first reconnect delay (doubles on each failed attempt; the delay is drawn
+    /// uniformly below the ceiling, see [`Backoff`]).
     pub backoff_min: Duration,
     /// Upper bound of the reconnect delay.
     pub backoff_max: Duration,
+    /// A connection must stay up this long before its loss restarts the backoff at the first
+    /// attempt (see [`Backoff::failures_after`]).
+    pub stable_after: Duration,
+    /// Largest MQTT packet (remaining length, bytes) accepted from the broker. The broker must
+    /// be configured never to deliver more (docs/topics.md): a larger packet cannot be read, so
+    /// it can be neither handed over nor acknowledged.
+    pub max_incoming_packet: usize,
     /// Maximum QoS 1 messages in flight (sent, not yet acknowledged).
     pub inflight_window: usize,
     /// Agent version for the status message.
@@ -94,8 +125,9 @@ pub struct LinkConfig {
 }
 
 impl LinkConfig {
-    /// A configuration with defaults: client id = VIN, keep-alive 30 s, backoff 0.5 s .. 60 s,
-    /// window 32, versions `"0"`.
+    /// A configuration with defaults: client id = VIN, keep-alive 30 s, backoff ceiling 1 s ..
+    /// 60 s reset after 60 s up, max incoming packet 1 MiB + 4 KiB, window 32, incoming channel
+    /// 16, versions `"0"`.
     pub fn new(vin: impl Into<String>, host: impl Into<String>, port: u16, tls: TlsFiles) -> Self {
         let vin = vin.into();
         LinkConfig {
@@ -105,12 +137,23 @@ impl LinkConfig {
             port,
             tls,
             keep_alive: Duration::from_secs(30),
-            backoff_min: Duration::from_millis(500),
+            backoff_min: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),
+            stable_after: Duration::from_secs(60),
+            max_incoming_packet: DEFAULT_MAX_INCOMING_PACKET,
             inflight_window: 32,
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
             config_version: "0".to_string(),
-            incoming_capacity: 64,
+            incoming_capacity: 16,
+        }
+    }
+
+    /// The reconnect / resubscribe policy of this configuration.
+    pub fn backoff(&self) -> Backoff {
+        Backoff {
+            min: self.backoff_min,
+            max: self.backoff_max,
+            stable_after: self.stable_after,
         }
     }
 
@@ -137,6 +180,16 @@ impl LinkConfig {
                 "backoff_min must be > 0 and <= backoff_max".into(),
             ));
         }
+        if !(MIN_MAX_INCOMING_PACKET..=MAX_MAX_INCOMING_PACKET).contains(&self.max_incoming_packet)
+        {
+            return Err(LinkError::Config(format!(
+                "max_incoming_packet must be {MIN_MAX_INCOMING_PACKET}..={MAX_MAX_INCOMING_PACKET} bytes, got {}",
+                self.max_incoming_packet
+            )));
+        }
+        if self.stable_after.is_zero() {
+            return Err(LinkError::Config("stable_after must be > 0".into()));
+        }
         if self.incoming_capacity == 0 {
             return Err(LinkError::Config("incoming_capacity must be >= 1".into()));
         }
@@ -152,8 +205,18 @@ pub enum LinkState {
         /// Attempt number, starting at 1.
         attempt: u32,
     },
-    /// Connected; the broker accepted the session.
+    /// Connected; the broker accepted the session and granted the commands subscription.
     Connected,
+    /// Connected (outgoing messages flow) but the broker refused the `vehicles/{vin}/commands`
+    /// subscription, so no command reaches the vehicle (`link.subscribe_refused`). The link
+    /// retries the subscription after `retry_in` and goes to [`LinkState::Connected`] once the
+    /// broker grants it.
+    SubscribeRefused {
+        /// Refused SUBSCRIBEs in a row on this connection, starting at 1.
+        attempt: u32,
+        /// Backoff delay before the next SUBSCRIBE.
+        retry_in: Duration,
+    },
     /// The last attempt or connection failed; the next attempt starts after `retry_in`.
     Disconnected {
         /// Why (rumqttc / TLS error text).
@@ -174,7 +237,39 @@ pub struct Incoming {
     pub payload: Vec<u8>,
 }
 
+/// Counters of a link since [`Link::start`], see [`LinkHandle::stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    /// Connections the broker accepted (CONNACKs).
+    pub connects: u64,
+    /// Commands-subscription refusals (failure return codes in a SUBACK).
+    pub subscribe_refusals: u64,
+    /// Publishes received on the commands topic (redeliveries included).
+    pub commands_received: u64,
+    /// Commands handed over to the incoming channel (each is PUBACKed after this).
+    pub commands_handed_over: u64,
+    /// Most commands ever held received-but-not-handed-over at once (bounded by the broker's
+    /// inflight window for this client).
+    pub pending_high_water: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    connects: AtomicU64,
+    subscribe_refusals: AtomicU64,
+    commands_received: AtomicU64,
+    commands_handed_over: AtomicU64,
+    pending_high_water: AtomicU64,
+}
+
+impl Counters {
+    fn bump(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 struct Shared {
+    counters: Counters,
     outbox: Outbox,
     wake: Notify,
     tls: Mutex<Arc<ClientConfig>>,
@@ -216,6 +311,7 @@ impl Link {
         let (state, _) = watch::channel(LinkState::Connecting { attempt: 1 });
         let (shutdown, _) = watch::channel(None);
         let shared = Arc::new(Shared {
+            counters: Counters::default(),
             outbox,
             wake: Notify::new(),
             tls: Mutex::new(tls),
@@ -236,6 +332,19 @@ impl LinkHandle {
     /// Subscribes to connection-state changes.
     pub fn state(&self) -> watch::Receiver<LinkState> {
         self.shared.state.subscribe()
+    }
+
+    /// Counters since the start (connections, subscription refusals, commands).
+    pub fn stats(&self) -> LinkStats {
+        let c = &self.shared.counters;
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        LinkStats {
+            connects: n(&c.connects),
+            subscribe_refusals: n(&c.subscribe_refusals),
+            commands_received: n(&c.commands_received),
+            commands_handed_over: n(&c.commands_handed_over),
+            pending_high_water: n(&c.pending_high_water),
+        }
     }
 
     /// The outbox the link drains.
@@ -290,49 +399,39 @@ impl LinkHandle {
     }
 }
 
-fn backoff(config: &LinkConfig, attempt: u32) -> Duration {
-    let exp = attempt.saturating_sub(1).min(20);
-    let base = config
-        .backoff_min
-        .saturating_mul(1u32 << exp)
-        .min(config.backoff_max);
-    // Jitter: uniformly in [base/2, base] (std's randomly seeded hasher as entropy source).
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(attempt);
-    let r = h.finish() % 1000;
-    let half = base / 2;
-    half + (base - half).mul_f64(r as f64 / 1000.0)
-}
-
 enum End {
     Shutdown,
-    Failed { error: String, was_connected: bool },
+    Failed {
+        error: String,
+        /// How long the connection was up (`None`: no CONNACK).
+        connected_for: Option<Duration>,
+    },
 }
 
 async fn run(config: LinkConfig, shared: Arc<Shared>, incoming: mpsc::Sender<Incoming>) {
-    let mut attempt: u32 = 1;
+    let policy = config.backoff();
+    let mut failures: u32 = 0;
     let mut shutdown_rx = shared.shutdown.subscribe();
     loop {
         if shutdown_rx.borrow().is_some() {
             break;
         }
-        let _ = shared.state.send(LinkState::Connecting { attempt });
+        let _ = shared.state.send(LinkState::Connecting {
+            attempt: failures.saturating_add(1),
+        });
         match session(&config, &shared, &incoming, &mut shutdown_rx).await {
             End::Shutdown => break,
             End::Failed {
                 error,
-                was_connected,
+                connected_for,
             } => {
-                if was_connected {
-                    attempt = 1;
-                }
-                let delay = backoff(&config, attempt);
-                tracing::warn!(%error, ?delay, attempt, "MQTT connection lost or refused");
+                failures = policy.failures_after(failures, connected_for);
+                let delay = policy.delay(failures, backoff::random_draw());
+                tracing::warn!(%error, ?delay, failures, ?connected_for, "MQTT connection lost or refused");
                 let _ = shared.state.send(LinkState::Disconnected {
                     error,
                     retry_in: delay,
                 });
-                attempt = attempt.saturating_add(1);
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = shutdown_rx.changed() => break,
@@ -349,6 +448,9 @@ fn mqtt_options(config: &LinkConfig, tls: Arc<ClientConfig>) -> MqttOptions {
     o.set_clean_session(false);
     // Commands are PUBACKed only once handed to the daemon's channel (see `session`).
     o.set_manual_acks(true);
+    // Accept every packet the broker may deliver (it is configured not to exceed this, see
+    // docs/topics.md); outgoing messages get the same room.
+    o.set_max_packet_size(config.max_incoming_packet, config.max_incoming_packet);
     let window = u16::try_from(config.inflight_window).unwrap_or(1000);
     o.set_inflight(window.saturating_add(8));
     o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
@@ -454,6 +556,46 @@ impl Session<'_> {
     }
 }
 
+/// Where the commands subscription stands on the current connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sub {
+    /// SUBSCRIBE sent, SUBACK not yet received.
+    Pending,
+    /// Granted.
+    Granted,
+    /// Refused `refusals` times in a row; the next SUBSCRIBE goes out at `retry_at`.
+    Refused { refusals: u32, retry_at: Instant },
+}
+
+/// Commands received but not yet handed over (`pending`) or handed over but whose PUBACK could
+/// not be queued yet (`unacked`). Both hold only unacknowledged publishes, so together they
+/// never exceed the broker's inflight window for this client.
+#[derive(Default)]
+struct Inbox {
+    pending: VecDeque<Publish>,
+    unacked: VecDeque<Publish>,
+}
+
+impl Inbox {
+    /// Queues PUBACKs of handed-over publishes; stops at the first that does not fit in the
+    /// request channel (tried again on the next turn of the loop).
+    fn flush_acks(&mut self, client: &AsyncClient) -> Result<(), String> {
+        while let Some(p) = self.unacked.front() {
+            match client.try_ack(p) {
+                Ok(()) => {
+                    self.unacked.pop_front();
+                }
+                Err(rumqttc::ClientError::TryRequest(rumqttc::Request::PubAck(_))) => {
+                    // Channel full: the event loop drains it on its next poll.
+                    return Ok(());
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(())
+    }
+}
+
 async fn session(
     config: &LinkConfig,
     shared: &Shared,
@@ -465,12 +607,17 @@ async fn session(
         Err(_) => {
             return End::Failed {
                 error: "TLS state lock poisoned".into(),
-                was_connected: false,
+                connected_for: None,
             };
         }
     };
-    let (client, mut eventloop) =
-        AsyncClient::new(mqtt_options(config, tls), 4 * config.inflight_window + 16);
+    let policy = config.backoff();
+    // Room for the window's publishes, the acks of a full broker inflight window and control
+    // packets; flume allocates on use, so a generous bound costs nothing when idle.
+    let (client, mut eventloop) = AsyncClient::new(
+        mqtt_options(config, tls),
+        4 * config.inflight_window + 1024,
+    );
     // Small MQTT packets (PUBACKs, results) must not wait for Nagle + delayed ACK (~40 ms).
     let mut net = rumqttc::NetworkOptions::new();
     net.set_tcp_nodelay(true);
@@ -484,30 +631,52 @@ async fn session(
         sent_upto: 0,
     };
     let commands = topics::commands(&config.vin);
-    let mut connected = false;
+    let mut connected_at: Option<Instant> = None;
+    let mut sub = Sub::Pending;
+    let mut inbox = Inbox::default();
     let mut deadline: Option<Instant> = None;
-    let fail = |error: String, connected: bool| End::Failed {
-        error,
-        was_connected: connected,
-    };
+    let far = || Instant::now() + Duration::from_secs(3600);
     loop {
+        let connected = connected_at.is_some();
+        let connected_for = connected_at.map(|t| t.elapsed());
+        let fail = |error: String| End::Failed {
+            error,
+            connected_for,
+        };
+        if let Err(e) = inbox.flush_acks(&s.client) {
+            return fail(e);
+        }
         let stopping = deadline.is_some();
         if stopping && connected && s.drained() {
             return graceful_close(&mut s, &mut eventloop).await;
         }
-        let sleep_until = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        let sleep_until = deadline.unwrap_or_else(far);
+        let resubscribe_at = match sub {
+            Sub::Refused { retry_at, .. } if connected && !stopping => Some(retry_at),
+            _ => None,
+        };
         tokio::select! {
             ev = eventloop.poll() => {
                 let step = match ev {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        connected = true;
+                        connected_at = Some(Instant::now());
+                        sub = Sub::Pending;
+                        Counters::bump(&shared.counters.connects);
                         tracing::info!(host = %config.host, "MQTT connected");
-                        let _ = shared.state.send(LinkState::Connected);
+                        // `Connected` (and the retained `online`) only once the SUBACK grants
+                        // the commands subscription; the outbox drains from now on.
                         s.client
                             .try_subscribe(commands.clone(), QoS::AtLeastOnce)
                             .map_err(|e| e.to_string())
-                            .and_then(|_| s.publish_status(Presence::Online))
                             .and_then(|_| s.top_up())
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                        let granted = !ack.return_codes.is_empty()
+                            && ack
+                                .return_codes
+                                .iter()
+                                .all(|c| matches!(c, SubscribeReasonCode::Success(_)));
+                        on_suback(&mut s, &mut sub, granted, &commands, &policy)
                     }
                     Ok(Event::Incoming(Packet::PubAck(ack))) => {
                         // Keep draining during a graceful shutdown too (bounded by the deadline).
@@ -516,29 +685,48 @@ async fn session(
                     Ok(Event::Outgoing(Outgoing::Publish(pkid))) => s.on_outgoing_publish(pkid),
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         if p.topic == commands {
-                            let msg = Incoming { topic: p.topic.clone(), payload: p.payload.to_vec() };
-                            if incoming.send(msg).await.is_ok() {
-                                // Acknowledge only after the hand-over: if the daemon is gone the
-                                // broker redelivers the command on the next session.
-                                s.client.try_ack(&p).map_err(|e| e.to_string())
-                            } else {
-                                Err("incoming command receiver closed".to_string())
-                            }
+                            // Never wait for the consumer here: queue, hand over in the branch
+                            // below, acknowledge after the hand-over.
+                            Counters::bump(&shared.counters.commands_received);
+                            inbox.pending.push_back(p);
+                            let held = u64::try_from(inbox.pending.len()).unwrap_or(u64::MAX);
+                            shared.counters.pending_high_water.fetch_max(held, Ordering::Relaxed);
+                            Ok(())
                         } else {
                             tracing::warn!(topic = %p.topic, "ignoring publish on unexpected topic");
-                            s.client.try_ack(&p).map_err(|e| e.to_string())
+                            inbox.unacked.push_back(p);
+                            Ok(())
                         }
                     }
                     Ok(_) => Ok(()),
                     Err(e) => Err(describe(&e)),
                 };
                 if let Err(e) = step {
-                    return fail(e, connected);
+                    return fail(e);
+                }
+            }
+            permit = incoming.reserve(), if !inbox.pending.is_empty() => {
+                let Ok(permit) = permit else {
+                    return fail("incoming command receiver closed".to_string());
+                };
+                if let Some(p) = inbox.pending.pop_front() {
+                    permit.send(Incoming { topic: p.topic.clone(), payload: p.payload.to_vec() });
+                    Counters::bump(&shared.counters.commands_handed_over);
+                    // Acknowledge only after the hand-over: if the daemon is gone the broker
+                    // redelivers the command on the next session.
+                    inbox.unacked.push_back(p);
+                }
+            }
+            _ = tokio::time::sleep_until(resubscribe_at.unwrap_or_else(far)), if resubscribe_at.is_some() => {
+                tracing::info!(topic = %commands, "retrying the commands subscription");
+                sub = Sub::Pending;
+                if let Err(e) = s.client.try_subscribe(commands.clone(), QoS::AtLeastOnce) {
+                    return fail(e.to_string());
                 }
             }
             _ = shared.wake.notified(), if connected && !stopping => {
                 if let Err(e) = s.top_up() {
-                    return fail(e, connected);
+                    return fail(e);
                 }
             }
             changed = shutdown_rx.changed(), if !stopping => {
@@ -549,7 +737,7 @@ async fn session(
                 }
                 deadline = Some(Instant::now() + timeout);
                 if let Err(e) = s.top_up() {
-                    return fail(e, connected);
+                    return fail(e);
                 }
             }
             _ = tokio::time::sleep_until(sleep_until), if stopping => {
@@ -558,6 +746,54 @@ async fn session(
             }
         }
     }
+}
+
+/// Handles the SUBACK of the commands subscription: state, retained status, log, retry timer.
+fn on_suback(
+    s: &mut Session<'_>,
+    sub: &mut Sub,
+    granted: bool,
+    commands: &str,
+    policy: &Backoff,
+) -> Result<(), String> {
+    let shared = s.shared;
+    if granted {
+        if let Sub::Refused { refusals, .. } = *sub {
+            tracing::info!(topic = %commands, refusals, "commands subscription granted after refusals");
+        }
+        *sub = Sub::Granted;
+        let _ = shared.state.send(LinkState::Connected);
+        return s.publish_status(Presence::Online);
+    }
+    let first = !matches!(sub, Sub::Refused { .. });
+    let refusals = match *sub {
+        Sub::Refused { refusals, .. } => refusals.saturating_add(1),
+        _ => 1,
+    };
+    let retry_in = policy.delay(refusals, backoff::random_draw());
+    *sub = Sub::Refused {
+        refusals,
+        retry_at: Instant::now() + retry_in,
+    };
+    Counters::bump(&shared.counters.subscribe_refusals);
+    let err = LinkError::SubscribeRefused {
+        topic: commands.to_string(),
+    };
+    tracing::error!(
+        code = err.code(),
+        attempt = refusals,
+        retry_in_ms = u64::try_from(retry_in.as_millis()).unwrap_or(u64::MAX),
+        "{err}: connected but no command can reach the vehicle; retrying"
+    );
+    let _ = shared.state.send(LinkState::SubscribeRefused {
+        attempt: refusals,
+        retry_in,
+    });
+    if first {
+        // Tell the back end, retained, that this vehicle does not hear commands.
+        s.publish_status(Presence::CommandsRefused)?;
+    }
+    Ok(())
 }
 
 fn describe(e: &ConnectionError) -> String {
@@ -610,14 +846,11 @@ mod tests {
     }
 
     #[test]
-    fn backoff_is_bounded_and_grows() {
-        let c = cfg();
-        for attempt in 1..40 {
-            let d = backoff(&c, attempt);
-            assert!(d <= c.backoff_max, "attempt {attempt}: {d:?}");
-            assert!(d >= c.backoff_min / 2);
-        }
-        assert!(backoff(&c, 30) >= c.backoff_max / 2);
+    fn default_backoff_policy() {
+        let b = cfg().backoff();
+        assert_eq!(b.ceiling(1), Duration::from_secs(1));
+        assert_eq!(b.ceiling(100), Duration::from_secs(60));
+        assert_eq!(b.stable_after, Duration::from_secs(60));
     }
 
     #[test]
@@ -632,6 +865,20 @@ mod tests {
         let mut c = cfg();
         c.inflight_window = 0;
         assert!(c.validate().is_err());
+        // Every protocol-valid command (65 536 bytes + headers) must fit.
+        let mut c = cfg();
+        assert_eq!(c.max_incoming_packet, 1024 * 1024 + 4096);
+        c.max_incoming_packet = 65_536;
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.code(), "link.bad_config");
+        assert!(e.to_string().contains("max_incoming_packet"), "{e}");
+        c.max_incoming_packet = MIN_MAX_INCOMING_PACKET;
+        assert!(c.validate().is_ok());
+        c.max_incoming_packet = MAX_MAX_INCOMING_PACKET + 1;
+        assert!(c.validate().is_err());
+        let mut c = cfg();
+        c.stable_after = Duration::ZERO;
+        assert!(c.validate().is_err());
     }
 
     #[test]
@@ -643,12 +890,19 @@ mod tests {
             at: 1_700_000_000,
         };
         let b = s.to_cbor();
-        assert_eq!(Status::from_cbor(&b), Some(s));
+        assert_eq!(Status::from_cbor(&b), Some(s.clone()));
         let v: ciborium::Value = ciborium::from_reader(b.as_slice()).unwrap();
         let map = v.as_map().unwrap();
         let keys: Vec<&str> = map.iter().map(|(k, _)| k.as_text().unwrap()).collect();
         assert_eq!(keys, ["state", "agent_version", "config_version", "at"]);
         assert_eq!(map[0].1.as_text(), Some("online"));
         assert_eq!(Status::from_cbor(&[0xff]), None);
+        let refused = Status {
+            state: Presence::CommandsRefused,
+            ..s
+        };
+        let v: ciborium::Value = ciborium::from_reader(refused.to_cbor().as_slice()).unwrap();
+        assert_eq!(v.as_map().unwrap()[0].1.as_text(), Some("commands_refused"));
+        assert_eq!(Status::from_cbor(&refused.to_cbor()), Some(refused));
     }
 }

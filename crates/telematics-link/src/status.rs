@@ -2,20 +2,25 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Online/offline.
+/// Online/offline, and whether the vehicle hears commands (see docs/topics.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Presence {
-    /// Birth message, published (retained) after each connection.
+    /// Birth message, published (retained) once the broker granted the commands subscription:
+    /// connected and able to receive commands.
     Online,
     /// Last will (set at CONNECT) and the message published before a graceful disconnect.
     Offline,
+    /// Connected (telemetry, alerts and results flow) but the broker refused the
+    /// `vehicles/{vin}/commands` subscription: commands sent now are not delivered. The link
+    /// retries the subscription and publishes `online` once it is granted.
+    CommandsRefused,
 }
 
 /// CBOR map `{state, agent_version, config_version, at}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
-    /// "online" | "offline".
+    /// "online" | "offline" | "commands_refused".
     pub state: Presence,
     /// Agent (daemon) version.
     pub agent_version: String,

@@ -11,7 +11,7 @@ use telematics_link::{
     topics,
 };
 use telematics_store::{OutboxMessage, Priority, Store};
-use telematics_testkit::{CertFiles, Mosquitto, TestPki};
+use telematics_testkit::{BrokerOptions, CertFiles, Mosquitto, TestPki, limits};
 use tokio::sync::{mpsc, watch};
 
 const VIN: &str = "WBA00000000000001";
@@ -517,6 +517,270 @@ async fn acl_denies_another_vins_topics_and_tls_reload_takes_effect() {
         *s == LinkState::Connected
     })
     .await;
+    link.abort().await;
+}
+
+/// A back-end publisher (CN "backend", clean session) allowed to send packets up to 2 MiB.
+fn publisher(pki: &TestPki, port: u16) -> AsyncClient {
+    let c = pki.client("backend").unwrap();
+    let tls = client_config(&tls_files(pki, &c)).unwrap();
+    let mut o = MqttOptions::new("backend-publisher", "localhost", port);
+    o.set_keep_alive(Duration::from_secs(5));
+    o.set_max_packet_size(2 << 20, 2 << 20);
+    o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
+    let (client, mut ev) = AsyncClient::new(o, 64);
+    tokio::spawn(async move {
+        loop {
+            if ev.poll().await.is_err() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+    client
+}
+
+/// Command payload number `i` of `len` bytes: the number, then a filler derived from it.
+fn command_payload(i: u32, len: usize) -> Vec<u8> {
+    let mut v = vec![(i % 251) as u8; len];
+    v[..4].copy_from_slice(&i.to_be_bytes());
+    v
+}
+
+fn command_number(m: &Incoming) -> u32 {
+    assert_eq!(m.topic, topics::commands(VIN));
+    let i = u32::from_be_bytes(m.payload[..4].try_into().unwrap());
+    assert!(
+        m.payload[4..].iter().all(|b| *b == (i % 251) as u8),
+        "payload {i} corrupted"
+    );
+    i
+}
+
+/// Receives `n` commands (or fails after `secs`), returning their numbers in arrival order and
+/// checking each payload's length against `sizes`.
+async fn receive_commands(
+    incoming: &mut mpsc::Receiver<Incoming>,
+    sizes: &[usize],
+    secs: u64,
+) -> Vec<u32> {
+    let mut got = Vec::with_capacity(sizes.len());
+    let _ = tokio::time::timeout(Duration::from_secs(secs), async {
+        while got.len() < sizes.len() {
+            let Some(m) = incoming.recv().await else {
+                break;
+            };
+            let i = command_number(&m);
+            assert_eq!(m.payload.len(), sizes[i as usize], "command {i}");
+            got.push(i);
+        }
+    })
+    .await;
+    got
+}
+
+async fn wait_until(what: &str, secs: u64, pred: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !pred() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn status_of(rx: &mut mpsc::UnboundedReceiver<(String, Vec<u8>)>, secs: u64) -> Status {
+    tokio::time::timeout(Duration::from_secs(secs), async {
+        loop {
+            let (t, p) = rx.recv().await.unwrap();
+            if t == topics::status(VIN) {
+                return Status::from_cbor(&p).unwrap();
+            }
+        }
+    })
+    .await
+    .expect("no status message")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_commands_subscription_is_reported_retried_and_recovers() {
+    let pki = TestPki::generate().unwrap();
+    let broker = Mosquitto::start_with(
+        &pki,
+        &BrokerOptions {
+            backend_users: vec!["backend".into()],
+            subscribe_acl: vec![VIN.into()],
+        },
+    )
+    .unwrap();
+    // The broker's ACL refuses this vehicle's commands subscription.
+    broker.deny_commands_subscription(VIN).unwrap();
+    let (backend_client, mut rx) = backend(&pki, broker.port(), &["vehicles/+/status"]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("db")).unwrap();
+    let cert = pki.client(VIN).unwrap();
+    let (link, mut incoming) =
+        Link::start(link_config(&pki, &broker, &cert), store.outbox()).unwrap();
+    let mut st = link.state();
+    wait_for(&mut st, "SubscribeRefused", 10, |s| {
+        matches!(s, LinkState::SubscribeRefused { .. })
+    })
+    .await;
+    // The retained status says so: the vehicle is connected but does not hear commands.
+    let status = status_of(&mut rx, 10).await;
+    assert_eq!(status.state, Presence::CommandsRefused, "{status:?}");
+    // Telemetry still flows while refused (the outbox drains).
+    link.publish(&numbered(1)).unwrap();
+    wait_until("outbox drained while refused", 10, || {
+        store.outbox().is_empty().unwrap()
+    })
+    .await;
+    // Retried with backoff while connected: refused again, never `Connected`, no reconnect.
+    wait_until("a second refusal", 10, || link.stats().subscribe_refusals >= 2).await;
+    assert!(
+        matches!(*st.borrow(), LinkState::SubscribeRefused { attempt, .. } if attempt >= 2),
+        "{:?}",
+        *st.borrow()
+    );
+    assert_eq!(link.stats().connects, 1);
+
+    // The operator fixes the ACL: the next retry is granted on the same connection.
+    broker.allow_commands_subscription(VIN).unwrap();
+    wait_for(&mut st, "Connected after the ACL fix", 10, |s| {
+        *s == LinkState::Connected
+    })
+    .await;
+    assert_eq!(link.stats().connects, 1, "recovered without reconnecting");
+    let status = status_of(&mut rx, 10).await;
+    assert_eq!(status.state, Presence::Online);
+    backend_client
+        .publish(topics::commands(VIN), QoS::AtLeastOnce, false, vec![7, 7])
+        .await
+        .unwrap();
+    let cmd = tokio::time::timeout(Duration::from_secs(10), incoming.recv())
+        .await
+        .expect("the command arrives once the subscription is granted")
+        .unwrap();
+    assert_eq!(cmd.payload, vec![7, 7]);
+    link.abort().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_commands_and_a_flood_keep_the_link_up_and_arrive_exactly_once() {
+    let pki = TestPki::generate().unwrap();
+    let mut broker = Mosquitto::start(&pki, &["backend"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("db")).unwrap();
+    let cert = pki.client(VIN).unwrap();
+    let (link, mut incoming) =
+        Link::start(link_config(&pki, &broker, &cert), store.outbox()).unwrap();
+    let mut st = link.state();
+    wait_for(&mut st, "Connected", 10, |s| *s == LinkState::Connected).await;
+    let pubc = publisher(&pki, broker.port());
+
+    // 12 KB, 64 KB and 1 MB (all above rumqttc's 10 KiB default), then a flood of 1 000.
+    let mut sizes = vec![12_000, 64_000, 1_000_000];
+    for i in 0..1000 {
+        sizes.push(match i % 100 {
+            99 => 1_000_000,
+            k if k % 2 == 0 => 12_000,
+            _ => 64_000,
+        });
+    }
+    let n = sizes.len();
+    {
+        let (pubc, sizes) = (pubc.clone(), sizes.clone());
+        tokio::spawn(async move {
+            for (i, len) in sizes.iter().enumerate() {
+                pubc.publish(
+                    topics::commands(VIN),
+                    QoS::AtLeastOnce,
+                    false,
+                    command_payload(i as u32, *len),
+                )
+                .await
+                .unwrap();
+            }
+        });
+    }
+    let got = receive_commands(&mut incoming, &sizes, 120).await;
+    assert_eq!(got.len(), n, "{}", broker.log());
+    assert_eq!(got, (0..n as u32).collect::<Vec<_>>(), "in order, each once");
+    let stats = link.stats();
+    assert_eq!(stats.connects, 1, "no reconnect: {stats:?}");
+    assert_eq!(stats.commands_received, n as u64, "{stats:?}");
+    assert_eq!(stats.commands_handed_over, n as u64, "{stats:?}");
+    assert_eq!(*st.borrow(), LinkState::Connected);
+
+    // Acknowledged after hand-over: after a reconnect (persistent session) nothing comes back.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    broker.stop_graceful();
+    broker.restart().unwrap();
+    wait_until("the reconnection", 15, || link.stats().connects == 2).await;
+    wait_for(&mut st, "Connected again", 10, |s| *s == LinkState::Connected).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        incoming.try_recv().is_err(),
+        "a command was redelivered after the reconnect"
+    );
+    assert_eq!(link.stats().commands_received, n as u64);
+    link.abort().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_consumer_does_not_stop_keep_alives_and_loses_nothing() {
+    let pki = TestPki::generate().unwrap();
+    let broker = Mosquitto::start(&pki, &["backend"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("db")).unwrap();
+    let cert = pki.client(VIN).unwrap();
+    let mut cfg = link_config(&pki, &broker, &cert);
+    // mosquitto drops a client silent for 1.5 keep-alives (3 s here).
+    cfg.keep_alive = Duration::from_secs(2);
+    cfg.incoming_capacity = 4;
+    let (link, mut incoming) = Link::start(cfg, store.outbox()).unwrap();
+    let mut st = link.state();
+    wait_for(&mut st, "Connected", 10, |s| *s == LinkState::Connected).await;
+    let pubc = publisher(&pki, broker.port());
+
+    // The broker keeps delivering during the stall: 300 commands over ~5 s.
+    const N: u32 = 300;
+    let sizes = vec![64usize; N as usize];
+    tokio::spawn(async move {
+        for i in 0..N {
+            pubc.publish(
+                topics::commands(VIN),
+                QoS::AtLeastOnce,
+                false,
+                command_payload(i, 64),
+            )
+            .await
+            .unwrap();
+            if i % 60 == 59 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    });
+    // The consumer stalls for 7 s: 3.5 keep-alive intervals.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let stats = link.stats();
+    assert_eq!(*st.borrow(), LinkState::Connected);
+    assert_eq!(stats.connects, 1, "the link reconnected during the stall");
+    assert!(
+        stats.commands_received > 4,
+        "the broker kept delivering: {stats:?}"
+    );
+    // Received but not handed over: bounded by the broker's inflight window.
+    assert!(
+        stats.pending_high_water <= limits::MAX_INFLIGHT_MESSAGES as u64,
+        "{stats:?}"
+    );
+    let got = receive_commands(&mut incoming, &sizes, 30).await;
+    assert_eq!(got, (0..N).collect::<Vec<_>>(), "everything, in order, once");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(incoming.try_recv().is_err(), "a duplicate arrived");
+    assert_eq!(link.stats().connects, 1);
     link.abort().await;
 }
 

@@ -14,6 +14,12 @@
 //! # Ok::<(), telematics_testkit::TestkitError>(())
 //! ```
 //!
+//! Subscription refusals: mosquitto's `acl_file` never refuses a SUBSCRIBE (it filters on
+//! delivery, the SUBACK grants the QoS), so vehicles named in [`BrokerOptions::subscribe_acl`]
+//! get their rights from mosquitto's dynamic-security plugin instead, whose ACLs are checked at
+//! SUBSCRIBE time; [`Mosquitto::deny_commands_subscription`] / [`Mosquitto::allow_commands_subscription`]
+//! change them on the running broker (through `mosquitto_ctrl`, as an operator would).
+//!
 //! Privileges: when the tests run as root, mosquitto drops to the `mosquitto` user. We keep that
 //! production behaviour (rather than `user root`) so that the tests also prove the broker works
 //! with its real privilege drop; therefore every generated file is world-readable (0644) inside
@@ -35,6 +41,26 @@ use rcgen::{
 
 /// Path of the mosquitto binary (Debian package).
 pub const MOSQUITTO_BIN: &str = "/usr/sbin/mosquitto";
+/// Path of `mosquitto_ctrl` (Debian package `mosquitto`), used to change dynamic-security ACLs.
+pub const MOSQUITTO_CTRL_BIN: &str = "/usr/bin/mosquitto_ctrl";
+/// Client id / certificate CN of the dynamic-security administrator the launcher creates.
+pub const DYNSEC_ADMIN: &str = "testkit-dynsec-admin";
+
+/// Broker limits the launcher configures, as docs/topics.md asks of a deployment.
+pub mod limits {
+    /// `max_packet_size`: the broker refuses (disconnects) any larger packet, so it never
+    /// delivers more than this to a vehicle. Below the link's default `max_incoming_packet`
+    /// (1 MiB + 4 KiB).
+    pub const MAX_PACKET_SIZE: usize = 1024 * 1024;
+    /// `max_inflight_messages`: unacknowledged QoS 1 messages the broker sends a client. With
+    /// the link's manual acks this bounds what a vehicle holds before handing over.
+    pub const MAX_INFLIGHT_MESSAGES: usize = 20;
+    /// `max_queued_messages`: messages queued per client beyond the inflight window (offline
+    /// persistent session or a slow consumer).
+    pub const MAX_QUEUED_MESSAGES: usize = 1000;
+    /// `max_queued_bytes`: byte bound of that queue.
+    pub const MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
+}
 
 /// Errors of the test kit, each with a stable [`TestkitError::code`].
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +79,17 @@ pub enum TestkitError {
     /// mosquitto is not installed.
     #[error("{MOSQUITTO_BIN} not found: install it with `apt-get install -y mosquitto`")]
     MosquittoMissing,
+    /// `mosquitto_ctrl` failed or reported an error.
+    #[error("mosquitto_ctrl {args}: {detail}")]
+    Control {
+        /// The dynsec command.
+        args: String,
+        /// Its output or the spawn error.
+        detail: String,
+    },
+    /// The dynamic-security plugin is not installed.
+    #[error("mosquitto_dynamic_security.so not found (Debian package mosquitto)")]
+    DynsecMissing,
     /// mosquitto did not accept connections in time (its log is included).
     #[error("mosquitto did not start listening on port {port}: {log}")]
     MosquittoStart {
@@ -71,6 +108,8 @@ impl TestkitError {
             TestkitError::Io { .. } => "testkit.io",
             TestkitError::MosquittoMissing => "testkit.mosquitto_missing",
             TestkitError::MosquittoStart { .. } => "testkit.mosquitto_start",
+            TestkitError::Control { .. } => "testkit.control",
+            TestkitError::DynsecMissing => "testkit.dynsec_missing",
         }
     }
 }
@@ -277,11 +316,93 @@ pub fn acl_file(backend_users: &[&str]) -> String {
     acl
 }
 
+/// What to start a broker with (see [`Mosquitto::start_with`]).
+#[derive(Debug, Clone, Default)]
+pub struct BrokerOptions {
+    /// Client ids with back-end rights (see [`acl_file`]).
+    pub backend_users: Vec<String>,
+    /// Vehicles (VINs) whose rights come from the dynamic-security plugin rather than the ACL
+    /// file (the same rights), so that their commands subscription can be refused at SUBSCRIBE
+    /// time with [`Mosquitto::deny_commands_subscription`].
+    pub subscribe_acl: Vec<String>,
+}
+
+/// Where the dynamic-security plugin of the installed mosquitto is.
+fn dynsec_plugin() -> Option<PathBuf> {
+    let mut candidates = vec![PathBuf::from("/usr/lib/mosquitto_dynamic_security.so")];
+    if let Ok(dir) = fs::read_dir("/usr/lib") {
+        for e in dir.flatten() {
+            candidates.push(e.path().join("mosquitto_dynamic_security.so"));
+        }
+    }
+    candidates.into_iter().find(|p| p.is_file())
+}
+
+fn deny_role(vin: &str) -> String {
+    format!("deny-commands-{vin}")
+}
+
+/// The dynamic-security configuration: the administrator, and for each vehicle a role with the
+/// rights [`acl_file`] gives a vehicle (its own telemetry/alerts/results/status, its commands).
+fn dynsec_json(vehicles: &[String]) -> String {
+    let quote = |s: &str| format!("\"{s}\"");
+    let acl = |t: &str, topic: &str, allow: bool, prio: u32| {
+        format!(
+            "{{\"acltype\":{},\"topic\":{},\"allow\":{allow},\"priority\":{prio}}}",
+            quote(t),
+            quote(topic)
+        )
+    };
+    let mut clients = vec![format!(
+        "{{\"username\":{},\"roles\":[{{\"rolename\":\"dynsec-admin\"}}]}}",
+        quote(DYNSEC_ADMIN)
+    )];
+    let ctl = "$CONTROL/dynamic-security/#";
+    let mut roles = vec![format!(
+        "{{\"rolename\":\"dynsec-admin\",\"acls\":[{},{},{}]}}",
+        acl("publishClientSend", ctl, true, 0),
+        acl("publishClientReceive", ctl, true, 0),
+        acl("subscribePattern", ctl, true, 0)
+    )];
+    for vin in vehicles {
+        let t = |k: &str| format!("vehicles/{vin}/{k}");
+        let mut acls: Vec<String> = ["telemetry", "alerts", "results", "status"]
+            .iter()
+            .map(|k| acl("publishClientSend", &t(k), true, 0))
+            .collect();
+        acls.push(acl("subscribeLiteral", &t("commands"), true, 0));
+        acls.push(acl("unsubscribeLiteral", &t("commands"), true, 0));
+        acls.push(acl("publishClientReceive", &t("commands"), true, 0));
+        roles.push(format!(
+            "{{\"rolename\":{},\"acls\":[{}]}}",
+            quote(&format!("vehicle-{vin}")),
+            acls.join(",")
+        ));
+        roles.push(format!(
+            "{{\"rolename\":{},\"acls\":[{}]}}",
+            quote(&deny_role(vin)),
+            acl("subscribeLiteral", &t("commands"), false, 10)
+        ));
+        clients.push(format!(
+            "{{\"username\":{},\"roles\":[{{\"rolename\":{}}}]}}",
+            quote(vin),
+            quote(&format!("vehicle-{vin}"))
+        ));
+    }
+    format!(
+        "{{\"defaultACLAccess\":{{\"publishClientSend\":false,\"publishClientReceive\":false,\"subscribe\":false,\"unsubscribe\":true}},\n\"clients\":[{}],\n\"groups\":[],\n\"roles\":[{}]}}\n",
+        clients.join(",\n"),
+        roles.join(",\n")
+    )
+}
+
 /// A running mosquitto broker with a TLS listener on a free loopback port. Killed on drop.
 pub struct Mosquitto {
     port: u16,
     conf: PathBuf,
     log: PathBuf,
+    ca: PathBuf,
+    dynsec_admin: Option<CertFiles>,
     _dir: tempfile::TempDir,
     child: Option<Child>,
 }
@@ -300,6 +421,19 @@ impl Mosquitto {
     /// `127.0.0.1:<free port>`, `require_certificate true`, `use_identity_as_username true`,
     /// persistence on. `backend_users` are client ids with back-end rights (see [`acl_file`]).
     pub fn start(pki: &TestPki, backend_users: &[&str]) -> Result<Mosquitto, TestkitError> {
+        Self::start_with(
+            pki,
+            &BrokerOptions {
+                backend_users: backend_users.iter().map(|u| u.to_string()).collect(),
+                subscribe_acl: Vec::new(),
+            },
+        )
+    }
+
+    /// Like [`Mosquitto::start`], with the dynamic-security plugin for the vehicles in
+    /// `opts.subscribe_acl` (their subscriptions can then be refused and allowed again while
+    /// the broker runs).
+    pub fn start_with(pki: &TestPki, opts: &BrokerOptions) -> Result<Mosquitto, TestkitError> {
         if !Path::new(MOSQUITTO_BIN).exists() {
             return Err(TestkitError::MosquittoMissing);
         }
@@ -313,7 +447,26 @@ impl Mosquitto {
         fs::create_dir(&data).map_err(io(&data))?;
         fs::set_permissions(&data, fs::Permissions::from_mode(0o777)).map_err(io(&data))?;
         let acl = d.join("acl");
-        write_file(&acl, &acl_file(backend_users))?;
+        let backend_users: Vec<&str> = opts.backend_users.iter().map(String::as_str).collect();
+        write_file(&acl, &acl_file(&backend_users))?;
+        let (dynsec_conf, dynsec_admin) = if opts.subscribe_acl.is_empty() {
+            (String::new(), None)
+        } else {
+            let plugin = dynsec_plugin().ok_or(TestkitError::DynsecMissing)?;
+            // In the persistence directory: the plugin saves its state there on every change.
+            let json = data.join("dynsec.json");
+            write_file(&json, &dynsec_json(&opts.subscribe_acl))?;
+            fs::set_permissions(&json, fs::Permissions::from_mode(0o666)).map_err(io(&json))?;
+            let admin = pki.client(DYNSEC_ADMIN)?;
+            (
+                format!(
+                    "plugin {}\nplugin_opt_config_file {}\n",
+                    plugin.display(),
+                    json.display()
+                ),
+                Some(admin),
+            )
+        };
         let log = d.join("mosquitto.log");
         let port = free_port()?;
         let conf = d.join("mosquitto.conf");
@@ -327,6 +480,11 @@ impl Mosquitto {
              log_type error\nlog_type warning\nlog_type notice\nlog_type information\n\
              connection_messages true\n\
              set_tcp_nodelay true\n\
+             max_packet_size {max_packet}\n\
+             max_inflight_messages {inflight}\n\
+             max_queued_messages {queued}\n\
+             max_queued_bytes {queued_bytes}\n\
+             {dynsec_conf}\
              acl_file {acl}\n\
              listener {port} 127.0.0.1\n\
              cafile {ca}\n\
@@ -340,12 +498,18 @@ impl Mosquitto {
             ca = pki.ca_cert().display(),
             cert = pki.server().cert.display(),
             key = pki.server().key.display(),
+            max_packet = limits::MAX_PACKET_SIZE,
+            inflight = limits::MAX_INFLIGHT_MESSAGES,
+            queued = limits::MAX_QUEUED_MESSAGES,
+            queued_bytes = limits::MAX_QUEUED_BYTES,
         );
         write_file(&conf, &text)?;
         let mut m = Mosquitto {
             port,
             conf,
             log,
+            ca: pki.ca_cert().to_path_buf(),
+            dynsec_admin,
             _dir: dir,
             child: None,
         };
@@ -371,6 +535,53 @@ impl Mosquitto {
     /// The broker log so far (useful in assertion messages).
     pub fn log(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Makes the broker refuse `vin`'s SUBSCRIBE to `vehicles/{vin}/commands` (SUBACK failure
+    /// code 0x80) from now on. `vin` must be in [`BrokerOptions::subscribe_acl`]. Existing
+    /// subscriptions are not removed; the next SUBSCRIBE is refused.
+    pub fn deny_commands_subscription(&self, vin: &str) -> Result<(), TestkitError> {
+        self.dynsec(&["addClientRole", vin, &deny_role(vin), "10"])
+    }
+
+    /// Undoes [`Mosquitto::deny_commands_subscription`]: the next SUBSCRIBE is granted.
+    pub fn allow_commands_subscription(&self, vin: &str) -> Result<(), TestkitError> {
+        self.dynsec(&["removeClientRole", vin, &deny_role(vin)])
+    }
+
+    fn dynsec(&self, args: &[&str]) -> Result<(), TestkitError> {
+        let joined = args.join(" ");
+        let err = |detail: String| TestkitError::Control {
+            args: joined.clone(),
+            detail,
+        };
+        let admin = self
+            .dynsec_admin
+            .as_ref()
+            .ok_or_else(|| err("the broker was started without subscribe_acl vehicles".into()))?;
+        let out = Command::new(MOSQUITTO_CTRL_BIN)
+            .args(["-h", "localhost", "-p", &self.port.to_string()])
+            .arg("--cafile")
+            .arg(&self.ca)
+            .arg("--cert")
+            .arg(&admin.cert)
+            .arg("--key")
+            .arg(&admin.key)
+            .arg("dynsec")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| err(e.to_string()))?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // mosquitto_ctrl exits 0 even when the plugin answers with an error.
+        if !out.status.success() || text.contains("Error") {
+            return Err(err(text.trim().to_string()));
+        }
+        Ok(())
     }
 
     /// Kills the broker (SIGKILL: an outage, not a graceful shutdown; persistence is saved every
@@ -479,6 +690,46 @@ mod tests {
         m.restart().unwrap();
         assert!(TcpStream::connect(m.addr()).is_ok());
         assert!(m.log().contains("mosquitto"), "log: {}", m.log());
+    }
+
+    #[test]
+    fn broker_limits_are_configured() {
+        let pki = TestPki::generate().unwrap();
+        let m = Mosquitto::start(&pki, &["backend"]).unwrap();
+        let conf = fs::read_to_string(&m.conf).unwrap();
+        for line in [
+            "max_packet_size 1048576",
+            "max_inflight_messages 20",
+            "max_queued_messages 1000",
+            "max_queued_bytes 67108864",
+        ] {
+            assert!(conf.lines().any(|l| l == line), "{line} missing:\n{conf}");
+        }
+        assert!(!conf.contains("plugin"), "no dynsec unless asked for");
+        // Without subscribe_acl vehicles there is nothing to change.
+        assert_eq!(
+            m.deny_commands_subscription("VIN1").unwrap_err().code(),
+            "testkit.control"
+        );
+    }
+
+    #[test]
+    fn dynsec_roles_can_be_changed_on_the_running_broker() {
+        let pki = TestPki::generate().unwrap();
+        let m = Mosquitto::start_with(
+            &pki,
+            &BrokerOptions {
+                backend_users: vec!["backend".into()],
+                subscribe_acl: vec!["VIN1".into()],
+            },
+        )
+        .unwrap();
+        m.deny_commands_subscription("VIN1").unwrap();
+        m.allow_commands_subscription("VIN1").unwrap();
+        // The plugin reports errors (here: the role is no longer assigned / unknown client).
+        let e = m.deny_commands_subscription("VIN2").unwrap_err();
+        assert_eq!(e.code(), "testkit.control");
+        assert!(e.to_string().contains("VIN2"), "{e}");
     }
 
     #[test]

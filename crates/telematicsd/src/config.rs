@@ -122,6 +122,15 @@ pub struct MqttConfig {
     pub cert: PathBuf,
     /// Client private key (PEM).
     pub key: PathBuf,
+    /// Largest MQTT packet accepted from the broker, bytes (the broker's `max_packet_size`
+    /// must not exceed it, docs/topics.md).
+    pub max_incoming_packet: usize,
+    /// Ceiling of the first reconnect delay, ms (full jitter, doubling per failure).
+    pub reconnect_min_ms: u64,
+    /// Upper bound of the reconnect delay, s.
+    pub reconnect_max_s: u64,
+    /// A connection must stay up this long (s) before its loss restarts the backoff.
+    pub reconnect_stable_s: u64,
 }
 
 impl Default for MqttConfig {
@@ -131,6 +140,10 @@ impl Default for MqttConfig {
             port: 8883,
             client_id: String::new(),
             keepalive_s: 30,
+            max_incoming_packet: telematics_link::DEFAULT_MAX_INCOMING_PACKET,
+            reconnect_min_ms: 1000,
+            reconnect_max_s: 60,
+            reconnect_stable_s: 60,
             ca: "/etc/telematicsd/ca.pem".into(),
             cert: "/etc/telematicsd/client.pem".into(),
             key: "/etc/telematicsd/client.key".into(),
@@ -379,6 +392,35 @@ impl Config {
             errs.push(format!(
                 "mqtt.keepalive_s: must be 5..=3600, got {}",
                 self.mqtt.keepalive_s
+            ));
+        }
+        let packet = telematics_link::MIN_MAX_INCOMING_PACKET..=telematics_link::MAX_MAX_INCOMING_PACKET;
+        if !packet.contains(&self.mqtt.max_incoming_packet) {
+            errs.push(format!(
+                "mqtt.max_incoming_packet: must be {}..={} bytes, got {}",
+                packet.start(),
+                packet.end(),
+                self.mqtt.max_incoming_packet
+            ));
+        }
+        if !(10..=600_000).contains(&self.mqtt.reconnect_min_ms) {
+            errs.push(format!(
+                "mqtt.reconnect_min_ms: must be 10..=600000, got {}",
+                self.mqtt.reconnect_min_ms
+            ));
+        }
+        if !(1..=3600).contains(&self.mqtt.reconnect_max_s)
+            || self.mqtt.reconnect_max_s.saturating_mul(1000) < self.mqtt.reconnect_min_ms
+        {
+            errs.push(format!(
+                "mqtt.reconnect_max_s: must be 1..=3600 and >= reconnect_min_ms, got {}",
+                self.mqtt.reconnect_max_s
+            ));
+        }
+        if !(1..=86_400).contains(&self.mqtt.reconnect_stable_s) {
+            errs.push(format!(
+                "mqtt.reconnect_stable_s: must be 1..=86400, got {}",
+                self.mqtt.reconnect_stable_s
             ));
         }
         if self.outbox.max_messages == 0 {
@@ -705,6 +747,33 @@ mod tests {
                 .contains("mqtt.port: must be 1..=65535, got 0"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn mqtt_packet_and_reconnect_keys() {
+        let c = Config::from_toml_with_env(&base(), env(&[])).expect("valid");
+        assert_eq!(c.mqtt.max_incoming_packet, 1024 * 1024 + 4096);
+        let lc = crate::runtime::link_config(&c);
+        assert_eq!(lc.max_incoming_packet, 1024 * 1024 + 4096);
+        assert_eq!(lc.backoff_min, std::time::Duration::from_secs(1));
+        assert_eq!(lc.stable_after, std::time::Duration::from_secs(60));
+        let text = format!(
+            "{}[mqtt]\nmax_incoming_packet = 2000000\nreconnect_min_ms = 250\nreconnect_max_s = 30\nreconnect_stable_s = 10\n",
+            base()
+        );
+        let c = Config::from_toml_with_env(&text, env(&[])).expect("valid");
+        let lc = crate::runtime::link_config(&c);
+        assert_eq!(lc.max_incoming_packet, 2_000_000);
+        assert_eq!(lc.backoff_min, std::time::Duration::from_millis(250));
+        assert_eq!(lc.backoff_max, std::time::Duration::from_secs(30));
+        assert_eq!(lc.stable_after, std::time::Duration::from_secs(10));
+        // Below the protocol's command cap + headers: refused, naming the key.
+        let text = format!("{}[mqtt]\nmax_incoming_packet = 10240\n", base());
+        let e = Config::from_toml_with_env(&text, env(&[])).expect_err("too small");
+        assert!(e.to_string().contains("mqtt.max_incoming_packet: must be 66560..="), "{e}");
+        let text = format!("{}[mqtt]\nreconnect_min_ms = 5000\nreconnect_max_s = 2\n", base());
+        let e = Config::from_toml_with_env(&text, env(&[])).expect_err("max < min");
+        assert!(e.to_string().contains("mqtt.reconnect_max_s"), "{e}");
     }
 
     #[test]

@@ -49,6 +49,10 @@ impl std::fmt::Debug for Daemon {
 fn link_state_text(st: &LinkState) -> String {
     match st {
         LinkState::Connected => "connected".to_string(),
+        LinkState::SubscribeRefused { attempt, retry_in } => format!(
+            "connected, commands subscription refused by the broker (link.subscribe_refused, attempt {attempt}); no command can arrive; retry in {} ms",
+            retry_in.as_millis()
+        ),
         LinkState::Connecting { attempt } => format!("connecting (attempt {attempt})"),
         LinkState::Disconnected { error, retry_in } => {
             format!(

@@ -380,6 +380,10 @@ pub fn link_config(cfg: &Config) -> LinkConfig {
     );
     lc.client_id = cfg.client_id().to_string();
     lc.keep_alive = Duration::from_secs(cfg.mqtt.keepalive_s);
+    lc.max_incoming_packet = cfg.mqtt.max_incoming_packet;
+    lc.backoff_min = Duration::from_millis(cfg.mqtt.reconnect_min_ms);
+    lc.backoff_max = Duration::from_secs(cfg.mqtt.reconnect_max_s);
+    lc.stable_after = Duration::from_secs(cfg.mqtt.reconnect_stable_s);
     lc
 }
 

@@ -1,6 +1,11 @@
 //! A fleet of daemons against one mosquitto: every daemon is its own process with its own VIN,
 //! client certificate, state directory and admin socket, and the in-process simulated demo
 //! car (`can.source = "sim"`).
+//!
+//! After the steady-state window and the commands, the broker is restarted (SIGTERM, then started
+//! again on the same port with its persistence) and the time from "broker accepts connections
+//! again" to each vehicle's fresh `online` birth message at a back-end observer is measured: the
+//! spread of the fleet's reconnects.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -10,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::{Ed25519KeyPair, KeyPair};
-use rumqttc::QoS;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 use telematics_security::client::{CommandRequest, build_command};
 use telematics_security::{Action, CommandId, ExportedCredential};
 use telematics_telemetry::{CommandResult, ResultState};
@@ -39,6 +44,44 @@ pub struct FleetParams {
     pub command_vehicles: usize,
     /// PBKDF2 iterations of every daemon.
     pub iterations: u32,
+    /// Restart the broker at the end and measure the reconnect spread.
+    pub restart: bool,
+}
+
+/// How the fleet came back after a broker restart.
+pub struct ReconnectSpread {
+    /// SIGTERM sent → broker accepting connections again.
+    pub downtime: Duration,
+    /// Per vehicle: broker up → fresh `online` at the observer (ms, sorted).
+    pub sorted_ms: Vec<f64>,
+    /// Vehicles that did not come back within the deadline.
+    pub missing: usize,
+}
+
+impl ReconnectSpread {
+    /// Nearest-rank percentile of the per-vehicle reconnect times (ms).
+    pub fn pct(&self, p: f64) -> f64 {
+        stats::percentile(&self.sorted_ms, p).unwrap_or(f64::NAN)
+    }
+
+    /// Vehicles back within `ms` of the broker coming up.
+    pub fn within(&self, ms: f64) -> usize {
+        self.sorted_ms.iter().filter(|v| **v <= ms).count()
+    }
+
+    /// Most vehicles that came back within any 100 ms (peak reconnect rate at the broker).
+    pub fn peak_per_100ms(&self) -> usize {
+        let v = &self.sorted_ms;
+        let mut best = 0;
+        let mut j = 0;
+        for i in 0..v.len() {
+            while v[i] - v[j] > 100.0 {
+                j += 1;
+            }
+            best = best.max(i - j + 1);
+        }
+        best
+    }
 }
 
 /// Fleet figures.
@@ -73,6 +116,8 @@ pub struct FleetReport {
     pub command_failures: Vec<String>,
     /// Open-file limit in force.
     pub nofile: u64,
+    /// Reconnect spread after a broker restart (when asked for).
+    pub reconnect: Option<ReconnectSpread>,
 }
 
 #[derive(Default)]
@@ -243,6 +288,106 @@ async fn commands_to(
     Ok(())
 }
 
+/// A back-end observer with a persistent session on `vehicles/+/status`: it forwards each
+/// vehicle's `online` births as they are published (not retained copies), with the arrival time.
+/// It retries every 10 ms after an error so that it is back first after a broker restart; births
+/// published while it reconnects are queued for it by its persistent session.
+async fn observer(
+    pki: &TestPki,
+    port: u16,
+) -> Result<tokio::sync::mpsc::UnboundedReceiver<(String, Instant)>> {
+    let files = pki.client("backend").context("observer certificate")?;
+    let tls = telematics_link::client_config(&telematics_link::TlsFiles {
+        cert_chain: files.cert,
+        key: files.key,
+        ca: pki.ca_cert().to_path_buf(),
+    })
+    .context("observer TLS")?;
+    let mut o = MqttOptions::new("fleet-observer", "localhost", port);
+    o.set_clean_session(false);
+    o.set_keep_alive(Duration::from_secs(30));
+    o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
+    let (client, mut ev) = AsyncClient::new(o, 64);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let mut ready = Some(ready_tx);
+        loop {
+            match ev.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) if !ack.session_present => {
+                    if client
+                        .subscribe("vehicles/+/status", QoS::AtLeastOnce)
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    if let Some(r) = ready.take() {
+                        let _ = r.send(());
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let at = Instant::now();
+                    let online = telematics_link::Status::from_cbor(&p.payload)
+                        .is_some_and(|s| s.state == telematics_link::Presence::Online);
+                    let vin = p.topic.split('/').nth(1).unwrap_or_default().to_string();
+                    if online && !p.retain && tx.send((vin, at)).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(20), ready_rx)
+        .await
+        .context("observer subscribe timed out")?
+        .context("observer ended")?;
+    Ok(rx)
+}
+
+/// Restarts the broker and measures when every vehicle is back `online`.
+async fn restart_spread(
+    broker: &mut Mosquitto,
+    pki: &TestPki,
+    vehicles: &[Vehicle],
+) -> Result<ReconnectSpread> {
+    let mut rx = observer(pki, broker.port()).await?;
+    // Let the persistent session reach the broker's persistence before the restart.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    while rx.try_recv().is_ok() {}
+    eprintln!("fleet: restarting the broker");
+    let t_stop = Instant::now();
+    broker.stop_graceful();
+    broker.restart()?;
+    let t_up = Instant::now();
+    let mut back: HashMap<String, Instant> = HashMap::new();
+    let deadline = t_up + Duration::from_secs(180);
+    while back.len() < vehicles.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, rx.recv()).await {
+            Ok(Some((vin, at))) => {
+                back.entry(vin).or_insert(at);
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    let mut sorted_ms: Vec<f64> = vehicles
+        .iter()
+        .filter_map(|v| back.get(&v.vin))
+        .map(|at| at.saturating_duration_since(t_up).as_secs_f64() * 1e3)
+        .collect();
+    sorted_ms.sort_by(f64::total_cmp);
+    Ok(ReconnectSpread {
+        downtime: t_up.duration_since(t_stop),
+        missing: vehicles.len() - sorted_ms.len(),
+        sorted_ms,
+    })
+}
+
 /// Runs the fleet benchmark with `bin` as the daemon.
 pub async fn run(bin: &Path, p: FleetParams) -> Result<FleetReport> {
     let nofile = raise_nofile()?;
@@ -252,7 +397,7 @@ pub async fn run(bin: &Path, p: FleetParams) -> Result<FleetReport> {
         p.n
     );
     let pki = TestPki::generate()?;
-    let broker = Mosquitto::start(&pki, &["backend"])?;
+    let mut broker = Mosquitto::start(&pki, &["backend"])?;
     let port = broker.port();
     let mosq = procstat::our_mosquitto()?;
     let filters: Vec<String> = ["status", "telemetry", "alerts", "results"]
@@ -408,6 +553,12 @@ pub async fn run(bin: &Path, p: FleetParams) -> Result<FleetReport> {
         .await?;
     }
 
+    let reconnect = if p.restart {
+        Some(restart_spread(&mut broker, &pki, &vehicles).await?)
+    } else {
+        None
+    };
+
     for d in &procs {
         d.term();
     }
@@ -431,6 +582,7 @@ pub async fn run(bin: &Path, p: FleetParams) -> Result<FleetReport> {
         commands: stats::summarize(&rtts),
         command_failures: failures,
         nofile,
+        reconnect,
     })
 }
 
@@ -445,5 +597,19 @@ mod tests {
             telematicsd::config::validate_vin(&v, false).expect("valid VIN");
         }
         assert_ne!(vin(1), vin(10));
+    }
+
+    #[test]
+    fn reconnect_spread_figures() {
+        let rs = ReconnectSpread {
+            downtime: Duration::ZERO,
+            sorted_ms: vec![0.0, 50.0, 100.0, 150.0, 400.0, 1000.0],
+            missing: 0,
+        };
+        assert_eq!(rs.within(500.0), 5);
+        assert_eq!(rs.within(1000.0), 6);
+        assert_eq!(rs.peak_per_100ms(), 3);
+        assert_eq!(rs.pct(50.0), 100.0);
+        assert_eq!(rs.pct(100.0), 1000.0);
     }
 }

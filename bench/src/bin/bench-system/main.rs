@@ -83,6 +83,9 @@ enum Cmd {
         /// Random vehicles that get commands (unlock + lock each) during the run.
         #[arg(long, default_value_t = 5)]
         commands: usize,
+        /// Skip the broker restart (reconnect spread) at the end.
+        #[arg(long)]
+        no_restart: bool,
     },
 }
 
@@ -263,6 +266,7 @@ async fn main() -> Result<()> {
             window,
             period,
             commands,
+            no_restart,
         } => {
             eprintln!("fleet: {n} daemons, window {window} s, telemetry every {period} s");
             let r = fleet::run(
@@ -273,11 +277,13 @@ async fn main() -> Result<()> {
                     window_s: window,
                     command_vehicles: commands,
                     iterations: 600_000,
+                    restart: !no_restart,
                 },
             )
             .await?;
             let cmd = format!(
-                "bench-system fleet --n {n} --window {window} --period {period} --commands {commands}"
+                "bench-system fleet --n {n} --window {window} --period {period} --commands {commands}{}",
+                if no_restart { " --no-restart" } else { "" }
             );
             row(
                 &format!("fleet N={n}: spawn -> all online"),
@@ -328,6 +334,29 @@ async fn main() -> Result<()> {
                 ),
                 &cmd,
             );
+            if let Some(rs) = &r.reconnect {
+                eprintln!("  reconnect ms (sorted): {:?}", rs.sorted_ms);
+                row(
+                    &format!("fleet N={n}: broker restart -> every vehicle `online` again"),
+                    &format!(
+                        "p10 {:.0} / p50 {:.0} / p90 {:.0} / p99 {:.0} / max {:.0} ms after the broker is up ({} missing)",
+                        rs.pct(10.0),
+                        rs.pct(50.0),
+                        rs.pct(90.0),
+                        rs.pct(99.0),
+                        rs.pct(100.0),
+                        rs.missing
+                    ),
+                    &format!(
+                        "{} of {n} back within 0.5 s, {} within 1 s; peak {} reconnects in 100 ms; broker down {}",
+                        rs.within(500.0),
+                        rs.within(1000.0),
+                        rs.peak_per_100ms(),
+                        ms(rs.downtime)
+                    ),
+                    &cmd,
+                );
+            }
             let c = r.commands.map_or_else(
                 || "none".to_string(),
                 |s| {
