@@ -7,7 +7,8 @@
 //! at-least-once). Every connection attempt builds a fresh rumqttc client from the current TLS
 //! configuration, so [`LinkHandle::reload_tls`] takes effect on the next (re)connection.
 //!
-//! Incoming commands: every publish on `vehicles/{vin}/commands` up to
+//! Incoming commands: every publish on `vehicles/{vin}/commands` (and on
+//! `vehicles/{vin}/session/request`, subscribed in the same SUBSCRIBE) up to
 //! [`LinkConfig::max_incoming_packet`] is accepted, kept in a local queue and handed over to the
 //! daemon's channel without ever blocking the event loop (keep-alives and PUBACKs go on while
 //! the consumer is slow); each is PUBACKed only after its hand-over, so a message is neither lost
@@ -228,7 +229,8 @@ pub enum LinkState {
     Stopped,
 }
 
-/// A message received on `vehicles/{vin}/commands`, handed to the daemon as raw bytes.
+/// A message received on `vehicles/{vin}/commands` or `vehicles/{vin}/session/request`, handed
+/// to the daemon as raw bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Incoming {
     /// The topic it arrived on.
@@ -614,10 +616,8 @@ async fn session(
     let policy = config.backoff();
     // Room for the window's publishes, the acks of a full broker inflight window and control
     // packets; flume allocates on use, so a generous bound costs nothing when idle.
-    let (client, mut eventloop) = AsyncClient::new(
-        mqtt_options(config, tls),
-        4 * config.inflight_window + 1024,
-    );
+    let (client, mut eventloop) =
+        AsyncClient::new(mqtt_options(config, tls), 4 * config.inflight_window + 1024);
     // Small MQTT packets (PUBACKs, results) must not wait for Nagle + delayed ACK (~40 ms).
     let mut net = rumqttc::NetworkOptions::new();
     net.set_tcp_nodelay(true);
@@ -631,6 +631,15 @@ async fn session(
         sent_upto: 0,
     };
     let commands = topics::commands(&config.vin);
+    let session_request = topics::session_request(&config.vin);
+    // One SUBSCRIBE for both inbound topics: the SUBACK's first code is the commands
+    // subscription (decides the link state), the second the session requests (resync only).
+    let subscribe = |client: &AsyncClient| {
+        client.try_subscribe_many([
+            rumqttc::SubscribeFilter::new(commands.clone(), QoS::AtLeastOnce),
+            rumqttc::SubscribeFilter::new(session_request.clone(), QoS::AtLeastOnce),
+        ])
+    };
     let mut connected_at: Option<Instant> = None;
     let mut sub = Sub::Pending;
     let mut inbox = Inbox::default();
@@ -665,18 +674,22 @@ async fn session(
                         tracing::info!(host = %config.host, "MQTT connected");
                         // `Connected` (and the retained `online`) only once the SUBACK grants
                         // the commands subscription; the outbox drains from now on.
-                        s.client
-                            .try_subscribe(commands.clone(), QoS::AtLeastOnce)
+                        subscribe(&s.client)
                             .map_err(|e| e.to_string())
                             .and_then(|_| s.top_up())
                     }
                     Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                        let granted = !ack.return_codes.is_empty()
-                            && ack
-                                .return_codes
-                                .iter()
-                                .all(|c| matches!(c, SubscribeReasonCode::Success(_)));
-                        on_suback(&mut s, &mut sub, granted, &commands, &policy)
+                        let ok = |i: usize| {
+                            matches!(ack.return_codes.get(i), Some(SubscribeReasonCode::Success(_)))
+                        };
+                        if !ok(1) {
+                            let err = LinkError::SubscribeRefused { topic: session_request.clone() };
+                            tracing::warn!(
+                                code = err.code(),
+                                "{err}: session-info requests will not reach the vehicle"
+                            );
+                        }
+                        on_suback(&mut s, &mut sub, ok(0), &commands, &policy)
                     }
                     Ok(Event::Incoming(Packet::PubAck(ack))) => {
                         // Keep draining during a graceful shutdown too (bounded by the deadline).
@@ -684,7 +697,7 @@ async fn session(
                     }
                     Ok(Event::Outgoing(Outgoing::Publish(pkid))) => s.on_outgoing_publish(pkid),
                     Ok(Event::Incoming(Packet::Publish(p))) => {
-                        if p.topic == commands {
+                        if p.topic == commands || p.topic == session_request {
                             // Never wait for the consumer here: queue, hand over in the branch
                             // below, acknowledge after the hand-over.
                             Counters::bump(&shared.counters.commands_received);
@@ -720,7 +733,7 @@ async fn session(
             _ = tokio::time::sleep_until(resubscribe_at.unwrap_or_else(far)), if resubscribe_at.is_some() => {
                 tracing::info!(topic = %commands, "retrying the commands subscription");
                 sub = Sub::Pending;
-                if let Err(e) = s.client.try_subscribe(commands.clone(), QoS::AtLeastOnce) {
+                if let Err(e) = subscribe(&s.client) {
                     return fail(e.to_string());
                 }
             }
