@@ -18,7 +18,7 @@ pub mod vss;
 pub use candump::{CandumpReader, GarbageLine, LogFrame, format_line, parse_line};
 pub use dbc::{
     ByteOrder, Dbc, DecodeOutcome, DecodeStats, DecodedMessage, DecodedSignal, EncodeValue,
-    LoadWarning, MessageDef, MuxCondition, RawValue, SignalDef, ValueKind,
+    LoadWarning, LoadWarningKind, MessageDef, MuxCondition, RawValue, SignalDef, ValueKind,
 };
 pub use error::{CanError, CandumpError};
 pub use frame::{CanFrame, CanId};
