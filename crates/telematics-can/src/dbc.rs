@@ -805,14 +805,14 @@ impl Dbc {
             );
         }
         // Every signal as declared (short names), to tell a VAL_ for a missing signal.
-        let declared: HashMap<MessageId, (&str, HashSet<&str>)> = raw
-            .messages
-            .iter()
-            .map(|m| {
-                let sigs = m.signals.iter().map(|s| s.name.as_str()).collect();
-                (m.id, (m.name.as_str(), sigs))
-            })
-            .collect();
+        let mut declared: HashMap<MessageId, (&str, HashSet<&str>)> = HashMap::new();
+        for m in &raw.messages {
+            declared
+                .entry(m.id)
+                .or_insert_with(|| (m.name.as_str(), HashSet::new()))
+                .1
+                .extend(m.signals.iter().map(|s| s.name.as_str()));
+        }
         let mut val_tables: HashMap<(MessageId, &str), &[can_dbc::ValDescription]> = HashMap::new();
         for vd in &raw.value_descriptions {
             if let can_dbc::ValueDescription::Signal {

@@ -114,7 +114,7 @@ fn oracle_positions(l: &Layout) -> Vec<u32> {
         let mut b = l.start;
         for _ in 0..l.len {
             msb_first.push(b);
-            b = if b % 8 == 0 { b + 15 } else { b - 1 };
+            b = if b.is_multiple_of(8) { b + 15 } else { b - 1 };
         }
         msb_first.reverse();
         msb_first
