@@ -1310,6 +1310,45 @@ mod tests {
     }
 
     #[test]
+    fn long_name_already_taken_keeps_the_short_name() {
+        let text = format!(
+            "{HEAD}BO_ 5 M: 8 X\n SG_ Cut : 0|8@1+ (1,0) [0|0] \"\" X\n SG_ Taken : 8|8@1+ (1,0) [0|0] \"\" X\n\n\
+             BA_DEF_ SG_ \"SystemSignalLongSymbol\" STRING ;\n\
+             BA_ \"SystemSignalLongSymbol\" SG_ 5 Cut \"Taken\";\n"
+        );
+        let dbc = Dbc::parse(&text).expect("load");
+        let kinds: Vec<(&str, LoadWarningKind)> = dbc
+            .warnings()
+            .iter()
+            .map(|w| (w.signal.as_str(), w.kind))
+            .collect();
+        assert_eq!(kinds, [("Cut", LoadWarningKind::LongNameConflict)]);
+        let m = dbc.message_by_id(CanId::standard(5)).expect("M");
+        let names: Vec<&str> = m.signals.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["Cut", "Taken"]);
+        assert_eq!(m.signal_index("Taken"), Some(1));
+    }
+
+    #[test]
+    fn ids_beyond_u32_are_dropped_not_a_parse_error() {
+        let text = format!(
+            "{HEAD}BO_ 99999999999 Huge: 8 X\n SG_ A : 0|8@1+ (1,0) [0|0] \"\" X\n\n\
+             BO_ 1 Small: 8 X\n SG_ B : 0|8@1+ (1,0) [0|0] \"\" X\n\n\
+             VAL_ 99999999999 A 1 \"ONE\" ;\nVAL_ 77777777777 Z 1 \"ONE\" ;\n"
+        );
+        let dbc = Dbc::parse(&text).expect("tolerant load");
+        let got: Vec<String> = dbc.warnings().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            got,
+            [
+                "77777777777.Z: value_table_unknown_signal",
+                "Huge: message_id_out_of_range"
+            ]
+        );
+        assert_eq!(dbc.messages().len(), 1);
+    }
+
+    #[test]
     fn extended_multiplexing_with_ranges() {
         let text = format!(
             "{HEAD}BO_ 2147483905 Ext: 8 X\n SG_ Sw M : 0|8@1+ (1,0) [0|0] \"\" X\n \

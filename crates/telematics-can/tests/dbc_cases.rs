@@ -393,4 +393,21 @@ fn long_names_through_the_vss_mapping_path() {
         value("Vehicle.Powertrain.TractionBattery.CellVoltage.IsBalancing"),
         Some(SignalValue::Bool(true))
     );
+    // The Kuksa dbc2vss JSON format (the daemon's other mapping format) binds long names too.
+    let kuksa = VssMapping::from_kuksa_json(
+        r#"{"Vehicle": {"children": {"Powertrain": {"children": {"TractionBattery": {"children":
+            {"CellVoltage": {"children": {"Min": {"datatype": "float", "type": "sensor",
+            "dbc2vss": {"signal": "BMS_LowestCellVoltageInTheWholePack"}}}}}}}}}}}"#,
+        1000,
+    )
+    .expect("kuksa mapping");
+    let (bound, skipped) = kuksa.bind_lenient(&dbc);
+    assert!(skipped.is_empty(), "{skipped:?}");
+    let mut state = VehicleState::from_mapping(&bound);
+    state.apply(&bound, &decoded(&dbc, id, &payload), now);
+    let min = state
+        .get("Vehicle.Powertrain.TractionBattery.CellVoltage.Min", now)
+        .and_then(|r| r.value.as_f64())
+        .expect("min");
+    assert!((min - 3.987).abs() < 1e-9, "{min}");
 }
