@@ -10,8 +10,10 @@ ext="${TELEMATICS_EXTERNAL_FIXTURES:-$root/../shared/fixtures/external}"
 c="$here/corpus"
 mkdir -p "$c"/{dbc_parse,candump_line,can_decode,cose_envelope,reset_auth,config_toml,admin_frame,payload_cbor,cose_plaintext,reset_auth_signed,session_request}
 
-# dbc_parse: demo DBC + external DBCs.
+# dbc_parse: demo DBC, the crate's test DBCs + external DBCs.
 cp "$data/demo_car.dbc" "$c/dbc_parse/demo_car.dbc"
+# the crate's own DBC cases (29-bit ids with and without bit 31, placeholder, long names)
+for f in "$root"/crates/telematics-can/tests/data/*.dbc; do cp "$f" "$c/dbc_parse/case_$(basename "$f")"; done
 if compgen -G "$ext/*.dbc" >/dev/null; then
   for f in "$ext"/*.dbc; do cp "$f" "$c/dbc_parse/ext_$(basename "$f")"; done
 else

@@ -1,8 +1,43 @@
 //! DBC loading into a validated, fast signal table, plus frame decode/encode.
+//!
+//! # How message ids are read
+//!
+//! The id of a `BO_` line is read **as written** (can-dbc's own truncation is undone before it
+//! builds its AST, see `ids`), by this rule:
+//!
+//! | written value                          | read as                                   |
+//! |----------------------------------------|-------------------------------------------|
+//! | `0..=0x7FF`                            | standard (11-bit) id                      |
+//! | `0x800..=0x1FFF_FFFF` (no bit 31)      | extended (29-bit) id, as opendbc and most tools do |
+//! | bit 31 set, rest `<= 0x1FFF_FFFF`      | extended id (the Vector convention)       |
+//! | anything else                          | not a CAN id: the message is dropped      |
+//!
+//! A dropped message is listed in [`Dbc::warnings`] as
+//! [`LoadWarningKind::MessageIdOutOfRange`], except Vector's `VECTOR__INDEPENDENT_SIG_MSG`
+//! placeholder (`0xC0000000`), which holds signals that are on no bus and is dropped silently.
+//! A message is never assigned to an id other than the one written, so two messages only
+//! collide ([`LoadWarningKind::DuplicateMessageId`]) when their written ids read the same.
+//!
+//! # Names
+//!
+//! `SystemMessageLongSymbol` / `SystemSignalLongSymbol` attributes (written by tools that cap
+//! `BO_` / `SG_` names at 32 characters) replace the short names: [`MessageDef::name`],
+//! [`SignalDef::name`] and every lookup by name use the long name.
+//!
+//! # Raw values
+//!
+//! Raw values are exact for every width up to 64 bits ([`RawValue`], [`EncodeValue::Raw`]);
+//! only the physical value (`raw * factor + offset`) is an `f64`.
 
-use std::collections::HashMap;
+mod ids;
 
-use can_dbc::{ByteOrder as DbcByteOrder, MessageId, MultiplexIndicator, SignalExtendedValueType};
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+
+use can_dbc::{
+    AttributeValue, ByteOrder as DbcByteOrder, MessageId, MultiplexIndicator,
+    SignalExtendedValueType,
+};
 
 use crate::error::CanError;
 use crate::frame::{CanFrame, CanId};
@@ -43,8 +78,27 @@ pub enum RawValue {
     Float(f64),
 }
 
+impl fmt::Display for RawValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RawValue::Unsigned(u) => write!(f, "{u}"),
+            RawValue::Signed(i) => write!(f, "{i}"),
+            RawValue::Float(x) => write!(f, "{x}"),
+        }
+    }
+}
+
 impl RawValue {
-    /// The raw value as an integer key for value tables (`None` for floats).
+    /// The exact unsigned integer, if this is a non-negative integer (`None` for floats).
+    pub fn as_u64(&self) -> Option<u64> {
+        match *self {
+            RawValue::Unsigned(u) => Some(u),
+            RawValue::Signed(i) => u64::try_from(i).ok(),
+            RawValue::Float(_) => None,
+        }
+    }
+    /// The raw value as an integer key for value tables (`None` for floats and for unsigned
+    /// values above `i64::MAX`).
     pub fn as_i64(&self) -> Option<i64> {
         match *self {
             RawValue::Unsigned(u) => i64::try_from(u).ok(),
@@ -52,7 +106,7 @@ impl RawValue {
             RawValue::Float(_) => None,
         }
     }
-    /// The raw value as f64.
+    /// The raw value as f64 (rounded above 2^53; use the variant for the exact value).
     pub fn as_f64(&self) -> f64 {
         match *self {
             RawValue::Unsigned(u) => u as f64,
@@ -196,6 +250,9 @@ impl SignalDef {
     }
 
     /// Convert a physical value to the raw bit pattern (rounded to the nearest step).
+    ///
+    /// The physical value is an `f64`, so above 2^53 not every integer can be given; use
+    /// [`EncodeValue::Raw`] for exact 64-bit values.
     pub fn physical_to_bits(&self, phys: f64) -> Result<u64, CanError> {
         let oor = || CanError::ValueOutOfRange {
             signal: self.name.clone(),
@@ -215,47 +272,58 @@ impl SignalDef {
     }
 
     /// Bits for an integer raw value given as f64 (already rounded); `None` if out of range.
+    /// The bounds are powers of two (exact in f64) and exclusive above, so a value that would
+    /// saturate the integer conversion (e.g. 2^64 for a 64-bit signal) is refused.
     fn raw_int_to_bits(&self, raw: f64) -> Option<u64> {
-        let size = u32::from(self.size);
+        let size = i32::from(self.size);
         match self.kind {
             ValueKind::Unsigned => {
-                let max = if size == 64 {
-                    u64::MAX as f64
-                } else {
-                    ((1u128 << size) - 1) as f64
-                };
-                if raw < 0.0 || raw > max {
-                    return None;
-                }
-                Some(raw as u64)
+                (raw >= 0.0 && raw < 2f64.powi(size)).then(|| raw as u64 & self.bit_mask())
             }
             ValueKind::Signed => {
-                let half = (1u128 << (size - 1)) as f64;
-                if raw < -half || raw > half - 1.0 {
-                    return None;
-                }
-                Some((raw as i64) as u64 & (self.mask() as u64))
+                let half = 2f64.powi(size - 1);
+                (raw >= -half && raw < half).then(|| (raw as i64) as u64 & self.bit_mask())
             }
             ValueKind::Float32 | ValueKind::Float64 => None,
         }
     }
 
-    /// Bits for an integer raw value; `None` if it does not fit the signal.
-    pub fn raw_to_bits(&self, raw: i64) -> Option<u64> {
+    /// The signal's mask as u64 (all ones for 64 bits).
+    fn bit_mask(&self) -> u64 {
+        self.mask() as u64
+    }
+
+    /// Bits for an exact raw value; `None` if it does not fit the signal.
+    ///
+    /// Integer signals take [`RawValue::Unsigned`] or [`RawValue::Signed`] by numeric value
+    /// (a signed 8-bit signal takes `Unsigned(127)` and `Signed(-128)`, not `Unsigned(255)`);
+    /// float signals take [`RawValue::Float`].
+    pub fn raw_to_bits(&self, raw: RawValue) -> Option<u64> {
         let size = u32::from(self.size);
-        match self.kind {
-            ValueKind::Unsigned => {
-                let v = u64::try_from(raw).ok()?;
-                (size == 64 || v < (1u64 << size)).then_some(v)
+        let fits_unsigned = |v: u64| (size >= 64 || v >> size == 0).then_some(v);
+        let fits_signed = |i: i64| {
+            let ok = size >= 64 || {
+                let half = 1i64 << (size - 1);
+                i >= -half && i < half
+            };
+            ok.then_some(i as u64 & self.bit_mask())
+        };
+        match (self.kind, raw) {
+            (ValueKind::Unsigned, RawValue::Unsigned(v)) => fits_unsigned(v),
+            (ValueKind::Unsigned, RawValue::Signed(i)) => {
+                u64::try_from(i).ok().and_then(fits_unsigned)
             }
-            ValueKind::Signed => {
-                let fits = size == 64 || {
-                    let half = 1i64 << (size - 1);
-                    raw >= -half && raw < half
-                };
-                fits.then_some((raw as u64) & (self.mask() as u64))
+            (ValueKind::Signed, RawValue::Signed(i)) => fits_signed(i),
+            (ValueKind::Signed, RawValue::Unsigned(v)) => {
+                i64::try_from(v).ok().and_then(fits_signed)
             }
-            ValueKind::Float32 | ValueKind::Float64 => None,
+            (ValueKind::Float32, RawValue::Float(f)) => Some(u64::from((f as f32).to_bits())),
+            (ValueKind::Float64, RawValue::Float(f)) => Some(f.to_bits()),
+            (ValueKind::Unsigned | ValueKind::Signed, RawValue::Float(_))
+            | (
+                ValueKind::Float32 | ValueKind::Float64,
+                RawValue::Unsigned(_) | RawValue::Signed(_),
+            ) => None,
         }
     }
 }
@@ -389,11 +457,12 @@ impl MessageDef {
                         signal: sig.name.clone(),
                         label: (*l).to_string(),
                     })?;
-                    sig.raw_to_bits(r)
-                        .ok_or_else(|| CanError::ValueOutOfRange {
+                    sig.raw_to_bits(RawValue::Signed(r)).ok_or_else(|| {
+                        CanError::ValueOutOfRange {
                             signal: sig.name.clone(),
                             value: r.to_string(),
-                        })?
+                        }
+                    })?
                 }
             };
             explicit.push(idx);
@@ -443,8 +512,9 @@ impl MessageDef {
 pub enum EncodeValue<'a> {
     /// Physical value (scaled back with factor/offset, rounded to the nearest step).
     Physical(f64),
-    /// Raw integer value.
-    Raw(i64),
+    /// Exact raw value (no scaling): integers of every width up to 64 bits, signed or
+    /// unsigned, or the float of an IEEE float signal. See [`SignalDef::raw_to_bits`].
+    Raw(RawValue),
     /// Value-table label.
     Label(&'a str),
 }
@@ -516,15 +586,84 @@ impl DecodeStats {
     }
 }
 
-/// A problem found while loading a DBC that was tolerated (item skipped).
+/// What was tolerated while loading a DBC (the item named by the [`LoadWarning`] was skipped,
+/// unless the variant says otherwise).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LoadWarningKind {
+    /// A signal does not fit its message's declared length.
+    SignalOutOfFrame,
+    /// `SIG_VALTYPE_` float signal whose size is not 32 / 64 bits.
+    FloatSizeMismatch,
+    /// A second signal with the same name in one message.
+    DuplicateSignal,
+    /// A factor or offset that is not finite.
+    NonFiniteScaling,
+    /// A multiplexed signal whose switch cannot be resolved.
+    UnresolvedMultiplexer,
+    /// A `GenSigStartValue` that does not fit the signal (the signal is kept, without it).
+    BadStartValue,
+    /// A second message whose written id reads as the same CAN id (the first one wins).
+    DuplicateMessageId,
+    /// A second message with the same name (both are kept; the name finds the later one).
+    DuplicateMessageName,
+    /// A message longer than 64 bytes.
+    MessageTooLong,
+    /// A message id that is no 11-bit or 29-bit CAN id (see the module doc for the rule).
+    MessageIdOutOfRange,
+    /// A `VAL_` table for a signal that no `BO_` / `SG_` declares (the table is ignored).
+    ValueTableUnknownSignal,
+    /// A long name (`System*LongSymbol`) that is already taken in its scope (the short name is
+    /// kept).
+    LongNameConflict,
+}
+
+impl LoadWarningKind {
+    /// Stable machine-readable code.
+    pub fn code(self) -> &'static str {
+        match self {
+            LoadWarningKind::SignalOutOfFrame => "signal_out_of_frame",
+            LoadWarningKind::FloatSizeMismatch => "float_size_mismatch",
+            LoadWarningKind::DuplicateSignal => "duplicate_signal",
+            LoadWarningKind::NonFiniteScaling => "non_finite_scaling",
+            LoadWarningKind::UnresolvedMultiplexer => "unresolved_multiplexer",
+            LoadWarningKind::BadStartValue => "bad_start_value",
+            LoadWarningKind::DuplicateMessageId => "duplicate_message_id",
+            LoadWarningKind::DuplicateMessageName => "duplicate_message_name",
+            LoadWarningKind::MessageTooLong => "message_too_long",
+            LoadWarningKind::MessageIdOutOfRange => "message_id_out_of_range",
+            LoadWarningKind::ValueTableUnknownSignal => "value_table_unknown_signal",
+            LoadWarningKind::LongNameConflict => "long_name_conflict",
+        }
+    }
+}
+
+/// A problem found while loading a DBC that was tolerated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadWarning {
-    /// Message name.
+    /// Message name as written in `BO_` (for a `VAL_` naming an undeclared message: its id as
+    /// written).
     pub message: String,
-    /// Signal name (empty for message-level warnings).
+    /// Signal name as written in `SG_` (empty for message-level warnings).
     pub signal: String,
-    /// Stable code of the problem.
-    pub code: &'static str,
+    /// What was tolerated.
+    pub kind: LoadWarningKind,
+}
+
+impl LoadWarning {
+    /// Stable machine-readable code of the problem.
+    pub fn code(&self) -> &'static str {
+        self.kind.code()
+    }
+}
+
+impl fmt::Display for LoadWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.signal.is_empty() {
+            write!(f, "{}: {}", self.message, self.code())
+        } else {
+            write!(f, "{}.{}: {}", self.message, self.signal, self.code())
+        }
+    }
 }
 
 /// A validated DBC database with fast id lookup.
@@ -539,6 +678,29 @@ pub struct Dbc {
 }
 
 const NO_MSG: u32 = u32::MAX;
+
+/// Name of Vector's placeholder message (id `0xC0000000`) for signals that are on no bus.
+const INDEPENDENT_SIG_MSG: &str = "VECTOR__INDEPENDENT_SIG_MSG";
+/// Attribute holding the full name of a message whose `BO_` name was cut to 32 characters.
+const MESSAGE_LONG_SYMBOL: &str = "SystemMessageLongSymbol";
+/// Attribute holding the full name of a signal whose `SG_` name was cut to 32 characters.
+const SIGNAL_LONG_SYMBOL: &str = "SystemSignalLongSymbol";
+
+/// A non-empty string attribute value.
+fn long_symbol(v: &AttributeValue) -> Option<&str> {
+    match v {
+        AttributeValue::String(s) if !s.is_empty() => Some(s.as_str()),
+        _ => None,
+    }
+}
+
+/// An AST message id as written in the DBC text (for warnings about undeclared messages).
+fn written_id(id: MessageId, invalid: &HashMap<u16, String>) -> String {
+    match id {
+        MessageId::Standard(i) => invalid.get(&i).cloned().unwrap_or_else(|| i.to_string()),
+        MessageId::Extended(i) => i.to_string(),
+    }
+}
 
 fn pest_position(msg: &str) -> (usize, usize) {
     // pest renders " --> line:col"
@@ -604,21 +766,32 @@ fn layout(
 
 impl Dbc {
     /// Parse and validate DBC text. Tolerated problems are listed in [`Dbc::warnings`].
+    ///
+    /// Message ids are read as written (see the [module doc](self) for the standard /
+    /// extended rule); long names replace short ones.
     pub fn parse(text: &str) -> Result<Dbc, CanError> {
-        let raw = can_dbc::Dbc::try_from(text).map_err(|e| {
-            let message = e.to_string();
+        let parse_error = |message: String| {
             let (line, column) = pest_position(&message);
             CanError::DbcParse {
                 line,
                 column,
                 message,
             }
+        };
+        let pre = ids::prescan(text).map_err(|e| match e {
+            ids::PrescanError::Syntax(e) => parse_error(e.to_string()),
+            ids::PrescanError::TooManyInvalidIds => {
+                CanError::DbcInvalid("too many message ids that are no CAN id".into())
+            }
         })?;
-        Self::from_ast(&raw)
+        let raw =
+            can_dbc::Dbc::try_from(pre.text.as_ref()).map_err(|e| parse_error(e.to_string()))?;
+        Self::from_ast(&raw, &pre.invalid)
     }
 
-    /// Build from a parsed `can-dbc` AST.
-    pub fn from_ast(raw: &can_dbc::Dbc) -> Result<Dbc, CanError> {
+    /// Build from the can-dbc AST of the pre-scanned text; `invalid` names the aliases of ids
+    /// that are no CAN id (see `ids`).
+    fn from_ast(raw: &can_dbc::Dbc, invalid: &HashMap<u16, String>) -> Result<Dbc, CanError> {
         let mut warnings = Vec::new();
         let mut messages: Vec<MessageDef> = Vec::with_capacity(raw.messages.len());
         let mut std_index = vec![NO_MSG; 2048];
@@ -631,6 +804,15 @@ impl Dbc {
                 e.signal_extended_value_type,
             );
         }
+        // Every signal as declared (short names), to tell a VAL_ for a missing signal.
+        let mut declared: HashMap<MessageId, (&str, HashSet<&str>)> = HashMap::new();
+        for m in &raw.messages {
+            declared
+                .entry(m.id)
+                .or_insert_with(|| (m.name.as_str(), HashSet::new()))
+                .1
+                .extend(m.signals.iter().map(|s| s.name.as_str()));
+        }
         let mut val_tables: HashMap<(MessageId, &str), &[can_dbc::ValDescription]> = HashMap::new();
         for vd in &raw.value_descriptions {
             if let can_dbc::ValueDescription::Signal {
@@ -639,15 +821,40 @@ impl Dbc {
                 value_descriptions,
             } = vd
             {
+                match declared.get(message_id) {
+                    Some((_, sigs)) if sigs.contains(name.as_str()) => {}
+                    found => warnings.push(LoadWarning {
+                        message: match found {
+                            Some((mname, _)) => (*mname).to_string(),
+                            None => written_id(*message_id, invalid),
+                        },
+                        signal: name.clone(),
+                        kind: LoadWarningKind::ValueTableUnknownSignal,
+                    }),
+                }
                 val_tables.insert((*message_id, name.as_str()), value_descriptions.as_slice());
             }
         }
+        let long_message: HashMap<MessageId, &str> = raw
+            .attribute_values_message
+            .iter()
+            .filter(|a| a.name == MESSAGE_LONG_SYMBOL)
+            .filter_map(|a| long_symbol(&a.value).map(|l| (a.message_id, l)))
+            .collect();
+        let long_signal: HashMap<(MessageId, &str), &str> = raw
+            .attribute_values_signal
+            .iter()
+            .filter(|a| a.name == SIGNAL_LONG_SYMBOL)
+            .filter_map(|a| {
+                long_symbol(&a.value).map(|l| ((a.message_id, a.signal_name.as_str()), l))
+            })
+            .collect();
         for m in &raw.messages {
-            let warn = |w: &mut Vec<LoadWarning>, s: &str, code| {
+            let warn = |w: &mut Vec<LoadWarning>, s: &str, kind| {
                 w.push(LoadWarning {
                     message: m.name.clone(),
                     signal: s.to_string(),
-                    code,
+                    kind,
                 })
             };
             let id = match m.id {
@@ -655,8 +862,10 @@ impl Dbc {
                     id: u32::from(i),
                     extended: false,
                 },
+                // Vector's placeholder for signals on no bus: not a message.
+                MessageId::Standard(_) if m.name == INDEPENDENT_SIG_MSG => continue,
                 MessageId::Standard(_) => {
-                    warn(&mut warnings, "", "std_id_out_of_range");
+                    warn(&mut warnings, "", LoadWarningKind::MessageIdOutOfRange);
                     continue;
                 }
                 MessageId::Extended(i) => CanId {
@@ -667,7 +876,7 @@ impl Dbc {
             let size = match usize::try_from(m.size) {
                 Ok(s) if s <= MAX_PAYLOAD => s,
                 _ => {
-                    warn(&mut warnings, "", "message_too_long");
+                    warn(&mut warnings, "", LoadWarningKind::MessageTooLong);
                     continue;
                 }
             };
@@ -678,7 +887,7 @@ impl Dbc {
                 std_index.get(id.id as usize).is_some_and(|v| *v != NO_MSG)
             };
             if dup {
-                warn(&mut warnings, "", "duplicate_message_id");
+                warn(&mut warnings, "", LoadWarningKind::DuplicateMessageId);
                 continue;
             }
             let mut signals: Vec<SignalDef> = Vec::with_capacity(m.signals.len());
@@ -700,20 +909,20 @@ impl Dbc {
                 if (kind == ValueKind::Float32 && s.size != 32)
                     || (kind == ValueKind::Float64 && s.size != 64)
                 {
-                    warn(&mut warnings, &s.name, "float_size_mismatch");
+                    warn(&mut warnings, &s.name, LoadWarningKind::FloatSizeMismatch);
                     continue;
                 }
                 let Some((first_byte, span, shift)) = layout(s.start_bit, s.size, order, size)
                 else {
-                    warn(&mut warnings, &s.name, "signal_out_of_frame");
+                    warn(&mut warnings, &s.name, LoadWarningKind::SignalOutOfFrame);
                     continue;
                 };
                 if sig_by_name.contains_key(&s.name) {
-                    warn(&mut warnings, &s.name, "duplicate_signal");
+                    warn(&mut warnings, &s.name, LoadWarningKind::DuplicateSignal);
                     continue;
                 }
                 if !s.factor.is_finite() || !s.offset.is_finite() {
-                    warn(&mut warnings, &s.name, "non_finite_scaling");
+                    warn(&mut warnings, &s.name, LoadWarningKind::NonFiniteScaling);
                     continue;
                 }
                 let mut values: Vec<(i64, String)> = val_tables
@@ -795,7 +1004,7 @@ impl Dbc {
                         }
                     }
                     _ => {
-                        warn(&mut warnings, &name, "unresolved_multiplexer");
+                        warn(&mut warnings, &name, LoadWarningKind::UnresolvedMultiplexer);
                         if let Some(d) = drop.get_mut(i) {
                             *d = true;
                         }
@@ -823,7 +1032,7 @@ impl Dbc {
                                 warnings.push(LoadWarning {
                                     message: m.name.clone(),
                                     signal: s.name.clone(),
-                                    code: "unresolved_multiplexer",
+                                    kind: LoadWarningKind::UnresolvedMultiplexer,
                                 });
                                 continue;
                             }
@@ -862,13 +1071,13 @@ impl Dbc {
                         }
                     }
                     (can_dbc::AttributeValue::Uint(u), _) => {
-                        i64::try_from(*u).ok().and_then(|r| sig.raw_to_bits(r))
+                        sig.raw_to_bits(RawValue::Unsigned(*u))
                     }
-                    (can_dbc::AttributeValue::Int(i), _) => sig.raw_to_bits(*i),
+                    (can_dbc::AttributeValue::Int(i), _) => sig.raw_to_bits(RawValue::Signed(*i)),
                     (can_dbc::AttributeValue::Double(d), _)
                         if d.fract() == 0.0 && d.abs() < 9.0e15 =>
                     {
-                        sig.raw_to_bits(*d as i64)
+                        sig.raw_to_bits(RawValue::Signed(*d as i64))
                     }
                     _ => None,
                 };
@@ -882,10 +1091,42 @@ impl Dbc {
                     None => warnings.push(LoadWarning {
                         message: m.name.clone(),
                         signal: sig.name.clone(),
-                        code: "bad_start_value",
+                        kind: LoadWarningKind::BadStartValue,
                     }),
                 }
             }
+            // Long names replace the (cut) short ones once everything keyed by short names
+            // (value tables, SG_MUL_VAL_, attributes) is resolved.
+            let mut taken: HashSet<String> = signals
+                .iter()
+                .filter(|s| !long_signal.contains_key(&(m.id, s.name.as_str())))
+                .map(|s| s.name.clone())
+                .collect();
+            let mut renamed = false;
+            for sig in signals.iter_mut() {
+                let Some(long) = long_signal.get(&(m.id, sig.name.as_str())) else {
+                    continue;
+                };
+                if *long != sig.name && taken.insert((*long).to_string()) {
+                    sig.name = (*long).to_string();
+                    renamed = true;
+                } else {
+                    if *long != sig.name {
+                        warn(&mut warnings, &sig.name, LoadWarningKind::LongNameConflict);
+                    }
+                    taken.insert(sig.name.clone());
+                }
+            }
+            if renamed {
+                sig_by_name = signals
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| (s.name.clone(), i))
+                    .collect();
+            }
+            let name = long_message
+                .get(&m.id)
+                .map_or_else(|| m.name.clone(), |l| (*l).to_string());
             let min_len = signals.iter().map(SignalDef::end_byte).max().unwrap_or(0);
             let idx = messages.len() as u32;
             if id.extended {
@@ -893,16 +1134,16 @@ impl Dbc {
             } else if let Some(slot) = std_index.get_mut(id.id as usize) {
                 *slot = idx;
             }
-            if by_name.insert(m.name.clone(), idx as usize).is_some() {
+            if by_name.insert(name.clone(), idx as usize).is_some() {
                 warnings.push(LoadWarning {
                     message: m.name.clone(),
                     signal: String::new(),
-                    code: "duplicate_message_name",
+                    kind: LoadWarningKind::DuplicateMessageName,
                 });
             }
             messages.push(MessageDef {
                 id,
-                name: m.name.clone(),
+                name,
                 size,
                 signals,
                 min_len,
@@ -1050,7 +1291,7 @@ mod tests {
         let codes: Vec<(&str, &str)> = dbc
             .warnings()
             .iter()
-            .map(|w| (w.signal.as_str(), w.code))
+            .map(|w| (w.signal.as_str(), w.code()))
             .collect();
         assert_eq!(
             codes,
@@ -1066,6 +1307,45 @@ mod tests {
         assert_eq!(m.name, "Foo");
         assert_eq!(m.signals.len(), 1);
         assert_eq!(m.min_len, 1);
+    }
+
+    #[test]
+    fn long_name_already_taken_keeps_the_short_name() {
+        let text = format!(
+            "{HEAD}BO_ 5 M: 8 X\n SG_ Cut : 0|8@1+ (1,0) [0|0] \"\" X\n SG_ Taken : 8|8@1+ (1,0) [0|0] \"\" X\n\n\
+             BA_DEF_ SG_ \"SystemSignalLongSymbol\" STRING ;\n\
+             BA_ \"SystemSignalLongSymbol\" SG_ 5 Cut \"Taken\";\n"
+        );
+        let dbc = Dbc::parse(&text).expect("load");
+        let kinds: Vec<(&str, LoadWarningKind)> = dbc
+            .warnings()
+            .iter()
+            .map(|w| (w.signal.as_str(), w.kind))
+            .collect();
+        assert_eq!(kinds, [("Cut", LoadWarningKind::LongNameConflict)]);
+        let m = dbc.message_by_id(CanId::standard(5)).expect("M");
+        let names: Vec<&str> = m.signals.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["Cut", "Taken"]);
+        assert_eq!(m.signal_index("Taken"), Some(1));
+    }
+
+    #[test]
+    fn ids_beyond_u32_are_dropped_not_a_parse_error() {
+        let text = format!(
+            "{HEAD}BO_ 99999999999 Huge: 8 X\n SG_ A : 0|8@1+ (1,0) [0|0] \"\" X\n\n\
+             BO_ 1 Small: 8 X\n SG_ B : 0|8@1+ (1,0) [0|0] \"\" X\n\n\
+             VAL_ 99999999999 A 1 \"ONE\" ;\nVAL_ 77777777777 Z 1 \"ONE\" ;\n"
+        );
+        let dbc = Dbc::parse(&text).expect("tolerant load");
+        let got: Vec<String> = dbc.warnings().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            got,
+            [
+                "77777777777.Z: value_table_unknown_signal",
+                "Huge: message_id_out_of_range"
+            ]
+        );
+        assert_eq!(dbc.messages().len(), 1);
     }
 
     #[test]
@@ -1096,17 +1376,23 @@ mod tests {
         // encoding a signal whose switch has a range must name the switch explicitly
         let m = dbc.message_by_id(id).expect("msg");
         assert_eq!(
-            m.encode(&[("Sub", EncodeValue::Raw(2))])
+            m.encode(&[("Sub", EncodeValue::Raw(RawValue::Unsigned(2)))])
                 .map_err(|e| e.code()),
             Err("mux_conflict")
         );
         let data = m
-            .encode(&[("Sw", EncodeValue::Raw(3)), ("Sub", EncodeValue::Raw(2))])
+            .encode(&[
+                ("Sw", EncodeValue::Raw(RawValue::Unsigned(3))),
+                ("Sub", EncodeValue::Raw(RawValue::Unsigned(2))),
+            ])
             .expect("encode");
         assert_eq!(&data[..2], &[3, 2]);
         assert!(
-            m.encode(&[("Sw", EncodeValue::Raw(4)), ("Sub", EncodeValue::Raw(2))])
-                .is_err()
+            m.encode(&[
+                ("Sw", EncodeValue::Raw(RawValue::Unsigned(4))),
+                ("Sub", EncodeValue::Raw(RawValue::Unsigned(2)))
+            ])
+            .is_err()
         );
     }
 
@@ -1119,7 +1405,10 @@ mod tests {
         let dbc = Dbc::parse(&text).expect("load");
         let e =
             |v: &[(&str, EncodeValue<'_>)]| dbc.encode("M", v).map(|_| ()).map_err(|e| e.code());
-        assert_eq!(e(&[("U", EncodeValue::Raw(16))]), Err("value_out_of_range"));
+        assert_eq!(
+            e(&[("U", EncodeValue::Raw(RawValue::Unsigned(16)))]),
+            Err("value_out_of_range")
+        );
         assert_eq!(
             e(&[("U", EncodeValue::Physical(-1.0))]),
             Err("value_out_of_range")
@@ -1133,7 +1422,10 @@ mod tests {
             Err("value_out_of_range")
         );
         assert_eq!(e(&[("U", EncodeValue::Label("TWO"))]), Err("unknown_label"));
-        assert_eq!(e(&[("Nope", EncodeValue::Raw(0))]), Err("unknown_signal"));
+        assert_eq!(
+            e(&[("Nope", EncodeValue::Raw(RawValue::Unsigned(0)))]),
+            Err("unknown_signal")
+        );
         assert_eq!(
             dbc.encode("Nope", &[]).map(|_| ()).map_err(|e| e.code()),
             Err("unknown_message")
@@ -1141,7 +1433,7 @@ mod tests {
         assert_eq!(e(&[("U", EncodeValue::Label("ONE"))]), Ok(()));
         let m = dbc.message_by_name("M").expect("M");
         let mut base = [0xFFu8; 8];
-        m.encode_into(&mut base, &[("U", EncodeValue::Raw(0))])
+        m.encode_into(&mut base, &[("U", EncodeValue::Raw(RawValue::Unsigned(0)))])
             .expect("into base");
         assert_eq!(
             base,

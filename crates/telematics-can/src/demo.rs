@@ -3,7 +3,7 @@
 //! drive/park scenarios used to generate the candump logs in `data/`.
 
 use crate::candump::format_line;
-use crate::dbc::{Dbc, EncodeValue};
+use crate::dbc::{Dbc, EncodeValue, RawValue};
 use crate::error::CanError;
 use crate::frame::CanFrame;
 
@@ -165,7 +165,7 @@ impl CarState {
         counter: u8,
         slow: bool,
     ) -> Result<Vec<CanFrame>, CanError> {
-        let b = |v: bool| EncodeValue::Raw(i64::from(v));
+        let b = |v: bool| EncodeValue::Raw(RawValue::Unsigned(u64::from(v)));
         let door_names = ["DoorFL_Open", "DoorFR_Open", "DoorRL_Open", "DoorRR_Open"];
         let lock_names = ["DoorFL_Lock", "DoorFR_Lock", "DoorRL_Lock", "DoorRR_Lock"];
         let mut door: Vec<(&str, EncodeValue<'_>)> = Vec::new();
@@ -196,7 +196,7 @@ impl CarState {
         ));
         door.push((
             "BCM_StatusCounter",
-            EncodeValue::Raw(i64::from(counter & 0xF)),
+            EncodeValue::Raw(RawValue::Unsigned(u64::from(counter & 0xF))),
         ));
         let mut out = vec![dbc.encode("BCM_DoorStatus", &door)?];
         out.push(dbc.encode(
@@ -214,7 +214,10 @@ impl CarState {
                     }),
                 ),
                 ("IgnitionState", EncodeValue::Label(self.ignition.label())),
-                ("CoolantTemp", EncodeValue::Raw(self.coolant_c)),
+                (
+                    "CoolantTemp",
+                    EncodeValue::Raw(RawValue::Signed(self.coolant_c)),
+                ),
                 ("LongAccel", EncodeValue::Physical(self.accel)),
             ],
         )?);
@@ -233,7 +236,10 @@ impl CarState {
             EncodeValue::Physical(self.tire_kpa.get(w).copied().unwrap_or(0.0)),
         )];
         if w == 0 {
-            tpms.push(("TireTemp", EncodeValue::Raw(self.coolant_c.min(40))));
+            tpms.push((
+                "TireTemp",
+                EncodeValue::Raw(RawValue::Signed(self.coolant_c.min(40))),
+            ));
         }
         out.push(dbc.encode("TPMS_Status", &tpms)?);
         if slow {
@@ -283,18 +289,23 @@ pub fn command_checksum(data: &[u8]) -> u8 {
 
 /// Encode a body command with the rolling `counter` (mod 16) and checksum.
 pub fn encode_body_command(dbc: &Dbc, cmd: BodyCommand, counter: u8) -> Result<CanFrame, CanError> {
-    let mut v: Vec<(&str, EncodeValue<'_>)> =
-        vec![("CommandCounter", EncodeValue::Raw(i64::from(counter & 0xF)))];
+    let mut v: Vec<(&str, EncodeValue<'_>)> = vec![(
+        "CommandCounter",
+        EncodeValue::Raw(RawValue::Unsigned(u64::from(counter & 0xF))),
+    )];
     match cmd {
         BodyCommand::Lock => v.push(("LockRequest", EncodeValue::Label("LOCK"))),
         BodyCommand::Unlock => v.push(("LockRequest", EncodeValue::Label("UNLOCK"))),
         BodyCommand::EngineStart => v.push(("EngineRequest", EncodeValue::Label("START"))),
         BodyCommand::EngineStop => v.push(("EngineRequest", EncodeValue::Label("STOP"))),
         BodyCommand::FlashLights(n) => {
-            v.push(("FlashLights", EncodeValue::Raw(1)));
-            v.push(("FlashCount", EncodeValue::Raw(i64::from(n.min(15)))));
+            v.push(("FlashLights", EncodeValue::Raw(RawValue::Unsigned(1))));
+            v.push((
+                "FlashCount",
+                EncodeValue::Raw(RawValue::Unsigned(u64::from(n.min(15)))),
+            ));
         }
-        BodyCommand::Horn => v.push(("Horn", EncodeValue::Raw(1))),
+        BodyCommand::Horn => v.push(("Horn", EncodeValue::Raw(RawValue::Unsigned(1)))),
     }
     let mut f = dbc.encode(BODY_COMMAND, &v)?;
     let ck = command_checksum(&f.data);

@@ -3,6 +3,11 @@
 //!
 //! No I/O, threads or clocks: time is passed in ([`state::Timestamp`]), frames are passed in and
 //! results are returned. See the crate README for the design decisions.
+//!
+//! DBC message ids are read as written: `0..=0x7FF` is a standard id, `0x800..=0x1FFFFFFF`
+//! (with or without bit 31, as opendbc and Vector write them) an extended id, anything else
+//! no CAN id (the message is dropped with a [`LoadWarning`]); see [`dbc`] for the full rule.
+//! Raw signal values are exact at every width up to 64 bits ([`RawValue`]).
 
 pub mod candump;
 pub mod dbc;
@@ -18,7 +23,7 @@ pub mod vss;
 pub use candump::{CandumpReader, GarbageLine, LogFrame, format_line, parse_line};
 pub use dbc::{
     ByteOrder, Dbc, DecodeOutcome, DecodeStats, DecodedMessage, DecodedSignal, EncodeValue,
-    LoadWarning, MessageDef, MuxCondition, RawValue, SignalDef, ValueKind,
+    LoadWarning, LoadWarningKind, MessageDef, MuxCondition, RawValue, SignalDef, ValueKind,
 };
 pub use error::{CanError, CandumpError};
 pub use frame::{CanFrame, CanId};

@@ -20,7 +20,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 
-use crate::dbc::{Dbc, EncodeValue};
+use crate::dbc::{Dbc, EncodeValue, RawValue};
 use crate::demo::{
     BODY_COMMAND, BodyCommand, COMMAND_ACK, CarState, DEMO_DBC, Gear, Ignition, LockState,
     decode_body_command,
@@ -425,7 +425,10 @@ impl BodyController {
         self.dbc.encode(
             COMMAND_ACK,
             &[
-                ("AckCounter", EncodeValue::Raw(i64::from(counter & 0xF))),
+                (
+                    "AckCounter",
+                    EncodeValue::Raw(RawValue::Unsigned(u64::from(counter & 0xF))),
+                ),
                 (
                     "AckResult",
                     EncodeValue::Label(if ok { "OK" } else { "REJECTED" }),

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 
-use crate::dbc::{Dbc, DecodedMessage, DecodedSignal};
+use crate::dbc::{Dbc, DecodedMessage, DecodedSignal, RawValue};
 use crate::error::CanError;
 use crate::expr::Expr;
 use crate::frame::CanId;
@@ -15,11 +15,13 @@ use crate::value::SignalValue;
 pub enum VssType {
     /// Boolean (`raw != 0` without a transform).
     Bool,
-    /// Integer (physical value rounded).
+    /// Integer (physical value rounded; the exact raw value when the signal is unscaled;
+    /// no value outside `i64`).
     Int,
     /// Float (physical value).
     Float,
-    /// String (value-table label, else the physical value rendered).
+    /// String (value-table label, else the physical value rendered; the exact raw value for
+    /// unscaled integer signals).
     Text,
 }
 
@@ -452,15 +454,33 @@ pub fn convert(entry: &VssEntry, sig: &DecodedSignal<'_>) -> Option<SignalValue>
         Some(match entry.datatype {
             VssType::Bool => SignalValue::Bool(x != 0.0),
             VssType::Int => {
-                SignalValue::Int(x.round().clamp(i64::MIN as f64, i64::MAX as f64) as i64)
+                // Bounds are exact powers of two; a value outside i64 is not invented.
+                let r = x.round();
+                if !(-(2f64.powi(63))..2f64.powi(63)).contains(&r) {
+                    return None;
+                }
+                SignalValue::Int(r as i64)
             }
             VssType::Float => SignalValue::Float(x),
             VssType::Text => SignalValue::Text(x.to_string()),
         })
     };
+    // Unscaled integer signals keep the exact raw value (an f64 physical value is rounded
+    // above 2^53: serial numbers, VIN parts, 64-bit counters).
+    let identity = sig.def.factor == 1.0 && sig.def.offset == 0.0;
     match &entry.transform {
-        Transform::None => match (entry.datatype, sig.label) {
-            (VssType::Text, Some(l)) => Some(SignalValue::Text(l.to_string())),
+        Transform::None => match (entry.datatype, sig.label, sig.raw) {
+            (VssType::Text, Some(l), _) => Some(SignalValue::Text(l.to_string())),
+            (VssType::Int, _, RawValue::Signed(i)) if identity => Some(SignalValue::Int(i)),
+            (VssType::Int, _, RawValue::Unsigned(u)) if identity => {
+                i64::try_from(u).ok().map(SignalValue::Int)
+            }
+            (VssType::Text, None, RawValue::Signed(i)) if identity => {
+                Some(SignalValue::Text(i.to_string()))
+            }
+            (VssType::Text, None, RawValue::Unsigned(u)) if identity => {
+                Some(SignalValue::Text(u.to_string()))
+            }
             _ => numeric(sig.physical),
         },
         Transform::Math(e) => numeric(e.eval(sig.physical)),

@@ -69,7 +69,10 @@ fn unset_signals_take_gen_sig_start_value() {
     let f = dbc
         .encode(
             "BCM_DoorStatus",
-            &[("DoorFL_Open", telematics_can::EncodeValue::Raw(1))],
+            &[(
+                "DoorFL_Open",
+                telematics_can::EncodeValue::Raw(telematics_can::RawValue::Unsigned(1)),
+            )],
         )
         .expect("encode");
     assert_eq!(f.data, vec![0x01, 0x00, 0x03, 0, 0, 0, 0, 0]);

@@ -38,6 +38,19 @@ fn both_fixtures_load_and_report_tolerated_quirks() {
     // Every signal of both files fits its message: nothing had to be skipped.
     assert!(t.warnings().is_empty(), "{:?}", t.warnings());
     assert!(b.warnings().is_empty(), "{:?}", b.warnings());
+    // Tesla's BO_ 513 name is cut; its SystemMessageLongSymbol is the name (as in cantools).
+    assert_eq!(
+        t.message_by_id(CanId::standard(0x201))
+            .map(|m| m.name.as_str()),
+        Some("ID201VCFRONT_loggingAndVitals10Hz")
+    );
+    // Every id in both files is an 11-bit standard id, read as written.
+    assert!(
+        t.messages()
+            .iter()
+            .chain(b.messages())
+            .all(|m| !m.id.extended)
+    );
 }
 
 #[test]

@@ -86,6 +86,134 @@ fn roundtrip<'a>(dbc: &'a Dbc, v: EncodeValue<'_>) -> (Vec<u8>, telematics_can::
     (data, s)
 }
 
+/// u64 values with the edges (0, 1, 2^53 +- 1, 2^63 +- 1, u64::MAX) weighted in.
+fn wide_u64() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        3 => any::<u64>(),
+        1 => prop::sample::select(vec![
+            0u64,
+            1,
+            (1 << 53) - 1,
+            1 << 53,
+            (1 << 53) + 1,
+            (1 << 63) - 1,
+            1 << 63,
+            (1 << 63) + 1,
+            u64::MAX - 1,
+            u64::MAX,
+        ]),
+    ]
+}
+
+/// Frame bit positions of a signal, LSB first, by the DBC definition (not the crate's layout
+/// math): Intel counts up from the start bit; Motorola starts at the MSB and walks the
+/// "sawtooth" (bit 0 of a byte continues at bit 7 of the next byte).
+fn oracle_positions(l: &Layout) -> Vec<u32> {
+    let mut msb_first = Vec::with_capacity(l.len as usize);
+    if l.motorola {
+        let mut b = l.start;
+        for _ in 0..l.len {
+            msb_first.push(b);
+            b = if b.is_multiple_of(8) { b + 15 } else { b - 1 };
+        }
+        msb_first.reverse();
+        msb_first
+    } else {
+        (l.start..l.start + l.len).collect()
+    }
+}
+
+fn oracle_read(data: &[u8], l: &Layout) -> u64 {
+    oracle_positions(l)
+        .iter()
+        .enumerate()
+        .fold(0u64, |acc, (i, p)| {
+            acc | (u64::from((data[(p / 8) as usize] >> (p % 8)) & 1) << i)
+        })
+}
+
+fn oracle_write(data: &mut [u8], l: &Layout, bits: u64) {
+    for (i, p) in oracle_positions(l).iter().enumerate() {
+        let byte = &mut data[(p / 8) as usize];
+        if (bits >> i) & 1 == 1 {
+            *byte |= 1 << (p % 8);
+        } else {
+            *byte &= !(1 << (p % 8));
+        }
+    }
+}
+
+/// The smallest raw value above the signal's range (`None` for unsigned 64-bit).
+fn one_above(l: &Layout) -> Option<RawValue> {
+    match (l.signed, l.len) {
+        (true, 64) => Some(RawValue::Unsigned(1 << 63)),
+        (true, n) => Some(RawValue::Signed(1 << (n - 1))),
+        (false, 64) => None,
+        (false, n) => Some(RawValue::Unsigned(1 << n)),
+    }
+}
+
+/// Every width 1..=64 (not only what the proptest draws), both byte orders, signed and
+/// unsigned, aligned and unaligned: the edge raw values round-trip exactly, in the bits the
+/// oracle expects.
+#[test]
+fn every_width_edges_exact() {
+    for len in 1..=64u32 {
+        for motorola in [false, true] {
+            for signed in [false, true] {
+                for p in [0u32, 3] {
+                    let size = 64u32;
+                    if p + len > size * 8 {
+                        continue;
+                    }
+                    let start = if motorola {
+                        (p / 8) * 8 + (7 - p % 8)
+                    } else {
+                        p
+                    };
+                    let l = Layout {
+                        motorola,
+                        signed,
+                        len,
+                        start,
+                        size,
+                    };
+                    let dbc = dbc_with(&l, 1.0, 0.0, "", None);
+                    let mask = if len == 64 {
+                        u64::MAX
+                    } else {
+                        (1u64 << len) - 1
+                    };
+                    for seed in [
+                        0u64,
+                        1,
+                        1 << 53,
+                        (1 << 53) + 1,
+                        1 << 63,
+                        u64::MAX - 1,
+                        u64::MAX,
+                    ] {
+                        let bits = seed & mask;
+                        let raw = if signed {
+                            let sh = 64 - len;
+                            RawValue::Signed(((bits << sh) as i64) >> sh)
+                        } else {
+                            RawValue::Unsigned(bits)
+                        };
+                        let (data, s) = roundtrip(&dbc, EncodeValue::Raw(raw));
+                        assert_eq!(s.raw, raw, "{l:?}");
+                        assert_eq!(oracle_read(&data, &l), bits, "{l:?}");
+                    }
+                    if let Some(over) = one_above(&l) {
+                        let m = dbc.message_by_name("M").expect("M");
+                        assert!(m.encode(&[("S", EncodeValue::Raw(over))]).is_err(), "{l:?}");
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn factor() -> impl Strategy<Value = f64> {
     prop_oneof![
         Just(1.0),
@@ -130,26 +258,39 @@ proptest! {
         prop_assert!((s.physical - phys).abs() <= tol, "phys {} decoded {} tol {}", phys, s.physical, tol);
     }
 
-    /// Exact raw values over the full width (up to 64 bits).
+    /// Exact raw values over every width 1..=64, unsigned and signed, Intel and Motorola, raw
+    /// values up to u64::MAX: the encoded bits match an independent bit-by-bit oracle, the
+    /// decoded raw value is exactly the encoded one, and no other bit is touched.
     #[test]
-    fn raw_integer_roundtrip_full_width(l in layout(1..=64, false), seed in any::<u64>()) {
+    fn raw_integer_roundtrip_full_width(l in layout(1..=64, false), seed in wide_u64()) {
         let dbc = dbc_with(&l, 1.0, 0.0, "", None);
-        let raw: i64 = if l.signed {
+        let bits = if l.len == 64 { seed } else { seed & ((1u64 << l.len) - 1) };
+        let raw = if l.signed {
             let sh = 64 - l.len;
-            ((seed << sh) as i64) >> sh
+            RawValue::Signed(((bits << sh) as i64) >> sh)
         } else {
-            let v = if l.len == 64 { seed } else { seed & ((1u64 << l.len) - 1) };
-            if v > i64::MAX as u64 { return Ok(()); } // not expressible as EncodeValue::Raw
-            v as i64
+            RawValue::Unsigned(bits)
         };
         let (data, s) = roundtrip(&dbc, EncodeValue::Raw(raw));
-        let expect = if l.signed { RawValue::Signed(raw) } else { RawValue::Unsigned(raw as u64) };
-        prop_assert_eq!(s.raw, expect);
+        prop_assert_eq!(s.raw, raw);
+        prop_assert_eq!(oracle_read(&data, &l), bits, "bit placement");
+        let mut expect = vec![0u8; data.len()];
+        oracle_write(&mut expect, &l, bits);
+        prop_assert_eq!(&data, &expect);
         // no bits outside the signal are touched
         let m = dbc.message_by_name("M").expect("M");
         let mut cleared = data.clone();
-        m.encode_into(&mut cleared, &[("S", EncodeValue::Raw(0))]).expect("clear");
+        m.encode_into(&mut cleared, &[("S", EncodeValue::Raw(RawValue::Unsigned(0)))]).expect("clear");
         prop_assert!(cleared.iter().all(|b| *b == 0));
+        let mut full = vec![0xFFu8; data.len()];
+        m.encode_into(&mut full, &[("S", EncodeValue::Raw(raw))]).expect("over ones");
+        let mut ones = vec![0xFFu8; data.len()];
+        oracle_write(&mut ones, &l, bits);
+        prop_assert_eq!(full, ones);
+        // one above the range is refused (unsigned: 2^len; signed: 2^(len-1))
+        if let Some(over) = one_above(&l) {
+            prop_assert!(m.encode(&[("S", EncodeValue::Raw(over))]).is_err(), "{} accepted", over);
+        }
     }
 
     /// IEEE float32 / float64 signals (SIG_VALTYPE_ 1/2) are bit-exact.

@@ -243,7 +243,9 @@ async fn actuator_and_simulator_over_the_bus() {
             &[
                 (
                     "AckCounter",
-                    telematics_can::EncodeValue::Raw(i64::from(counter)),
+                    telematics_can::EncodeValue::Raw(telematics_can::RawValue::Unsigned(
+                        u64::from(counter),
+                    )),
                 ),
                 ("AckResult", telematics_can::EncodeValue::Label("OK")),
             ],
