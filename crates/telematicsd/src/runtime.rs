@@ -494,7 +494,7 @@ impl Runtime {
         } = self;
         let (model, warnings) = VehicleModel::load(&cfg)?;
         for w in warnings {
-            tracing::warn!(warning = %w, "VSS mapping entry not bound");
+            tracing::warn!(warning = %w, "vehicle model: DBC or mapping entry not used");
         }
         let now = clock.now_ms();
         let mut exec =

@@ -78,8 +78,8 @@ fn as_bool(v: &SignalValue) -> Option<bool> {
 
 impl VehicleModel {
     /// Builds the model from DBC and mapping text. The mapping is TOML (project format) or
-    /// Kuksa VSS JSON (`json == true`). Mapping entries whose DBC signal does not exist are
-    /// returned as warnings (the rest still works); a mapping that binds nothing is an error.
+    /// Kuksa VSS JSON (`json == true`). The DBC loader's warnings and the mapping entries whose
+    /// DBC signal does not exist are returned as warnings (the rest still works).
     pub fn from_text(
         dbc_text: &str,
         mapping_text: &str,
@@ -93,7 +93,15 @@ impl VehicleModel {
             VssMapping::from_toml(mapping_text)
         }
         .map_err(|e| DaemonError::Can(format!("can.mapping: {e}")))?;
-        let (bound, warnings) = mapping.bind_lenient(&dbc);
+        let (bound, unbound) = mapping.bind_lenient(&dbc);
+        // What the DBC loader tolerated (ids refused as written, long-name conflicts, value
+        // tables for missing signals), then the mapping entries that did not bind.
+        let warnings = dbc
+            .warnings()
+            .iter()
+            .map(|w| format!("can.dbc: {w}"))
+            .chain(unbound.into_iter().map(|w| format!("can.mapping: {w}")))
+            .collect();
         let state = VehicleState::from_mapping(&bound);
         let model = VehicleModel {
             dbc,
@@ -280,6 +288,23 @@ mod tests {
         let f = CanFrame::new(telematics_can::CanId::standard(0x7FF), &[1, 2, 3]);
         assert!(m.on_frame(&f, 1).is_empty());
         assert_eq!(m.counters().1, 1);
+    }
+
+    #[test]
+    fn dbc_load_warnings_reach_the_daemon() {
+        // The demo DBC plus a message whose id is no CAN id (refused as written, warned).
+        let dbc = format!(
+            "{}\nBO_ 1073741824 NotAnId: 8 Vector__XXX\n SG_ Junk : 0|8@1+ (1,0) [0|255] \"\" Vector__XXX\n",
+            demo::DEMO_DBC
+        );
+        let (_, warnings) =
+            VehicleModel::from_text(&dbc, demo::DEMO_VSS_TOML, false, 1000).expect("model");
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.starts_with("can.dbc: NotAnId") && w.contains("message_id_out_of_range")),
+            "{warnings:?}"
+        );
     }
 
     #[test]
