@@ -94,6 +94,7 @@ step "cargo deb"
 cargo deb -p telematicsd --no-build --profile "$PROFILE" --output "$W/deb"
 cargo deb -p telematicsctl --no-build --profile "$PROFILE" --output "$W/deb"
 ls -l "$W"/deb/*.deb
+dpkg-deb -f "$W"/deb/telematicsd_*.deb Package Version Depends Recommends
 
 step "dpkg -i"
 dpkg -i "$W"/deb/telematicsd_*.deb "$W"/deb/telematicsctl_*.deb
@@ -123,6 +124,7 @@ step "systemd-analyze verify"
 verify_out=$(systemd-analyze verify /usr/lib/systemd/system/telematicsd.service 2>&1) \
   || fail "systemd-analyze verify: $verify_out"
 if grep -i telematicsd <<<"$verify_out"; then fail "systemd-analyze verify complained"; fi
+echo "systemd-analyze verify: exit 0, ${#verify_out} bytes of output"
 
 step "tmpfiles.d"
 # postinst applies it only when systemd runs; do what boot would do.
@@ -191,6 +193,7 @@ start_daemon() { # start_daemon NAME PORT
 start_broker broker "$W/pki/server.pem"
 start_daemon daemon "$BROKER_PORT"
 wait_for "$W/daemon.log" "MQTT connected" 30 || fail "daemon did not connect: $(cat "$W/daemon.log")"
+grep -m1 "MQTT connected" "$W/daemon.log"
 if grep -q $'\x1b' "$W/daemon.log"; then fail "ANSI escape codes in the daemon's file log"; fi
 kill -TERM "$DAEMON_PID"
 wait "$DAEMON_PID" || fail "daemon did not stop cleanly on SIGTERM"
@@ -203,6 +206,7 @@ start_broker broker-v1 "$W/pki/server-v1.pem"
 start_daemon daemon-v1 "$BROKER_PORT"
 wait_for "$W/daemon-v1.log" "UnsupportedCertVersion" 30 \
   || fail "no UnsupportedCertVersion: $(cat "$W/daemon-v1.log")"
+grep -m1 -o "invalid peer certificate.*UnsupportedCertVersion[^ ]*" "$W/daemon-v1.log" || true
 if grep -q "MQTT connected" "$W/daemon-v1.log"; then fail "connected with a v1 certificate"; fi
 kill -TERM "$DAEMON_PID"
 wait "$DAEMON_PID" || true
