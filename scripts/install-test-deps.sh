@@ -11,6 +11,13 @@ command -v mosquitto_sub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
 # Fault suite: wall-clock jump of the daemon (libfaketime), RLIMIT_FSIZE for disk full (prlimit).
 [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ] || need_apt+=(faketime)
 command -v prlimit >/dev/null 2>&1 || need_apt+=(util-linux)
+# Package test (scripts/package-test.sh): cargo-deb's $auto depends, unit verification,
+# sysusers/tmpfiles, the documented openssl PKI, man pages. Logging test: unshare (util-linux).
+command -v dpkg-shlibdeps >/dev/null 2>&1 || need_apt+=(dpkg-dev)
+command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
+command -v deb-systemd-helper >/dev/null 2>&1 || need_apt+=(init-system-helpers)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+command -v man >/dev/null 2>&1 || need_apt+=(man-db)
 if [ ${#need_apt[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}"

@@ -448,6 +448,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+/// The clap definition of the command line (man page and shell completion generator).
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}
+
 /// The whole program: parse the command line, run it on a current-thread runtime, map the
 /// result to the exit code (see `--help`).
 pub fn main_entry() -> ExitCode {

@@ -37,6 +37,11 @@ fn load(path: &std::path::Path) -> Result<Config, crate::DaemonError> {
     )
 }
 
+/// The clap definition of the command line (man page and shell completion generator).
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}
+
 /// Parses the command line and runs; the binary's `main`.
 pub fn main_entry() -> ExitCode {
     let cli = Cli::parse();
@@ -64,8 +69,9 @@ pub fn main_entry() -> ExitCode {
         Cmd::Run => match run(&cli.config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                // Stable code first: systemd's journal and scripts can match on it.
-                eprintln!("telematicsd: error[{}]: {e}", e.code());
+                // Stable code first: systemd's journal and scripts can match on it. On the
+                // journal sink this is an error event (priority 3, F_CODE).
+                crate::logging::report_fatal(e.code(), &e);
                 ExitCode::FAILURE
             }
         },
