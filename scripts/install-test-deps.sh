@@ -11,6 +11,8 @@ command -v mosquitto_sub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
 # Fault suite: wall-clock jump of the daemon (libfaketime), RLIMIT_FSIZE for disk full (prlimit).
 [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ] || need_apt+=(faketime)
 command -v prlimit >/dev/null 2>&1 || need_apt+=(util-linux)
+# Back-end key files must load in OpenSSL 3 (telematicsctl keys tests).
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}"
@@ -19,6 +21,7 @@ fi
 if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now mosquitto >/dev/null 2>&1 || true; fi
 
 # Independent COSE implementation for the protocol interop tests.
-if ! python3 -c 'import pycose, cbor2' >/dev/null 2>&1; then
-  python3 -m pip install --quiet --disable-pip-version-check pycose cbor2
+# python-cryptography: the interop tests and the back-end key load test.
+if ! python3 -c 'import pycose, cbor2, cryptography' >/dev/null 2>&1; then
+  python3 -m pip install --quiet --disable-pip-version-check pycose cbor2 cryptography
 fi
