@@ -85,7 +85,8 @@ pub struct CanConfig {
     pub replay_file: Option<PathBuf>,
     /// DBC file.
     pub dbc: PathBuf,
-    /// CAN → VSS mapping file.
+    /// CAN → VSS mapping file: KUKSA-style JSON when the name ends in `.json`, otherwise the
+    /// TOML format of the shipped example `demo_car_vss.toml`.
     pub mapping: PathBuf,
     /// A signal older than this is stale (ms).
     pub max_age_ms: u64,
@@ -98,7 +99,7 @@ impl Default for CanConfig {
             interface: "can0".into(),
             replay_file: None,
             dbc: "/etc/telematicsd/vehicle.dbc".into(),
-            mapping: "/etc/telematicsd/vss-mapping.json".into(),
+            mapping: "/etc/telematicsd/vss-mapping.toml".into(),
             max_age_ms: 2_000,
         }
     }

@@ -172,3 +172,25 @@ fn protocol_defaults_equal_the_daemon_defaults() {
     assert_eq!((p.pbkdf2_iterations, p.min_pbkdf2_iterations), (100_000, 100_000));
     assert!(p.validate().is_ok());
 }
+
+/// The embedded default mapping name and the shipped example agree: same format (TOML, chosen
+/// by the extension), the example configuration names the shipped mapping, and that mapping
+/// parses as TOML.
+#[test]
+fn default_mapping_name_matches_the_shipped_example() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let example = std::path::Path::new(root).join("crates/telematics-can/data/demo_car_vss.toml");
+    let default = Config::default().can.mapping;
+    assert_eq!(
+        default.extension(),
+        example.extension(),
+        "default {} vs shipped {}",
+        default.display(),
+        example.display()
+    );
+    let text = std::fs::read_to_string(format!("{root}/systemd/telematicsd.toml")).unwrap();
+    let cfg = Config::from_toml_with_env(&text, Vec::new()).unwrap();
+    assert_eq!(cfg.can.mapping.file_name(), example.file_name());
+    telematics_can::VssMapping::from_toml(&std::fs::read_to_string(&example).unwrap())
+        .expect("the shipped mapping is TOML");
+}
