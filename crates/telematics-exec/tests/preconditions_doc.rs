@@ -3,7 +3,9 @@
 //! evaluates them.
 #![allow(clippy::unwrap_used)]
 
-use telematics_exec::{Actuate, Check, ExecConfig, RULES, Reject, VehicleSignal, VehicleState, check};
+use telematics_exec::{
+    Actuate, Check, ExecConfig, RULES, Reject, VehicleSignal, VehicleState, check,
+};
 
 /// The document's name of a check. Exhaustive: a new check fails to compile here until the
 /// document (and this mapping) name it.
@@ -108,7 +110,10 @@ fn doc_rows() -> Vec<Row> {
 #[test]
 fn preconditions_md_matches_rules() {
     let rows = doc_rows();
-    assert!(!rows.is_empty(), "no rule rows parsed from docs/preconditions.md");
+    assert!(
+        !rows.is_empty(),
+        "no rule rows parsed from docs/preconditions.md"
+    );
     // Same pairs, same order per action.
     for a in ALL_ACTIONS {
         let doc: Vec<Check> = rows

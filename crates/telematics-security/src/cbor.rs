@@ -274,14 +274,14 @@ mod tests {
     fn malformed_and_out_of_profile() {
         for b in [
             &[][..],
-            &[0x01, 0x02],             // trailing bytes
-            &[0x62, b'a'],             // short string
-            &[0x62, 0xff, 0xfe],       // invalid UTF-8
+            &[0x01, 0x02],                                           // trailing bytes
+            &[0x62, b'a'],                                           // short string
+            &[0x62, 0xff, 0xfe],                                     // invalid UTF-8
             &[0x9b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff], // huge count
             &[0xbb, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
-            &[0xf9, 0x3c, 0x00],       // floats are not part of this protocol
-            &[0xf7],                   // undefined
-            &[0xf8, 0x20],             // simple(32)
+            &[0xf9, 0x3c, 0x00], // floats are not part of this protocol
+            &[0xf7],             // undefined
+            &[0xf8, 0x20],       // simple(32)
         ] {
             assert!(!ok(b), "{b:02x?}");
         }

@@ -25,7 +25,7 @@ pub use error::{Error, Fault};
 pub use recovery::{ResetAuthorization, arm_reset, confirm_reset};
 pub use session::{SessionInfo, build_session_info};
 pub use state::{
-    CodeRule, Config, CredentialInfo, CredentialStatus, DeviceCredential, ExportedCredential, LockoutState,
-    PairingRecord, RetryAfter, SecurityState, validate_code,
+    CodeRule, Config, CredentialInfo, CredentialStatus, DeviceCredential, ExportedCredential,
+    LockoutState, PairingRecord, RetryAfter, SecurityState, validate_code,
 };
 pub use verify::{AuditEvent, AuditOutcome, Finished, PendingCodeCheck, Rejection, Verifier};

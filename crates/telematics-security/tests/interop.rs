@@ -250,7 +250,11 @@ fn python_non_deterministic_encodings_are_refused() {
         let bytes = build(&s, variant, counter);
         assert_eq!(s.run(&bytes, NOW), fault.as_str().unwrap(), "{variant}");
         // Nothing consumed: the same counter is still fresh for a well-encoded command.
-        assert_eq!(s.state.credentials[0].last_counter, counter - 1, "{variant}");
+        assert_eq!(
+            s.state.credentials[0].last_counter,
+            counter - 1,
+            "{variant}"
+        );
         let ok = build(&s, "none", counter);
         assert_eq!(s.run(&ok, NOW), "ok", "{variant}: control");
         counter += 1;

@@ -10,8 +10,8 @@ use ring::signature::{Ed25519KeyPair, KeyPair};
 use telematics_security::client::{self, CommandRequest, LockoutReport, build_command};
 use telematics_security::envelope::{CommandPayload, Envelope};
 use telematics_security::{
-    Action, AuditOutcome, CodeRule, CommandId, Config, CredentialStatus, Error, ExportedCredential, Fault,
-    RetryAfter, SecurityState, Verifier, arm_reset, build_session_info, confirm_reset,
+    Action, AuditOutcome, CodeRule, CommandId, Config, CredentialStatus, Error, ExportedCredential,
+    Fault, RetryAfter, SecurityState, Verifier, arm_reset, build_session_info, confirm_reset,
     validate_code,
 };
 

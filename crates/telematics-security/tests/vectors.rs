@@ -231,7 +231,11 @@ fn check_reject(name: &str, v: &Vector, base: &Vector, record: &PairingRecord) {
     let p = verifier
         .begin(&mut state, &base_env, n(base, "issued_at") + 1)
         .unwrap();
-    assert!(p.finish(&mut state, n(base, "issued_at") + 1).result.is_ok());
+    assert!(
+        p.finish(&mut state, n(base, "issued_at") + 1)
+            .result
+            .is_ok()
+    );
 }
 
 /// A paired vehicle holding the vector's credential, and its verifier.
@@ -335,6 +339,9 @@ fn protocol_md_vectors() {
         "plaintext_indefinite_text",
         "plaintext_duplicate_key",
     ] {
-        assert!(rejects.iter().any(|r| r == want), "no negative vector {want}");
+        assert!(
+            rejects.iter().any(|r| r == want),
+            "no negative vector {want}"
+        );
     }
 }

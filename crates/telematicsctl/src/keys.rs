@@ -115,12 +115,11 @@ pub fn backend_keygen(key_out: &Path, public_out: &Path) -> Result<String, CtlEr
         .map_err(|_| CtlError::Security(telematics_security::Error::Rng))?;
     let der = pkcs8_v1(&seed);
     seed.fill(0);
-    let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).map_err(|e| {
-        CtlError::BackendKey {
+    let pair =
+        Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).map_err(|e| CtlError::BackendKey {
             path: key_out.display().to_string(),
             why: e.to_string(),
-        }
-    })?;
+        })?;
     let public = hex::encode(pair.public_key().as_ref());
     write_new(key_out, &der, false, 0o600)?;
     write_new(public_out, public.as_bytes(), true, 0o644)?;
@@ -339,7 +338,11 @@ mod tests {
              scripts/install-test-deps.sh): {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), hex_pub, "python");
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap().trim(),
+            hex_pub,
+            "python"
+        );
 
         // And the other way: a key made by `openssl genpkey` (PEM) signs for its public key.
         let pem = d.path().join("openssl.pem");

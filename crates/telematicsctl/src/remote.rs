@@ -432,7 +432,11 @@ mod tests {
             let e = send_command(&conn, &cred, &counter_file, &spec, |_| {})
                 .await
                 .unwrap_err();
-            let want = if ttl == 60 { "weak_code" } else { "ctl.invalid" };
+            let want = if ttl == 60 {
+                "weak_code"
+            } else {
+                "ctl.invalid"
+            };
             assert_eq!(e.code(), want, "{code:?}/{ttl}");
             assert!(!counter_file.exists(), "{code:?}/{ttl}: no counter spent");
         }

@@ -68,7 +68,10 @@ fn each_code_rule_is_named_by_the_cli() {
             "{code}: expected {:?} in {stderr:?}",
             rule.message()
         );
-        assert!(!stderr.contains(code) || code.len() < 4, "code echoed: {stderr}");
+        assert!(
+            !stderr.contains(code) || code.len() < 4,
+            "code echoed: {stderr}"
+        );
         seen.push(rule);
     }
     seen.dedup();

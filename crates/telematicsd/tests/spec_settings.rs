@@ -54,7 +54,9 @@ fn spec_rows() -> Vec<Row> {
         };
         rows.push(Row {
             key: cells[1].trim_matches('`').to_owned(),
-            default: cells[2].parse().unwrap_or_else(|_| panic!("default of {}", cells[1])),
+            default: cells[2]
+                .parse()
+                .unwrap_or_else(|_| panic!("default of {}", cells[1])),
             lo,
             hi,
         });
@@ -116,7 +118,11 @@ fn spec_settings_table_matches_the_daemon() {
     for r in &rows {
         assert_eq!(default_value(&r.key), r.default, "default of {}", r.key);
         let lo = resolve(&r.lo);
-        assert!(with(&r.key, lo).is_ok(), "{} = {lo} (lower bound) refused", r.key);
+        assert!(
+            with(&r.key, lo).is_ok(),
+            "{} = {lo} (lower bound) refused",
+            r.key
+        );
         if lo > 0 {
             let e = with(&r.key, lo - 1).expect_err(&format!("{} = {} accepted", r.key, lo - 1));
             assert!(e.contains(&r.key), "{e}");
@@ -124,13 +130,21 @@ fn spec_settings_table_matches_the_daemon() {
         match &r.hi {
             Some(hi) => {
                 let hi = resolve(hi);
-                assert!(with(&r.key, hi).is_ok(), "{} = {hi} (upper bound) refused", r.key);
-                let e = with(&r.key, hi + 1).expect_err(&format!("{} = {} accepted", r.key, hi + 1));
+                assert!(
+                    with(&r.key, hi).is_ok(),
+                    "{} = {hi} (upper bound) refused",
+                    r.key
+                );
+                let e =
+                    with(&r.key, hi + 1).expect_err(&format!("{} = {} accepted", r.key, hi + 1));
                 assert!(e.contains(&r.key), "{e}");
             }
             None => {
                 // No upper bound: a large value is accepted.
-                let big = lo.max(r.default).saturating_mul(10).min(u64::from(u32::MAX));
+                let big = lo
+                    .max(r.default)
+                    .saturating_mul(10)
+                    .min(u64::from(u32::MAX));
                 assert!(with(&r.key, big).is_ok(), "{} = {big} refused", r.key);
             }
         }
@@ -169,7 +183,10 @@ fn protocol_defaults_equal_the_daemon_defaults() {
     );
     let c = Config::from_toml_with_env(&text, Vec::new()).unwrap();
     let p = telematicsd::security::protocol_config(&c);
-    assert_eq!((p.pbkdf2_iterations, p.min_pbkdf2_iterations), (100_000, 100_000));
+    assert_eq!(
+        (p.pbkdf2_iterations, p.min_pbkdf2_iterations),
+        (100_000, 100_000)
+    );
     assert!(p.validate().is_ok());
 }
 
