@@ -8,7 +8,7 @@ root="$(cd "$here/.." && pwd)"
 data="$root/crates/telematics-can/data"
 ext="${TELEMATICS_EXTERNAL_FIXTURES:-$root/../shared/fixtures/external}"
 c="$here/corpus"
-mkdir -p "$c"/{dbc_parse,candump_line,can_decode,cose_envelope,reset_auth,config_toml,admin_frame,payload_cbor,cose_plaintext,reset_auth_signed,session_request}
+mkdir -p "$c"/{dbc_parse,candump_line,can_decode,cose_envelope,reset_auth,config_toml,admin_frame,payload_cbor,cose_plaintext,reset_auth_signed,session_request,deterministic_cbor}
 
 # dbc_parse: demo DBC, the crate's test DBCs + external DBCs.
 cp "$data/demo_car.dbc" "$c/dbc_parse/demo_car.dbc"
@@ -64,6 +64,8 @@ for v in command-1 command-2; do
   [ -n "$pt" ] && [ -n "$iv" ] && [ -n "$env" ] || { echo "vector $v missing in $proto" >&2; exit 1; }
   # cose_envelope: the real envelope (opens only with its own secret, but decodes fully).
   printf '%s' "$env" | xxd -r -p > "$c/cose_envelope/$v"
+  printf '%s' "$env" | xxd -r -p > "$c/deterministic_cbor/$v"
+  printf '%s' "$pt" | xxd -r -p > "$c/deterministic_cbor/${v}_plaintext"
   # cose_plaintext: flags || IV || plaintext (see fuzz_targets/cose_plaintext.rs).
   # 00 = active key, in window; 08 = last counter 41; 10 = one failure from back-off;
   # 20 = back-off running; 30 = hard locked; 40 = expired; 01 = revoked key; 04 = other VIN.

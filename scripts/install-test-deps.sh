@@ -26,6 +26,7 @@ fi
 if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now mosquitto >/dev/null 2>&1 || true; fi
 
 # Independent COSE implementation for the protocol interop tests.
-if ! python3 -c 'import pycose, cbor2' >/dev/null 2>&1; then
-  python3 -m pip install --quiet --disable-pip-version-check pycose cbor2
+# python-cryptography: the interop tests and the back-end key load test.
+if ! python3 -c 'import pycose, cbor2, cryptography' >/dev/null 2>&1; then
+  python3 -m pip install --quiet --disable-pip-version-check pycose cbor2 cryptography
 fi

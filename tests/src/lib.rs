@@ -159,6 +159,7 @@ key = {key:?}
 keepalive_s = 5
 [security]
 pbkdf2_iterations = 100000
+min_pbkdf2_iterations = 100000
 lockout_threshold = {thr}
 lockout_hard_limit = {hard}
 lockout_base_s = 30

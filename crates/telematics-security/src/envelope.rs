@@ -64,12 +64,15 @@ pub struct Envelope {
 
 impl Envelope {
     /// Strictly parse a tagged COSE_Encrypt0 command envelope (the fuzz target entry point).
-    /// Never panics; refuses anything non-canonical, untagged, with unexpected headers,
-    /// another algorithm, or a bad IV length.
+    /// Never panics; refuses anything untagged, with unexpected headers, another algorithm,
+    /// or a bad IV length, and anything not in deterministic encoding (RFC 8949 §4.2.1): the
+    /// COSE structure and, separately, the contents of the protected-header bstr. The
+    /// plaintext is held to the same rule by [`CommandPayload::from_cbor`].
     pub fn decode(bytes: &[u8]) -> Result<Envelope, Fault> {
         if bytes.len() > ABSOLUTE_MAX_SIZE {
             return Err(Fault::TooLarge);
         }
+        cbor::check_deterministic(bytes).map_err(|()| Fault::Decode)?;
         let msg = coset::CoseEncrypt0::from_tagged_slice(bytes).map_err(|_| Fault::Decode)?;
         // Canonical: the message must re-encode to exactly the received bytes.
         let reenc = msg.clone().to_tagged_vec().map_err(|_| Fault::Decode)?;
@@ -110,6 +113,9 @@ impl Envelope {
             return Err(Fault::Decode);
         }
         let protected = msg.protected.original_data.clone().ok_or(Fault::Decode)?;
+        // The protected header travels as opaque bytes (coset keeps them as received and
+        // re-encodes them verbatim), so its contents need their own deterministic check.
+        cbor::check_deterministic(&protected).map_err(|()| Fault::Decode)?;
         Ok(Envelope {
             key_id: ph.key_id.clone(),
             vin,
@@ -241,7 +247,9 @@ impl CommandPayload {
         cbor::to_vec(&cbor::int_map(m))
     }
 
-    /// Strict parse: canonical CBOR, integer keys 1..=8 only, right types.
+    /// Strict parse: deterministic CBOR (shortest forms, definite lengths, keys in ascending
+    /// order, no duplicates), integer keys 1..=8 only, right types. Any violation is
+    /// [`Fault::BadPayload`].
     pub fn from_cbor(bytes: &[u8]) -> Result<Self, Fault> {
         let bad = |_| Fault::BadPayload;
         let m = IntMap::parse(bytes).map_err(bad)?;

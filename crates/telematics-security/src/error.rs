@@ -128,9 +128,9 @@ impl std::fmt::Display for Fault {
 /// Errors of the security crate (local operations: pairing, persistence, client side).
 #[derive(Debug, Error)]
 pub enum Error {
-    /// The proposed security code breaks the code rules.
-    #[error("security code rejected: {0}")]
-    WeakCode(&'static str),
+    /// The proposed security code breaks a code rule; the message names the rule.
+    #[error("{0}")]
+    WeakCode(crate::state::CodeRule),
     /// The PBKDF2 iteration count is below the enforced minimum.
     #[error("pbkdf2 iterations {0} below minimum {1}")]
     TooFewIterations(u32, u32),

@@ -18,13 +18,14 @@ pub mod session;
 pub mod state;
 pub mod verify;
 
+pub use cbor::is_deterministic;
 pub use command::{Action, CommandId, KeyId, VerifiedCommand};
 pub use envelope::{CommandPayload, Envelope};
 pub use error::{Error, Fault};
 pub use recovery::{ResetAuthorization, arm_reset, confirm_reset};
 pub use session::{SessionInfo, SessionRequest, build_session_info};
 pub use state::{
-    Config, CredentialInfo, CredentialStatus, DeviceCredential, ExportedCredential, LockoutState,
-    PairingRecord, RetryAfter, SecurityState, validate_code,
+    CodeRule, Config, CredentialInfo, CredentialStatus, DeviceCredential, ExportedCredential,
+    LockoutState, PairingRecord, RetryAfter, SecurityState, validate_code,
 };
 pub use verify::{AuditEvent, AuditOutcome, Finished, PendingCodeCheck, Rejection, Verifier};

@@ -103,26 +103,74 @@ pub enum RetryAfter {
     UntilRecovery,
 }
 
+/// One security-code rule (docs/protocol.md §2). [`validate_code`] names the first rule a
+/// code breaks; its `Display` is the message every front end shows (admin socket,
+/// telematicsctl), so they all say the same thing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CodeRule {
+    /// 4 to 8 characters.
+    Length,
+    /// ASCII digits `0`–`9` only.
+    DigitsOnly,
+    /// Not all the same digit (`1111`).
+    NotAllSame,
+    /// Not a strictly ascending run of consecutive digits (`1234`), no wrap-around.
+    NotAscending,
+    /// Not a strictly descending run of consecutive digits (`98765`), no wrap-around.
+    NotDescending,
+}
+
+impl CodeRule {
+    /// Every rule, in the order [`validate_code`] checks them.
+    pub const ALL: [CodeRule; 5] = [
+        CodeRule::Length,
+        CodeRule::DigitsOnly,
+        CodeRule::NotAllSame,
+        CodeRule::NotAscending,
+        CodeRule::NotDescending,
+    ];
+
+    /// The rule's message, e.g. "the security code must not be all the same digit".
+    pub fn message(&self) -> &'static str {
+        match self {
+            CodeRule::Length => "the security code must be 4 to 8 digits long",
+            CodeRule::DigitsOnly => "the security code must contain only the digits 0-9",
+            CodeRule::NotAllSame => "the security code must not be all the same digit",
+            CodeRule::NotAscending => {
+                "the security code must not be an ascending run of consecutive digits"
+            }
+            CodeRule::NotDescending => {
+                "the security code must not be a descending run of consecutive digits"
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for CodeRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
 /// Check the security-code rules: 4–8 ASCII digits, not all the same digit, not a simple
-/// ascending or descending run (e.g. `1234`, `98765`, wrapping not allowed).
+/// ascending or descending run (e.g. `1234`, `98765`, wrapping not allowed). The error is
+/// [`Error::WeakCode`] naming the first rule broken.
 pub fn validate_code(code: &str) -> Result<(), Error> {
     let b = code.as_bytes();
-    if !(4..=8).contains(&b.len()) {
-        return Err(Error::WeakCode("length must be 4 to 8 digits"));
-    }
-    if !b.iter().all(u8::is_ascii_digit) {
-        return Err(Error::WeakCode("digits only"));
-    }
-    if b.windows(2).all(|w| w[0] == w[1]) {
-        return Err(Error::WeakCode("all digits the same"));
-    }
-    if b.windows(2).all(|w| w[1] == w[0].wrapping_add(1)) {
-        return Err(Error::WeakCode("ascending run"));
-    }
-    if b.windows(2).all(|w| w[0] == w[1].wrapping_add(1)) {
-        return Err(Error::WeakCode("descending run"));
-    }
-    Ok(())
+    let rule = if !(4..=8).contains(&b.len()) {
+        Some(CodeRule::Length)
+    } else if !b.iter().all(u8::is_ascii_digit) {
+        Some(CodeRule::DigitsOnly)
+    } else if b.windows(2).all(|w| w[0] == w[1]) {
+        Some(CodeRule::NotAllSame)
+    } else if b.windows(2).all(|w| w[1] == w[0].wrapping_add(1)) {
+        Some(CodeRule::NotAscending)
+    } else if b.windows(2).all(|w| w[0] == w[1].wrapping_add(1)) {
+        Some(CodeRule::NotDescending)
+    } else {
+        None
+    };
+    rule.map_or(Ok(()), |r| Err(Error::WeakCode(r)))
 }
 
 /// Salt + PBKDF2-HMAC-SHA256 verifier of the security code. The code itself is never stored.

@@ -63,5 +63,27 @@ proptest! {
 fn the_original_verifies() {
     let mut s = setup();
     let b = s.cmd(1, CODE);
+    assert!(telematics_security::is_deterministic(&b));
     assert_eq!(s.run(&b, NOW), "ok");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+    /// Differential check of the deterministic-CBOR rule against ciborium: whatever
+    /// `is_deterministic` accepts (mutants of a real envelope and of its plaintext-like maps)
+    /// is well-formed CBOR that re-encodes to exactly the same bytes.
+    #[test]
+    fn accepted_cbor_is_its_own_encoding(muts in proptest::collection::vec(mutation(), 0..4)) {
+        let s = setup();
+        let mut bytes = s.cmd(1, CODE);
+        for m in &muts {
+            apply(&mut bytes, m);
+        }
+        if telematics_security::is_deterministic(&bytes) {
+            let v: ciborium::Value = ciborium::de::from_reader(&bytes[..]).unwrap();
+            let mut out = Vec::new();
+            ciborium::ser::into_writer(&v, &mut out).unwrap();
+            prop_assert_eq!(out, bytes);
+        }
+    }
 }

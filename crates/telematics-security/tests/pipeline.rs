@@ -10,8 +10,8 @@ use ring::signature::{Ed25519KeyPair, KeyPair};
 use telematics_security::client::{self, CommandRequest, LockoutReport, build_command};
 use telematics_security::envelope::{CommandPayload, Envelope};
 use telematics_security::{
-    Action, AuditOutcome, CommandId, Config, CredentialStatus, Error, ExportedCredential, Fault,
-    RetryAfter, SecurityState, Verifier, arm_reset, build_session_info, confirm_reset,
+    Action, AuditOutcome, CodeRule, CommandId, Config, CredentialStatus, Error, ExportedCredential,
+    Fault, RetryAfter, SecurityState, Verifier, arm_reset, build_session_info, confirm_reset,
     validate_code,
 };
 
@@ -280,18 +280,36 @@ fn code_rules_and_iterations() {
     for ok in ["2580", "13579", "90210", "12341234", "1243"] {
         assert!(validate_code(ok).is_ok(), "{ok}");
     }
-    for bad in [
-        "123",
-        "123456789",
-        "1111",
-        "1234",
-        "98765",
-        "12a4",
-        "",
-        "４５６７",
+    for (bad, rule) in [
+        ("123", CodeRule::Length),
+        ("123456789", CodeRule::Length),
+        ("", CodeRule::Length),
+        ("４５６７", CodeRule::Length),
+        ("12a4", CodeRule::DigitsOnly),
+        ("+123", CodeRule::DigitsOnly),
+        ("1111", CodeRule::NotAllSame),
+        ("00000000", CodeRule::NotAllSame),
+        ("1234", CodeRule::NotAscending),
+        ("3456789", CodeRule::NotAscending),
+        ("98765", CodeRule::NotDescending),
+        ("3210", CodeRule::NotDescending),
     ] {
-        assert!(validate_code(bad).is_err(), "{bad}");
+        let e = validate_code(bad).unwrap_err();
+        assert!(matches!(e, Error::WeakCode(r) if r == rule), "{bad}: {e}");
+        // The message names the rule (the same text on the admin socket and in the CLI).
+        assert_eq!(e.to_string(), rule.message(), "{bad}");
+        assert_eq!(e.code(), "weak_code");
     }
+    assert_eq!(
+        validate_code("1111").unwrap_err().to_string(),
+        "the security code must not be all the same digit"
+    );
+    // Pairing refuses with the same typed error.
+    let mut st = SecurityState::default();
+    let e = st
+        .set_initial_code(&cfg(), "1111", &SystemRandom::new(), NOW)
+        .unwrap_err();
+    assert!(matches!(e, Error::WeakCode(CodeRule::NotAllSame)), "{e}");
     let low = Config {
         pbkdf2_iterations: 1000,
         ..Config::default()
@@ -577,7 +595,7 @@ fn engine_start_parameters_roundtrip() {
 #[test]
 fn error_codes() {
     assert_eq!(Error::from(Fault::Aead).code(), "aead");
-    assert_eq!(Error::WeakCode("x").code(), "weak_code");
+    assert_eq!(Error::WeakCode(CodeRule::Length).code(), "weak_code");
 }
 
 #[test]

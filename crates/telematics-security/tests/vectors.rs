@@ -138,6 +138,129 @@ fn check_command(v: &Vector, record: &PairingRecord) {
     assert_eq!(cmd.action(), &req.action);
 }
 
+/// Lenient view of a command envelope (any well-formed CBOR, as a non-deterministic decoder
+/// would read it): (protected bytes, IV, ciphertext).
+fn lenient_envelope(bytes: &[u8]) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    use ciborium::Value;
+    let v: Value = ciborium::de::from_reader(bytes).expect("well-formed CBOR");
+    let Value::Tag(16, inner) = v else {
+        panic!("tag 16")
+    };
+    let Value::Array(a) = *inner else {
+        panic!("array")
+    };
+    let [Value::Bytes(p), Value::Map(u), Value::Bytes(ct)] = &a[..] else {
+        panic!("COSE_Encrypt0 shape")
+    };
+    let iv = u
+        .iter()
+        .find_map(|(k, v)| match (k, v) {
+            (Value::Integer(i), Value::Bytes(b)) if i128::from(*i) == 5 => Some(b.clone()),
+            _ => None,
+        })
+        .expect("IV");
+    (p.clone(), iv, ct.clone())
+}
+
+/// A negative vector: authentic (the AEAD opens over the bytes as sent, and a lenient decoder
+/// reads the base command out of it), yet refused with the stated fault.
+fn check_reject(name: &str, v: &Vector, base: &Vector, record: &PairingRecord) {
+    use ciborium::Value;
+    use ring::aead;
+    let env = h(v, "envelope");
+    let vin = base["vin"].clone();
+    let secret: [u8; 32] = h(base, "device_secret").try_into().unwrap();
+    // Authentic: AES-256-GCM over Enc_structure(protected as sent) opens.
+    let (protected, iv, ct) = lenient_envelope(&env);
+    let mut enc = Vec::new();
+    ciborium::ser::into_writer(
+        &Value::Array(vec![
+            Value::Text("Encrypt0".into()),
+            Value::Bytes(protected),
+            Value::Bytes(command_aad(&vin)),
+        ]),
+        &mut enc,
+    )
+    .unwrap();
+    let key = aead::LessSafeKey::new(
+        aead::UnboundKey::new(&aead::AES_256_GCM, &derive_key(&secret, INFO_COMMAND, &vin))
+            .unwrap(),
+    );
+    let mut buf = ct;
+    let pt = key
+        .open_in_place(
+            aead::Nonce::try_assume_unique_for_key(&iv).unwrap(),
+            aead::Aad::from(&enc),
+            &mut buf,
+        )
+        .unwrap_or_else(|_| panic!("{name}: AEAD must open (the vector is authentic)"))
+        .to_vec();
+    if let Some(p) = v.get("plaintext") {
+        assert_eq!(&hex::encode(&pt), p, "{name}: plaintext");
+    }
+    // A lenient decoder reads the base command's counter and code out of it.
+    let Value::Map(m) = ciborium::de::from_reader::<Value, _>(&pt[..]).unwrap() else {
+        panic!("{name}: plaintext map")
+    };
+    let field = |k: i128| {
+        m.iter()
+            .find(|(key, _)| matches!(key, Value::Integer(i) if i128::from(*i) == k))
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(
+        field(5).and_then(|c| c.as_integer()).map(i128::from),
+        Some(i128::from(n(base, "counter"))),
+        "{name}: counter"
+    );
+    assert_eq!(
+        field(8).and_then(|c| c.as_text().map(str::to_owned)),
+        Some(base["code"].clone()),
+        "{name}: code"
+    );
+    // Refused, with the stated fault, before anything is consumed.
+    let (mut state, verifier) = vehicle(base, record);
+    let before = state.clone();
+    let fault = match verifier.begin(&mut state, &env, n(base, "issued_at") + 1) {
+        Err(r) => r.fault.code(),
+        Ok(_) => panic!("{name}: a non-deterministic envelope was accepted"),
+    };
+    assert_eq!(fault, v["fault"], "{name}");
+    assert_eq!(state, before, "{name}: refused without changing the state");
+    // The base message itself verifies on the same vehicle (so the refusal is the defect's).
+    let base_env = h(base, "envelope");
+    let p = verifier
+        .begin(&mut state, &base_env, n(base, "issued_at") + 1)
+        .unwrap();
+    assert!(
+        p.finish(&mut state, n(base, "issued_at") + 1)
+            .result
+            .is_ok()
+    );
+}
+
+/// A paired vehicle holding the vector's credential, and its verifier.
+fn vehicle(v: &Vector, record: &PairingRecord) -> (SecurityState, Verifier) {
+    let secret: [u8; 32] = h(v, "device_secret").try_into().unwrap();
+    let mut state = SecurityState {
+        pairing: Some(record.clone()),
+        ..SecurityState::default()
+    };
+    state.credentials.push(DeviceCredential {
+        key_id: KeyId(h(v, "key_id")),
+        secret,
+        name: "vector".into(),
+        created_at: 0,
+        status: CredentialStatus::Active,
+        last_counter: 0,
+    });
+    let cfg = Config {
+        pbkdf2_iterations: record.iterations,
+        min_pbkdf2_iterations: record.iterations,
+        ..Config::default()
+    };
+    (state, Verifier::new(cfg, &v["vin"]).unwrap())
+}
+
 fn check_reset(v: &Vector) {
     let kp = Ed25519KeyPair::from_seed_unchecked(&h(v, "backend_seed")).unwrap();
     assert_eq!(
@@ -178,8 +301,17 @@ fn protocol_md_vectors() {
     let record = check_pbkdf2(&pb.1);
     let mut commands = 0;
     let mut resets = 0;
+    let mut rejects = Vec::new();
     for (name, v) in &vs {
-        if name.starts_with("command") {
+        if name.starts_with("reject-") {
+            let base = &vs
+                .iter()
+                .find(|(k, _)| *k == v["base"])
+                .unwrap_or_else(|| panic!("{name}: base vector {}", v["base"]))
+                .1;
+            check_reject(name, v, base, &record);
+            rejects.push(v["variant"].clone());
+        } else if name.starts_with("command") {
             check_command(v, &record);
             commands += 1;
         } else if name.starts_with("reset") {
@@ -192,4 +324,24 @@ fn protocol_md_vectors() {
         "expected at least two command vectors, found {commands}"
     );
     assert_eq!(resets, 1);
+    // Every layer and rule of docs/protocol.md §4 has a negative vector.
+    for want in [
+        "protected_nonminimal_int",
+        "protected_indefinite_map",
+        "protected_key_order",
+        "protected_duplicate_key",
+        "outer_nonminimal_length",
+        "outer_indefinite_array",
+        "unprotected_nonminimal_key",
+        "plaintext_key_order",
+        "plaintext_nonminimal_int",
+        "plaintext_indefinite_map",
+        "plaintext_indefinite_text",
+        "plaintext_duplicate_key",
+    ] {
+        assert!(
+            rejects.iter().any(|r| r == want),
+            "no negative vector {want}"
+        );
+    }
 }

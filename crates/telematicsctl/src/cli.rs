@@ -221,7 +221,7 @@ pub enum Cmd {
     Demo(crate::demo::DemoArgs),
     /// Back end: generate an Ed25519 signing key for reset authorizations.
     BackendKeygen {
-        /// Private key output (PKCS#8 DER, mode 0600; never overwritten).
+        /// Private key output (PKCS#8 v1 DER per RFC 8410, mode 0600; never overwritten).
         #[arg(long)]
         out: PathBuf,
         /// Public key output: 64 hex characters (the daemon's
@@ -234,7 +234,7 @@ pub enum Cmd {
         /// VIN.
         #[arg(long)]
         vin: String,
-        /// Back-end signing key (PKCS#8, from `backend-keygen`; mode 0600).
+        /// Back-end signing key (PKCS#8 v1/v2, DER or PEM, e.g. from `backend-keygen`; mode 0600).
         #[arg(long)]
         key: PathBuf,
         /// Validity in seconds (at most 86400).

@@ -80,10 +80,25 @@ fn write_new(path: &Path, data: &[u8], newline: bool, mode: u32) -> Result<(), C
         .map_err(|e| CtlError::io("writing", path, e))
 }
 
-/// Generates an Ed25519 back-end key: the PKCS#8 private key goes to `key_out` (mode 0600) and
-/// the public key to `public_out` as 64 lowercase hex characters + newline (the daemon's
-/// `security.backend_public_key` format). Refuses to overwrite either file. Returns the public
-/// key hex.
+/// DER prefix of an RFC 8410 PKCS#8 v1 Ed25519 private key (`OneAsymmetricKey` version 0,
+/// no public key): SEQUENCE { INTEGER 0, SEQUENCE { OID 1.3.101.112 }, OCTET STRING {
+/// OCTET STRING (32-byte seed) } }. The 32-byte seed follows.
+const PKCS8_V1_ED25519_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+
+/// The PKCS#8 v1 DER document (48 bytes) of an Ed25519 seed.
+fn pkcs8_v1(seed: &[u8; 32]) -> Vec<u8> {
+    let mut der = PKCS8_V1_ED25519_PREFIX.to_vec();
+    der.extend_from_slice(seed);
+    der
+}
+
+/// Generates an Ed25519 back-end key: the private key goes to `key_out` (mode 0600) as a
+/// **PKCS#8 v1 DER** document (RFC 8410, 48 bytes; what `openssl pkey -inform DER` and
+/// python-cryptography's `load_der_private_key` read), and the public key to `public_out` as
+/// 64 lowercase hex characters + newline (the daemon's `security.backend_public_key` format).
+/// Refuses to overwrite either file. Returns the public key hex.
 pub fn backend_keygen(key_out: &Path, public_out: &Path) -> Result<String, CtlError> {
     for p in [key_out, public_out] {
         if p.symlink_metadata().is_ok() {
@@ -95,19 +110,26 @@ pub fn backend_keygen(key_out: &Path, public_out: &Path) -> Result<String, CtlEr
         }
     }
     let rng = SystemRandom::new();
-    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng)
+    let mut seed = [0u8; 32];
+    ring::rand::SecureRandom::fill(&rng, &mut seed)
         .map_err(|_| CtlError::Security(telematics_security::Error::Rng))?;
-    let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|e| CtlError::BackendKey {
-        path: key_out.display().to_string(),
-        why: e.to_string(),
-    })?;
+    let der = pkcs8_v1(&seed);
+    seed.fill(0);
+    let pair =
+        Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).map_err(|e| CtlError::BackendKey {
+            path: key_out.display().to_string(),
+            why: e.to_string(),
+        })?;
     let public = hex::encode(pair.public_key().as_ref());
-    write_new(key_out, pkcs8.as_ref(), false, 0o600)?;
+    write_new(key_out, &der, false, 0o600)?;
     write_new(public_out, public.as_bytes(), true, 0o644)?;
     Ok(public)
 }
 
-/// Loads a PKCS#8 Ed25519 back-end key. Refuses a file readable by group or others (like ssh).
+/// Loads an Ed25519 back-end key: PKCS#8 v1 (what [`backend_keygen`] writes) or v2 (files
+/// written by earlier versions), as DER or as PEM (`-----BEGIN PRIVATE KEY-----`, e.g. from
+/// `openssl genpkey -algorithm ed25519`). Refuses a file readable by group or others (like
+/// ssh).
 pub fn load_backend_key(path: &Path) -> Result<Ed25519KeyPair, CtlError> {
     let bad = |why: String| CtlError::BackendKey {
         path: path.display().to_string(),
@@ -120,8 +142,26 @@ pub fn load_backend_key(path: &Path) -> Result<Ed25519KeyPair, CtlError> {
             meta.permissions().mode() & 0o777
         )));
     }
-    let der = std::fs::read(path).map_err(|e| CtlError::io("reading", path, e))?;
-    Ed25519KeyPair::from_pkcs8(&der).map_err(|e| bad(format!("not a PKCS#8 Ed25519 key ({e})")))
+    let raw = std::fs::read(path).map_err(|e| CtlError::io("reading", path, e))?;
+    let der = match pem_body(&raw) {
+        Some(body) => base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .map_err(|_| bad("PEM body is not base64".into()))?,
+        None => raw,
+    };
+    Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der)
+        .map_err(|e| bad(format!("not a PKCS#8 Ed25519 key ({e})")))
+}
+
+/// The base64 body of a `PRIVATE KEY` PEM block, whitespace removed; `None` when `raw` is not
+/// PEM.
+fn pem_body(raw: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(raw).ok()?;
+    let begin = "-----BEGIN PRIVATE KEY-----";
+    let end = "-----END PRIVATE KEY-----";
+    let start = text.find(begin)? + begin.len();
+    let stop = start + text[start..].find(end)?;
+    Some(text[start..stop].split_whitespace().collect())
 }
 
 /// Signs a reset authorization for `vin`, valid for `ttl_s` seconds from now
@@ -245,6 +285,79 @@ mod tests {
         assert!(sign_reset_authorization(&pair, VIN, 0).is_err());
         assert!(sign_reset_authorization(&pair, VIN, MAX_RESET_TTL_SECS + 1).is_err());
         assert!(sign_reset_authorization(&pair, "a/b", 60).is_err());
+    }
+
+    /// The public key OpenSSL derives from a key file, as hex (`openssl pkey`, apt package
+    /// openssl: scripts/install-test-deps.sh).
+    fn openssl_public(key: &Path, inform: &str) -> String {
+        let out = std::process::Command::new("openssl")
+            .args(["pkey", "-inform", inform, "-in"])
+            .arg(key)
+            .args(["-pubout", "-outform", "DER"])
+            .output()
+            .expect("openssl not found: apt-get install -y openssl (scripts/install-test-deps.sh)");
+        assert!(
+            out.status.success(),
+            "openssl pkey cannot load {}: {}",
+            key.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // SubjectPublicKeyInfo of Ed25519: 12-byte header, then the 32-byte key.
+        assert_eq!(out.stdout.len(), 44, "{:02x?}", out.stdout);
+        hex::encode(&out.stdout[12..])
+    }
+
+    #[test]
+    fn keygen_key_loads_in_openssl_and_python_cryptography() {
+        let d = tempfile::tempdir().unwrap();
+        let key = d.path().join("backend.pk8");
+        let public = d.path().join("backend.pub");
+        let hex_pub = backend_keygen(&key, &public).unwrap();
+        let daemon_file = std::fs::read_to_string(&public).unwrap();
+        assert_eq!(daemon_file.trim(), hex_pub);
+        let der = std::fs::read(&key).unwrap();
+        assert_eq!(der.len(), 48, "PKCS#8 v1: 16-byte prefix + 32-byte seed");
+        assert_eq!(&der[..16], &PKCS8_V1_ED25519_PREFIX);
+
+        // OpenSSL 3 loads it and derives the same public key as the daemon's file.
+        assert_eq!(openssl_public(&key, "DER"), hex_pub, "openssl");
+
+        // python-cryptography loads it and derives the same public key.
+        let py = "import sys\n\
+                  from cryptography.hazmat.primitives import serialization as s\n\
+                  k = s.load_der_private_key(open(sys.argv[1], 'rb').read(), None)\n\
+                  print(k.public_key().public_bytes(s.Encoding.Raw, s.PublicFormat.Raw).hex())\n";
+        let out = std::process::Command::new("python3")
+            .args(["-c", py])
+            .arg(&key)
+            .output()
+            .expect("python3 not found");
+        assert!(
+            out.status.success(),
+            "python-cryptography cannot load the key (pip install cryptography: \
+             scripts/install-test-deps.sh): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap().trim(),
+            hex_pub,
+            "python"
+        );
+
+        // And the other way: a key made by `openssl genpkey` (PEM) signs for its public key.
+        let pem = d.path().join("openssl.pem");
+        let st = std::process::Command::new("openssl")
+            .args(["genpkey", "-algorithm", "ed25519", "-out"])
+            .arg(&pem)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        std::fs::set_permissions(&pem, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let pair = load_backend_key(&pem).unwrap();
+        assert_eq!(
+            hex::encode(pair.public_key().as_ref()),
+            openssl_public(&pem, "PEM")
+        );
     }
 
     #[test]

@@ -187,6 +187,15 @@ pub fn read_credential(path: &Path) -> Result<ExportedCredential, CtlError> {
     })
 }
 
+/// The local check of a typed security code before anything is sent. A code that breaks the
+/// code rules cannot be the vehicle's code: refuse it locally rather than spending a counter
+/// and a lockout attempt on a typo. The error is the security crate's
+/// [`telematics_security::Error::WeakCode`]: its message names the rule that failed, the
+/// same text the daemon's admin socket gives.
+pub fn check_code(code: &str) -> Result<(), CtlError> {
+    Ok(telematics_security::validate_code(code)?)
+}
+
 /// Sends one command and follows its results; see the module docs for the order of steps.
 /// `counter_file` is reserved (incremented durably) before anything is published, also when
 /// the command then fails or times out. `on_result` is called for every result carrying our
@@ -204,10 +213,7 @@ pub async fn send_command(
             "ttl must be 1..={MAX_TTL_S} seconds"
         )));
     }
-    // A code that breaks the code rules cannot be the vehicle's code: refuse it locally rather
-    // than spending a counter and a lockout attempt on a typo.
-    telematics_security::validate_code(&spec.code)
-        .map_err(|_| CtlError::Invalid("the security code must be 4 to 8 digits".into()))?;
+    check_code(&spec.code)?;
     let rng = SystemRandom::new();
     let mut id = [0u8; 16];
     rng.fill(&mut id)
@@ -426,7 +432,12 @@ mod tests {
             let e = send_command(&conn, &cred, &counter_file, &spec, |_| {})
                 .await
                 .unwrap_err();
-            assert_eq!(e.code(), "ctl.invalid");
+            let want = if ttl == 60 {
+                "weak_code"
+            } else {
+                "ctl.invalid"
+            };
+            assert_eq!(e.code(), want, "{code:?}/{ttl}");
             assert!(!counter_file.exists(), "{code:?}/{ttl}: no counter spent");
         }
     }

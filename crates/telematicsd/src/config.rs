@@ -85,7 +85,8 @@ pub struct CanConfig {
     pub replay_file: Option<PathBuf>,
     /// DBC file.
     pub dbc: PathBuf,
-    /// CAN → VSS mapping file.
+    /// CAN → VSS mapping file: KUKSA-style JSON when the name ends in `.json`, otherwise the
+    /// TOML format of the shipped example `demo_car_vss.toml`.
     pub mapping: PathBuf,
     /// A signal older than this is stale (ms).
     pub max_age_ms: u64,
@@ -98,7 +99,7 @@ impl Default for CanConfig {
             interface: "can0".into(),
             replay_file: None,
             dbc: "/etc/telematicsd/vehicle.dbc".into(),
-            mapping: "/etc/telematicsd/vss-mapping.json".into(),
+            mapping: "/etc/telematicsd/vss-mapping.toml".into(),
             max_age_ms: 2_000,
         }
     }
@@ -173,12 +174,16 @@ impl Default for OutboxConfig {
     }
 }
 
-/// `[security]` section.
+/// `[security]` section. Defaults and accepted ranges are those of docs/protocol.md §5
+/// ("Vehicle settings"), which `tests/spec_settings.rs` reads and compares with this code.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SecurityConfig {
     /// PBKDF2-HMAC-SHA256 iterations for the security code.
     pub pbkdf2_iterations: u32,
+    /// Fewest PBKDF2 iterations accepted (for `pbkdf2_iterations` and for a stored
+    /// verifier). Production keeps the default; only tests and benchmarks lower it.
+    pub min_pbkdf2_iterations: u32,
     /// Failed attempts before a lockout starts.
     pub lockout_threshold: u32,
     /// First lockout duration (s); doubles per further failure.
@@ -198,13 +203,14 @@ pub struct SecurityConfig {
 impl Default for SecurityConfig {
     fn default() -> Self {
         Self {
-            pbkdf2_iterations: 600_000,
+            pbkdf2_iterations: telematics_security::state::DEFAULT_PBKDF2_ITERATIONS,
+            min_pbkdf2_iterations: telematics_security::state::MIN_PBKDF2_ITERATIONS,
             lockout_threshold: 3,
             lockout_base_s: 30,
             lockout_hard_limit: 10,
             reset_confirm_window_s: 900,
-            max_ttl_s: 60,
-            clock_skew_s: 30,
+            max_ttl_s: 300,
+            clock_skew_s: 60,
             backend_public_key: "/etc/telematicsd/backend.pub".into(),
         }
     }
@@ -434,10 +440,16 @@ impl Config {
             ));
         }
         let s = &self.security;
-        if s.pbkdf2_iterations < 100_000 {
+        if s.min_pbkdf2_iterations < 1000 {
             errs.push(format!(
-                "security.pbkdf2_iterations: must be >= 100000, got {}",
-                s.pbkdf2_iterations
+                "security.min_pbkdf2_iterations: must be >= 1000, got {}",
+                s.min_pbkdf2_iterations
+            ));
+        }
+        if s.pbkdf2_iterations < s.min_pbkdf2_iterations {
+            errs.push(format!(
+                "security.pbkdf2_iterations: must be >= security.min_pbkdf2_iterations ({}), got {}",
+                s.min_pbkdf2_iterations, s.pbkdf2_iterations
             ));
         }
         if !(1..=100).contains(&s.lockout_threshold) {

@@ -352,7 +352,7 @@ mod tests {
         std::fs::create_dir_all(&state).expect("state dir");
         let toml = format!(
             "[vehicle]\nvin = \"{vin}\"\n[can]\nsource = \"sim\"\n[mqtt]\nhost = \"127.0.0.1\"\nport = 1\n\
-             ca = {ca:?}\ncert = {cert:?}\nkey = {key:?}\n[security]\npbkdf2_iterations = 100000\n\
+             ca = {ca:?}\ncert = {cert:?}\nkey = {key:?}\n[security]\npbkdf2_iterations = 100000\nmin_pbkdf2_iterations = 100000\n\
              backend_public_key = {pk:?}\n[admin]\nsocket = {sock:?}\n[state]\ndirectory = {state:?}\n",
             cert = files.cert,
             key = files.key,

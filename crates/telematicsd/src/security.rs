@@ -196,7 +196,7 @@ pub fn protocol_config(cfg: &Config) -> telematics_security::Config {
     let s = &cfg.security;
     telematics_security::Config {
         pbkdf2_iterations: s.pbkdf2_iterations,
-        min_pbkdf2_iterations: s.pbkdf2_iterations.min(100_000),
+        min_pbkdf2_iterations: s.min_pbkdf2_iterations,
         max_ttl_secs: s.max_ttl_s,
         clock_skew_secs: s.clock_skew_s,
         lockout_threshold: s.lockout_threshold,

@@ -181,6 +181,7 @@ key = {key:?}
 keepalive_s = 30
 [security]
 pbkdf2_iterations = {iters}
+min_pbkdf2_iterations = {iters}
 backend_public_key = {pub_path:?}
 [telemetry]
 period_s = {period}

@@ -9,6 +9,9 @@ Usage: interop.py MODE < request.json   (prints one JSON object on stdout)
   verify_reset    -> {fields...}           verify a Rust-signed reset authorization
   parse_session   -> {fields...}           verify + parse a Rust-built session info (Mac0)
   session_request -> {"request": hex}      build a session-info request (docs/protocol.md §8)
+  build_variant   -> {"envelope": hex}     build_command's message, authentic (AEAD over the
+                                           bytes as sent) but with one deliberate encoding
+                                           defect ("variant", see VARIANTS), or none ("none")
 """
 import json
 from collections.abc import Mapping
@@ -16,6 +19,7 @@ import sys
 
 import cbor2
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pycose.algorithms import A256GCM, HMAC256, EdDSA
 from pycose.headers import IV, KID, Algorithm
@@ -142,10 +146,104 @@ def verify_reset(r):
     return {"vin": p[1], "nonce": p[2].hex(), "issued_at": p[3], "expires_at": p[4]}
 
 
+# --- Hand-assembled CBOR, to build encodings cbor2 will not produce -------------------------
+
+def head(major: int, n: int, width: int | None = None) -> bytes:
+    """Item head; width None = shortest form, else force a 1/2/4/8-byte argument."""
+    if width is None:
+        if n < 24:
+            return bytes([major << 5 | n])
+        width = 1 if n < 0x100 else 2 if n < 0x10000 else 4 if n < 0x100000000 else 8
+    ai = {1: 24, 2: 25, 4: 26, 8: 27}[width]
+    return bytes([major << 5 | ai]) + n.to_bytes(width, "big")
+
+
+def cmap(items, indefinite=False) -> bytes:
+    """Map from (encoded key, encoded value) pairs, in the order given."""
+    body = b"".join(k + v for k, v in items)
+    return b"\xbf" + body + b"\xff" if indefinite else head(5, len(items)) + body
+
+
+def bstr(b: bytes, width=None) -> bytes:
+    return head(2, len(b), width) + b
+
+
+# Every defect a deterministic (RFC 8949 4.2.1) decoder must refuse, by layer, with the fault
+# docs/protocol.md gives for it: the COSE structure and the protected header before the AEAD
+# ("decode"), the plaintext after it ("bad_payload").
+VARIANTS = {
+    "none": None,
+    "protected_nonminimal_int": "decode",   # alg 3 as 0x18 0x03
+    "protected_indefinite_map": "decode",   # 0xbf ... 0xff
+    "protected_key_order": "decode",        # kid (4) before alg (1)
+    "protected_duplicate_key": "decode",    # alg twice
+    "outer_nonminimal_length": "decode",    # ciphertext bstr length in 2 bytes
+    "outer_indefinite_array": "decode",     # 0x9f ... 0xff
+    "unprotected_nonminimal_key": "decode",  # IV label 5 as 0x18 0x05
+    "plaintext_key_order": "bad_payload",   # command id (2) before VIN (1)
+    "plaintext_nonminimal_int": "bad_payload",  # counter in 8 bytes
+    "plaintext_indefinite_map": "bad_payload",
+    "plaintext_indefinite_text": "bad_payload",  # code as a chunked text string
+    "plaintext_duplicate_key": "bad_payload",   # counter (5) twice
+}
+
+
+def build_variant(r):
+    variant = r["variant"]
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant}")
+    d = cbor2.dumps
+    vin = r["vin"]
+    prot_items = [(d(1), d(3)), (d(4), d(bytes.fromhex(r["key_id"]))), (d(HEADER_VIN), d(vin))]
+    if variant == "protected_nonminimal_int":
+        prot_items[0] = (d(1), head(0, 3, 1))
+    if variant == "protected_key_order":
+        prot_items[0], prot_items[1] = prot_items[1], prot_items[0]
+    if variant == "protected_duplicate_key":
+        prot_items.insert(1, (d(1), d(3)))
+    prot = cmap(prot_items, indefinite=variant == "protected_indefinite_map")
+
+    pt_items = [(d(1), d(vin)), (d(2), d(bytes.fromhex(r["command_id"]))), (d(3), d(r["action"]))]
+    if r.get("max_run_secs") is not None:
+        pt_items.append((d(4), d({1: r["max_run_secs"]})))
+    counter = d(r["counter"])
+    if variant == "plaintext_nonminimal_int":
+        counter = head(0, r["counter"], 8)
+    pt_items.append((d(5), counter))
+    if variant == "plaintext_duplicate_key":
+        pt_items.append((d(5), counter))
+    code = d(r["code"])
+    if variant == "plaintext_indefinite_text":
+        c = r["code"].encode()
+        code = b"\x7f" + d(c[:1].decode()) + d(c[1:].decode()) + b"\xff"
+    pt_items += [(d(6), d(r["issued_at"])), (d(7), d(r["expires_at"])), (d(8), code)]
+    if variant == "plaintext_key_order":
+        pt_items[0], pt_items[1] = pt_items[1], pt_items[0]
+    plaintext = cmap(pt_items, indefinite=variant == "plaintext_indefinite_map")
+
+    # Authentic: the AEAD covers exactly the protected bytes that are sent.
+    iv = bytes.fromhex(r["iv"])
+    aad = d(["Encrypt0", prot, f"vehicles/{vin}/commands".encode()])
+    ct = AESGCM(command_key(bytes.fromhex(r["secret"]), vin)).encrypt(iv, plaintext, aad)
+
+    label5 = head(0, 5, 1) if variant == "unprotected_nonminimal_key" else d(5)
+    unprot = cmap([(label5, d(iv))])
+    ct_enc = bstr(ct, 2) if variant == "outer_nonminimal_length" else bstr(ct)
+    body = bstr(prot) + unprot + ct_enc
+    arr = b"\x9f" + body + b"\xff" if variant == "outer_indefinite_array" else head(4, 3) + body
+    return {"envelope": (b"\xd0" + arr).hex(), "fault": VARIANTS[variant],
+            "plaintext": plaintext.hex()}
+
+
+def variants(_r):
+    return {"variants": VARIANTS}
+
+
 if __name__ == "__main__":
     mode = sys.argv[1]
     req = json.load(sys.stdin)
     fn = {"build_command": build_command, "open_command": open_command,
           "sign_reset": sign_reset, "verify_reset": verify_reset,
-          "parse_session": parse_session, "session_request": session_request}[mode]
+          "parse_session": parse_session, "session_request": session_request,
+          "build_variant": build_variant, "variants": variants}[mode]
     print(json.dumps(fn(req)))

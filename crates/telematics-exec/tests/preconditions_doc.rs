@@ -1,0 +1,174 @@
+//! docs/preconditions.md and `RULES` agree: the same (action, check) pairs in the same order,
+//! the signal each check reads and the reason code it refuses with, as the executor really
+//! evaluates them.
+#![allow(clippy::unwrap_used)]
+
+use telematics_exec::{
+    Actuate, Check, ExecConfig, RULES, Reject, VehicleSignal, VehicleState, check,
+};
+
+/// The document's name of a check. Exhaustive: a new check fails to compile here until the
+/// document (and this mapping) name it.
+fn doc_name(c: Check) -> &'static str {
+    match c {
+        Check::Stationary => "stationary",
+        Check::InPark => "in_park",
+        Check::DoorsClosed => "doors_closed",
+        Check::HoodClosed => "hood_closed",
+        Check::NoKeyInCabin => "no_key_in_cabin",
+        Check::EngineOff => "engine_off",
+        Check::EngineOn => "engine_on",
+    }
+}
+
+const ALL_CHECKS: [Check; 7] = [
+    Check::Stationary,
+    Check::InPark,
+    Check::DoorsClosed,
+    Check::HoodClosed,
+    Check::NoKeyInCabin,
+    Check::EngineOff,
+    Check::EngineOn,
+];
+
+fn action_name(a: Actuate) -> &'static str {
+    match a {
+        Actuate::Lock => "lock",
+        Actuate::Unlock => "unlock",
+        Actuate::EngineStart => "engine_start",
+        Actuate::EngineStop => "engine_stop",
+        Actuate::FlashLights => "flash_lights",
+        Actuate::Horn => "horn",
+    }
+}
+
+const ALL_ACTIONS: [Actuate; 6] = [
+    Actuate::Lock,
+    Actuate::Unlock,
+    Actuate::EngineStart,
+    Actuate::EngineStop,
+    Actuate::FlashLights,
+    Actuate::Horn,
+];
+
+/// A signal value that passes (`true`) or fails (`false`) the check.
+fn signal(c: Check, pass: bool) -> VehicleSignal {
+    match c {
+        Check::Stationary => VehicleSignal::SpeedKmh(if pass { 0.0 } else { 30.0 }),
+        Check::InPark => VehicleSignal::InPark(pass),
+        Check::DoorsClosed => VehicleSignal::DoorsClosed(pass),
+        Check::HoodClosed => VehicleSignal::HoodClosed(pass),
+        Check::NoKeyInCabin => VehicleSignal::KeyInCabin(!pass),
+        Check::EngineOff => VehicleSignal::EngineRunning(!pass),
+        Check::EngineOn => VehicleSignal::EngineRunning(pass),
+    }
+}
+
+struct Row {
+    action: Actuate,
+    check: Option<Check>,
+    signal: String,
+    reason: String,
+}
+
+fn doc_rows() -> Vec<Row> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/preconditions.md");
+    let md = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let strip = |s: &str| s.trim().trim_matches('`').to_owned();
+    let mut rows = Vec::new();
+    for line in md.lines() {
+        let cells: Vec<&str> = line.split(" | ").collect();
+        if cells.len() != 5 || !line.starts_with("| `") {
+            continue;
+        }
+        let action_cell = strip(cells[0].trim_start_matches('|'));
+        let action = ALL_ACTIONS
+            .into_iter()
+            .find(|a| action_name(*a) == action_cell)
+            .unwrap_or_else(|| panic!("unknown action {action_cell:?} in {path}"));
+        let check_cell = strip(cells[1]);
+        let check = if check_cell == "(none)" {
+            None
+        } else {
+            Some(
+                ALL_CHECKS
+                    .into_iter()
+                    .find(|c| doc_name(*c) == check_cell)
+                    .unwrap_or_else(|| panic!("unknown check {check_cell:?} in {path}")),
+            )
+        };
+        rows.push(Row {
+            action,
+            check,
+            signal: strip(cells[3]),
+            reason: strip(cells[4].trim_end_matches('|')),
+        });
+    }
+    rows
+}
+
+#[test]
+fn preconditions_md_matches_rules() {
+    let rows = doc_rows();
+    assert!(
+        !rows.is_empty(),
+        "no rule rows parsed from docs/preconditions.md"
+    );
+    // Same pairs, same order per action.
+    for a in ALL_ACTIONS {
+        let doc: Vec<Check> = rows
+            .iter()
+            .filter(|r| r.action == a)
+            .filter_map(|r| r.check)
+            .collect();
+        let code: Vec<Check> = RULES
+            .iter()
+            .filter(|(k, _)| *k == a)
+            .map(|(_, c)| *c)
+            .collect();
+        assert_eq!(doc, code, "checks of {}", action_name(a));
+        assert!(
+            rows.iter().any(|r| r.action == a),
+            "{} has no row (write `(none)`)",
+            action_name(a)
+        );
+    }
+    let cfg = ExecConfig::default();
+    let now = 1_000_000;
+    for r in rows.iter() {
+        let Some(c) = r.check else {
+            // No precondition: allowed whatever the (even empty) state.
+            assert_eq!(check(r.action, &VehicleState::default(), &cfg, now), Ok(()));
+            continue;
+        };
+        let name = format!("{} / {}", action_name(r.action), doc_name(c));
+        // The signal read: with no state the check refuses stale_state naming it.
+        match c.eval(&VehicleState::default(), &cfg, now) {
+            Err(Reject::StaleState(kind)) => assert_eq!(kind.vss_path(), r.signal, "{name}"),
+            other => panic!("{name}: {other:?}"),
+        }
+        // The reason: every other check of the action passes, this one fails.
+        let mut st = VehicleState::default();
+        for (k, other) in RULES {
+            if *k == r.action {
+                st.update(signal(*other, true), now);
+            }
+        }
+        assert_eq!(check(r.action, &st, &cfg, now), Ok(()), "{name}: all pass");
+        st.update(signal(c, false), now);
+        let got = check(r.action, &st, &cfg, now).unwrap_err();
+        assert_eq!(got.code(), r.reason, "{name}");
+    }
+    // Lock's door rule is the configurable one the document describes.
+    let mut st = VehicleState::default();
+    st.update(VehicleSignal::DoorsClosed(false), now);
+    let off = ExecConfig {
+        lock_requires_doors_closed: false,
+        ..cfg.clone()
+    };
+    assert_eq!(check(Actuate::Lock, &st, &off, now), Ok(()));
+    assert_eq!(
+        check(Actuate::Lock, &st, &cfg, now).unwrap_err().code(),
+        "door_open"
+    );
+}
