@@ -3,6 +3,7 @@
 //! Needs mosquitto (`scripts/install-test-deps.sh`). Fault injection lives in `faults.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod admin;
 mod faults;
 
 use std::time::Duration;

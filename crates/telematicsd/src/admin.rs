@@ -223,6 +223,26 @@ pub fn decode_payload<T: for<'de> Deserialize<'de>>(payload: &[u8]) -> Result<T,
     ciborium::from_reader(payload).map_err(|e| DaemonError::Frame(format!("bad CBOR: {e}")))
 }
 
+/// Decodes a request payload strictly as docs/admin.md specifies: exactly one CBOR item, a
+/// map (serde would also take an array whose first element is the `op`), no trailing bytes.
+pub fn decode_request(payload: &[u8]) -> Result<Request, DaemonError> {
+    let mut rest = payload;
+    let value: ciborium::Value = ciborium::from_reader(&mut rest)
+        .map_err(|e| DaemonError::Frame(format!("bad CBOR: {e}")))?;
+    if !rest.is_empty() {
+        return Err(DaemonError::Frame(format!(
+            "{} bytes after the request",
+            rest.len()
+        )));
+    }
+    if !value.is_map() {
+        return Err(DaemonError::Frame("a request is a CBOR map".into()));
+    }
+    value
+        .deserialized()
+        .map_err(|e| DaemonError::Frame(format!("bad request: {e}")))
+}
+
 /// Reads one frame's payload. `Ok(None)` on a clean EOF before a frame.
 pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Vec<u8>>, DaemonError> {
     let mut len = [0u8; 4];
@@ -404,7 +424,7 @@ pub async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
                 return Err(e);
             }
         };
-        let resp = match decode_payload::<Request>(&payload) {
+        let resp = match decode_request(&payload) {
             Ok(req) => {
                 tracing::info!(op = op_name(&req), "admin request");
                 // Handlers block (PBKDF2, fsync): keep them off the async workers.
@@ -527,8 +547,27 @@ mod tests {
         ]);
         let mut payload = Vec::new();
         ciborium::into_writer(&array, &mut payload).expect("encode");
-        let e = decode_payload::<Request>(&payload).expect_err("array refused");
+        let e = decode_request(&payload).expect_err("array refused");
         assert_eq!(e.code(), "admin.frame");
+        // Only maps, one item, nothing after it.
+        let as_array = ciborium::Value::Array(vec![ciborium::Value::Text("status".into())]);
+        let mut payload = Vec::new();
+        ciborium::into_writer(&as_array, &mut payload).expect("encode");
+        assert!(
+            decode_payload::<Request>(&payload).is_ok(),
+            "serde alone takes it"
+        );
+        assert_eq!(
+            decode_request(&payload).expect_err("array").code(),
+            "admin.frame"
+        );
+        let mut status = encode_frame(&Request::Status).expect("encode")[4..].to_vec();
+        assert_eq!(decode_request(&status).expect("status"), Request::Status);
+        status.push(0);
+        assert_eq!(
+            decode_request(&status).expect_err("trailing").code(),
+            "admin.frame"
+        );
     }
 
     #[test]
@@ -780,6 +819,7 @@ mod tests {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
             let _ = decode_payload::<Request>(&bytes);
+            let _ = decode_request(&bytes);
             let rt = tokio::runtime::Builder::new_current_thread().build().expect("rt");
             rt.block_on(async {
                 let mut r = bytes.as_slice();
