@@ -1,5 +1,9 @@
 //! Recovery: a back-end-signed reset authorization (tagged COSE_Sign1, EdDSA/Ed25519) arms a
-//! pending reset; the in-car UI confirms a new code (physical presence) to complete it.
+//! pending reset ([`arm_reset`]); the in-car UI confirms a new code (physical presence) within
+//! `reset_confirm_window_secs` to complete it ([`confirm_reset`]). The two are separate calls
+//! with `now` passed in: arming needs only the authorization bytes, so it works the same
+//! whatever carried them (admin socket, or the MQTT topic its AAD `vehicles/{VIN}/reset`
+//! names); confirming needs the car.
 //!
 //! Completing a reset: new salt + verifier, lockout cleared, **every active credential is
 //! revoked** (`VoidedByRecovery`) and the epoch increments. Revocation (not counter reset) is

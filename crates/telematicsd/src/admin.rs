@@ -167,6 +167,18 @@ impl Response {
     }
 }
 
+impl Response {
+    /// An error response with a lockout's retry-after in seconds (`u64::MAX` = until
+    /// recovery); see [`Response::Error`].
+    pub fn refused(code: &str, message: impl Into<String>, retry_after_s: Option<u64>) -> Self {
+        Response::Error {
+            code: code.into(),
+            message: message.into(),
+            retry_after_s,
+        }
+    }
+}
+
 /// `Vec<u8>` as a CBOR byte string (major type 2), as docs/admin.md specifies `bytes`. Only a
 /// byte string is accepted (serde's default for `Vec<u8>` is an array of integers).
 mod cbor_bytes {

@@ -2,6 +2,13 @@
 //! verification with the persistence invariant of docs/protocol.md §6, the audit trail, and the
 //! admin operations of the head unit (pair, list/revoke devices, recovery, lockout, audit).
 //!
+//! Every code check counts toward one persisted, vehicle-wide lockout: remote commands through
+//! `Verifier::begin` / `PendingCodeCheck::finish`, in-car pairing through
+//! `SecurityState::begin_code_check` / `LocalCodeCheck::finish`, each with a persist of the
+//! pre-counted failure between the phases (a failed write refuses). Recovery is two admin
+//! steps: [`SecurityService::arm_recovery`] (signed authorization, transport-independent) and
+//! `confirm_recovery` (new code in the car within `reset_confirm_window_s`).
+//!
 //! All methods are blocking (PBKDF2, fsync); the runtime calls them from `spawn_blocking`.
 //! One mutex serialises every code check and every state change, so parallel commands cannot
 //! multiply guesses and every persisted state is the result of a complete operation.
@@ -526,7 +533,11 @@ impl AdminRefusal {
                     telematics_security::Error::LockedOut(r) => Some(*r),
                     _ => None,
                 };
-                Response::refused(&format!("security.{}", e.code()), e.to_string(), retry)
+                Response::refused(
+                    &format!("security.{}", e.code()),
+                    e.to_string(),
+                    retry_secs(retry),
+                )
             }
             AdminRefusal::WrongCode {
                 error,
@@ -538,25 +549,23 @@ impl AdminRefusal {
                     msg.push_str(&format!("; {r}"));
                 }
                 msg.push(')');
-                Response::refused(&format!("security.{}", error.code()), msg, retry_after)
+                Response::refused(
+                    &format!("security.{}", error.code()),
+                    msg,
+                    retry_secs(retry_after),
+                )
             }
             AdminRefusal::Persist(e) => Response::error(e.code(), e.to_string()),
         }
     }
 }
 
-impl Response {
-    /// An error response with the retry-after of a lockout (`u64::MAX` = until recovery).
-    fn refused(code: &str, message: String, retry: Option<RetryAfter>) -> Response {
-        Response::Error {
-            code: code.into(),
-            message,
-            retry_after_s: retry.map(|r| match r {
-                RetryAfter::Seconds(s) => s,
-                RetryAfter::UntilRecovery => u64::MAX,
-            }),
-        }
-    }
+/// The admin `retry_after_s` of a wait: seconds, `u64::MAX` = until recovery.
+fn retry_secs(r: Option<RetryAfter>) -> Option<u64> {
+    r.map(|r| match r {
+        RetryAfter::Seconds(s) => s,
+        RetryAfter::UntilRecovery => u64::MAX,
+    })
 }
 
 /// ` retry_after_s=<n>` / ` until_recovery` for a lockout refusal, else empty.
