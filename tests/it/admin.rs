@@ -137,7 +137,13 @@ async fn hard_limit_reached_in_the_car_holds_until_recovery() {
         ..Options::default()
     };
     let mut w = World::new(opts, DAEMON.as_ref()).await;
-    w.edit_config(|t| t.replace("lockout_base_s = 30", "lockout_base_s = 1"));
+    w.edit_config(|t| {
+        assert!(
+            t.contains("lockout_base_s = 30"),
+            "harness config changed:\n{t}"
+        );
+        t.replace("lockout_base_s = 30", "lockout_base_s = 1")
+    });
     w.start_daemon().await;
     let mut phone = w.pair("phone", CODE).await;
     let r = w.admin(pair_req("thief", "9137")).await;
