@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod abuse;
+mod admin;
 mod durability;
 mod faults;
 
@@ -331,18 +332,23 @@ async fn wrong_codes_lock_out_and_recovery_restores_access() {
         &ring::rand::SystemRandom::new(),
     )
     .unwrap();
-    // A weak new code is refused, and the authorization cannot be used twice afterwards.
+    // Arm with the authorization, then confirm the new code in the car; the authorization
+    // cannot be used twice afterwards.
+    let r = w
+        .admin(Request::ArmRecovery {
+            authorization: auth.clone(),
+        })
+        .await;
+    assert!(matches!(r, Response::RecoveryArmed { .. }), "{r:?}");
     let r = w
         .admin(Request::ConfirmRecovery {
-            authorization: auth.clone(),
             new_code: Secret("1357".into()),
         })
         .await;
     assert_eq!(r, Response::Done, "recovery");
     let r = w
-        .admin(Request::ConfirmRecovery {
+        .admin(Request::ArmRecovery {
             authorization: auth,
-            new_code: Secret("8642".into()),
         })
         .await;
     assert!(

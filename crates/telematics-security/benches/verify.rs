@@ -22,8 +22,8 @@ fn setup(iterations: u32) -> (SecurityState, Verifier, Vec<Vec<u8>>, Vec<u8>) {
         ..Config::default()
     };
     let mut st = SecurityState::default();
-    st.set_initial_code(&cfg, "2580", &rng, NOW).unwrap();
-    let cred = st.add_device(VIN, "2580", "bench", &rng, NOW).unwrap();
+    let proof = st.set_initial_code(&cfg, "2580", &rng, NOW).unwrap();
+    let cred = st.add_device(proof, VIN, "bench", &rng, NOW).unwrap();
     let cmds = (1..=4096u64)
         .map(|c| {
             let req = CommandRequest {

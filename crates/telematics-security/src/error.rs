@@ -158,6 +158,9 @@ pub enum Error {
     /// A parameter is invalid (e.g. TTL, VIN, name).
     #[error("invalid argument: {0}")]
     Invalid(&'static str),
+    /// An in-car code check refused by the lockout (no code check ran).
+    #[error("too many wrong security codes: {0}")]
+    LockedOut(crate::state::RetryAfter),
 }
 
 impl Error {
@@ -174,6 +177,7 @@ impl Error {
             Error::Encoding(_) => "encoding",
             Error::Fault(f) => f.code(),
             Error::Invalid(_) => "invalid",
+            Error::LockedOut(_) => "locked_out",
         }
     }
 }

@@ -6,6 +6,12 @@
 //! 2. [`PendingCodeCheck::finish`] — PBKDF2; on success yields the [`VerifiedCommand`];
 //!    persist again. Both phases yield an [`AuditEvent`].
 //!
+//! In the car (admin socket), every code check counts toward the same lockout:
+//! [`SecurityState::begin_code_check`] pre-counts, **persist**, [`LocalCodeCheck::finish`]
+//! runs PBKDF2 and yields the [`CodeVerified`] proof that [`SecurityState::add_device`] needs.
+//! Recovery is two steps: [`arm_reset`] (signed authorization, from the admin socket or later
+//! from MQTT) and [`confirm_reset`] (new code in the car, within the confirmation window).
+//!
 //! Only this crate can construct a [`VerifiedCommand`].
 
 mod cbor;
@@ -25,7 +31,8 @@ pub use error::{Error, Fault};
 pub use recovery::{ResetAuthorization, arm_reset, confirm_reset};
 pub use session::{SessionInfo, SessionRequest, build_session_info};
 pub use state::{
-    CodeRule, Config, CredentialInfo, CredentialStatus, DeviceCredential, ExportedCredential,
-    LockoutState, PairingRecord, RetryAfter, SecurityState, validate_code,
+    CodeRule, CodeVerified, Config, CredentialInfo, CredentialStatus, DeviceCredential,
+    ExportedCredential, LocalCodeCheck, LockoutState, PairingRecord, RetryAfter, SecurityState,
+    validate_code, validate_device_name,
 };
 pub use verify::{AuditEvent, AuditOutcome, Finished, PendingCodeCheck, Rejection, Verifier};

@@ -1,5 +1,9 @@
 //! Recovery: a back-end-signed reset authorization (tagged COSE_Sign1, EdDSA/Ed25519) arms a
-//! pending reset; the in-car UI confirms a new code (physical presence) to complete it.
+//! pending reset ([`arm_reset`]); the in-car UI confirms a new code (physical presence) within
+//! `reset_confirm_window_secs` to complete it ([`confirm_reset`]). The two are separate calls
+//! with `now` passed in: arming needs only the authorization bytes, so it works the same
+//! whatever carried them (admin socket, or the MQTT topic its AAD `vehicles/{VIN}/reset`
+//! names); confirming needs the car.
 //!
 //! Completing a reset: new salt + verifier, lockout cleared, **every active credential is
 //! revoked** (`VoidedByRecovery`) and the epoch increments. Revocation (not counter reset) is
@@ -179,4 +183,85 @@ pub fn confirm_reset(
     state.epoch = state.epoch.wrapping_add(1);
     state.pending_reset = None;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use ring::rand::SystemRandom;
+    use ring::signature::{Ed25519KeyPair, KeyPair};
+
+    const VIN: &str = "WBA3A5C51CF256985";
+    const NOW: u64 = 1_800_000_000;
+
+    fn cfg() -> Config {
+        Config {
+            pbkdf2_iterations: 1000,
+            min_pbkdf2_iterations: 1000,
+            ..Config::default()
+        }
+    }
+
+    /// A hard-locked, paired state and a fresh authorization signed at `NOW`.
+    fn locked_and_signed() -> (SecurityState, Ed25519KeyPair, Vec<u8>) {
+        let c = cfg();
+        let rng = SystemRandom::new();
+        let mut st = SecurityState::default();
+        let proof = st.set_initial_code(&c, "2580", &rng, NOW - 100).unwrap();
+        st.add_device(proof, VIN, "phone", &rng, NOW - 90).unwrap();
+        st.lockout.hard_locked = true;
+        st.lockout.consecutive_failures = c.hard_limit;
+        let kp = Ed25519KeyPair::from_seed_unchecked(&[42; 32]).unwrap();
+        let auth = crate::client::sign_reset(&kp, VIN, NOW, NOW + 3600, &rng).unwrap();
+        (st, kp, auth)
+    }
+
+    #[test]
+    fn arm_then_confirm_within_the_window() {
+        let c = cfg();
+        let (mut st, kp, auth) = locked_and_signed();
+        arm_reset(&mut st, &c, VIN, kp.public_key().as_ref(), &auth, NOW).unwrap();
+        let p = st.pending_reset.clone().unwrap();
+        assert_eq!(p.confirm_by, NOW + c.reset_confirm_window_secs);
+        // Arming alone changes nothing else: the hard lock stays in force.
+        assert_eq!(st.retry_after(NOW), Some(crate::RetryAfter::UntilRecovery));
+        // A weak new code is refused; the reset stays armed for a better one.
+        assert_eq!(
+            confirm_reset(&mut st, &c, "1111", &SystemRandom::new(), NOW + 1)
+                .unwrap_err()
+                .code(),
+            "weak_code"
+        );
+        assert_eq!(st.pending_reset, Some(p));
+        // The last second of the window still confirms.
+        let at = NOW + c.reset_confirm_window_secs;
+        confirm_reset(&mut st, &c, "4826", &SystemRandom::new(), at).unwrap();
+        assert_eq!(st.retry_after(at), None);
+        assert_eq!(st.pending_reset, None);
+        assert_eq!(st.epoch, 1);
+        assert!(st.credentials.iter().all(|c| !c.is_active()));
+        assert!(st.pairing.as_ref().unwrap().verify("4826"));
+    }
+
+    #[test]
+    fn confirmation_after_the_window_is_refused_and_disarms() {
+        let c = cfg();
+        let (mut st, kp, auth) = locked_and_signed();
+        arm_reset(&mut st, &c, VIN, kp.public_key().as_ref(), &auth, NOW).unwrap();
+        let late = NOW + c.reset_confirm_window_secs + 1;
+        let e = confirm_reset(&mut st, &c, "4826", &SystemRandom::new(), late).unwrap_err();
+        assert!(matches!(e, Error::Fault(Fault::NoPendingReset)), "{e:?}");
+        assert_eq!(e.code(), "no_pending_reset");
+        assert_eq!(st.pending_reset, None, "expired reset disarmed");
+        // Nothing changed: old code, hard lock, devices.
+        assert!(st.pairing.as_ref().unwrap().verify("2580"));
+        assert!(st.lockout.hard_locked);
+        assert!(st.credentials[0].is_active());
+        // The used authorization cannot re-arm (its nonce is spent).
+        assert_eq!(
+            arm_reset(&mut st, &c, VIN, kp.public_key().as_ref(), &auth, late),
+            Err(Fault::NonceReused)
+        );
+    }
 }

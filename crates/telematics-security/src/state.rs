@@ -146,6 +146,15 @@ impl CodeRule {
     }
 }
 
+impl std::fmt::Display for RetryAfter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RetryAfter::Seconds(s) => write!(f, "retry after {s} s"),
+            RetryAfter::UntilRecovery => f.write_str("locked until recovery"),
+        }
+    }
+}
+
 impl std::fmt::Display for CodeRule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.message())
@@ -171,6 +180,14 @@ pub fn validate_code(code: &str) -> Result<(), Error> {
         None
     };
     rule.map_or(Ok(()), |r| Err(Error::WeakCode(r)))
+}
+
+/// Check a device name: 1 to 64 bytes.
+pub fn validate_device_name(name: &str) -> Result<(), Error> {
+    if name.is_empty() || name.len() > 64 {
+        return Err(Error::Invalid("device name must be 1..=64 bytes"));
+    }
+    Ok(())
 }
 
 /// Salt + PBKDF2-HMAC-SHA256 verifier of the security code. The code itself is never stored.
@@ -323,6 +340,82 @@ pub struct LockoutState {
     pub check_seq: u64,
 }
 
+impl LockoutState {
+    /// Records one more wrong code *before* the code is checked (docs/protocol.md §6):
+    /// consecutive failures + 1, the wait or hard lock of the schedule, and a new check
+    /// sequence number, which is returned. Shared by every code check (remote and in the car).
+    pub(crate) fn precount_failure(&mut self, cfg: &Config, now: u64) -> u64 {
+        self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+        match cfg.lockout_wait(self.consecutive_failures) {
+            Some(RetryAfter::UntilRecovery) => self.hard_locked = true,
+            Some(RetryAfter::Seconds(w)) => self.locked_until = Some(now.saturating_add(w)),
+            None => {}
+        }
+        self.check_seq = self.check_seq.wrapping_add(1);
+        self.check_seq
+    }
+
+    /// Rolls a pre-counted failure back after a correct code: count 0, no wait, no hard lock.
+    pub(crate) fn clear_failures(&mut self) {
+        self.consecutive_failures = 0;
+        self.locked_until = None;
+        self.hard_locked = false;
+    }
+}
+
+/// Proof that the security code was checked in the car (returned by
+/// [`LocalCodeCheck::finish`], [`SecurityState::check_code`] or
+/// [`SecurityState::set_initial_code`]); [`SecurityState::add_device`] requires it, so no
+/// device can be paired past the lockout. Constructible only in this crate, not `Clone`: one
+/// check pairs one device. It is tied to the pairing record it was checked against.
+pub struct CodeVerified {
+    record: PairingRecord,
+}
+
+impl std::fmt::Debug for CodeVerified {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CodeVerified").finish_non_exhaustive()
+    }
+}
+
+/// Phase 1 of an in-car code check passed: the attempt is **already counted as a failure** in
+/// the state. Persist the state durably, then call [`finish`](Self::finish) with the code.
+/// Dropping it leaves the attempt counted (fail closed), exactly like the remote
+/// [`PendingCodeCheck`](crate::PendingCodeCheck).
+#[must_use = "persist the state, then call finish()"]
+pub struct LocalCodeCheck {
+    seq: u64,
+    record: PairingRecord,
+}
+
+impl std::fmt::Debug for LocalCodeCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalCodeCheck")
+            .field("seq", &self.seq)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LocalCodeCheck {
+    /// Phase 2 (after the state from [`SecurityState::begin_code_check`] was persisted):
+    /// PBKDF2-verify `code` (constant time). On success the pre-counted failure is rolled back
+    /// and a [`CodeVerified`] proof is returned; persist again. On `wrong_code` the state is
+    /// left as phase 1 stored it (the failure stays counted). If another check began or the
+    /// code was reset in between: `state_changed` (fail closed, the failure stays counted).
+    pub fn finish(self, state: &mut SecurityState, code: &str) -> Result<CodeVerified, Error> {
+        if state.lockout.check_seq != self.seq || state.pairing.as_ref() != Some(&self.record) {
+            return Err(Error::Fault(crate::Fault::StateChanged));
+        }
+        if !self.record.verify(code) {
+            return Err(Error::WrongCode);
+        }
+        state.lockout.clear_failures();
+        Ok(CodeVerified {
+            record: self.record,
+        })
+    }
+}
+
 /// An armed (verified, not yet confirmed) reset authorization.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingReset {
@@ -450,39 +543,70 @@ impl SecurityState {
     }
 
     /// First-time setup in the car: set the security code. Fails if a code is already set
-    /// (changing it goes through recovery).
+    /// (changing it goes through recovery). There is nothing to check yet, so the returned
+    /// proof lets the first device be paired with the code just set.
     pub fn set_initial_code(
         &mut self,
         cfg: &Config,
         code: &str,
         rng: &dyn SecureRandom,
         now: u64,
-    ) -> Result<(), Error> {
+    ) -> Result<CodeVerified, Error> {
         cfg.validate()?;
         if self.pairing.is_some() {
             return Err(Error::AlreadyPaired);
         }
-        self.pairing = Some(PairingRecord::new(code, cfg.pbkdf2_iterations, rng, now)?);
-        self.lockout = LockoutState::default();
-        Ok(())
+        let record = PairingRecord::new(code, cfg.pbkdf2_iterations, rng, now)?;
+        self.pairing = Some(record.clone());
+        let seq = self.lockout.check_seq;
+        self.lockout = LockoutState {
+            check_seq: seq,
+            ..LockoutState::default()
+        };
+        Ok(CodeVerified { record })
     }
 
-    /// Pair a new device (in the car, the owner re-enters the code): creates a credential and
-    /// returns its export. Persist the state afterwards.
+    /// Phase 1 of an in-car code check (pairing a device, any admin operation that takes the
+    /// code), the same lockout as remote commands (docs/protocol.md §6, §7): refuses
+    /// `not_paired` without a code and `locked_out` (with the retry-after) during a wait or a
+    /// hard lock, without any code check; otherwise **pre-counts the failure** (schedule,
+    /// wait, hard lock) and returns the pending check. Persist the state, then call
+    /// [`LocalCodeCheck::finish`].
+    pub fn begin_code_check(&mut self, cfg: &Config, now: u64) -> Result<LocalCodeCheck, Error> {
+        let record = self.pairing.clone().ok_or(Error::NotPaired)?;
+        if let Some(wait) = self.retry_after(now) {
+            return Err(Error::LockedOut(wait));
+        }
+        let seq = self.lockout.precount_failure(cfg, now);
+        Ok(LocalCodeCheck { seq, record })
+    }
+
+    /// Both phases of an in-car code check at once, counted like
+    /// [`begin_code_check`](Self::begin_code_check) but **without a persist in between**:
+    /// for callers without durable state (tests, tools). A daemon must use the two phases.
+    pub fn check_code(
+        &mut self,
+        cfg: &Config,
+        code: &str,
+        now: u64,
+    ) -> Result<CodeVerified, Error> {
+        self.begin_code_check(cfg, now)?.finish(self, code)
+    }
+
+    /// Pair a new device after the owner's code was checked in the car (`proof`): creates a
+    /// credential and returns its export. Persist the state afterwards. Fails with
+    /// `state_changed` if the code was reset since the check.
     pub fn add_device(
         &mut self,
+        proof: CodeVerified,
         vin: &str,
-        code: &str,
         name: &str,
         rng: &dyn SecureRandom,
         now: u64,
     ) -> Result<ExportedCredential, Error> {
-        let rec = self.pairing.as_ref().ok_or(Error::NotPaired)?;
-        if name.is_empty() || name.len() > 64 {
-            return Err(Error::Invalid("device name must be 1..=64 bytes"));
-        }
-        if !rec.verify(code) {
-            return Err(Error::WrongCode);
+        validate_device_name(name)?;
+        if self.pairing.as_ref() != Some(&proof.record) {
+            return Err(Error::Fault(crate::Fault::StateChanged));
         }
         let mut kid = [0u8; KEY_ID_LEN];
         // Retry on the (astronomically unlikely) collision with an existing key id; a broken
@@ -562,5 +686,139 @@ impl SecurityState {
             Some(t) if t > now => Some(RetryAfter::Seconds(t - now)),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use ring::rand::SystemRandom;
+
+    const CODE: &str = "2580";
+    const NOW: u64 = 1_800_000_000;
+
+    fn cfg() -> Config {
+        Config {
+            pbkdf2_iterations: 1000,
+            min_pbkdf2_iterations: 1000,
+            ..Config::default()
+        }
+    }
+
+    fn paired() -> SecurityState {
+        let mut st = SecurityState::default();
+        let _first = st
+            .set_initial_code(&cfg(), CODE, &SystemRandom::new(), NOW - 10)
+            .unwrap();
+        st
+    }
+
+    #[test]
+    fn local_check_precounts_before_pbkdf2_and_rolls_back_on_success() {
+        let mut st = paired();
+        let check = st.begin_code_check(&cfg(), NOW).unwrap();
+        // What the daemon persists between the phases already counts the attempt.
+        assert_eq!(st.lockout.consecutive_failures, 1);
+        let persisted = SecurityState::from_cbor(&st.to_cbor().unwrap()).unwrap();
+        assert_eq!(persisted.lockout.consecutive_failures, 1);
+        check.finish(&mut st, CODE).unwrap();
+        assert_eq!(
+            st.lockout,
+            LockoutState {
+                check_seq: st.lockout.check_seq,
+                ..LockoutState::default()
+            }
+        );
+    }
+
+    #[test]
+    fn dropped_local_check_stays_counted() {
+        let mut st = paired();
+        let check = st.begin_code_check(&cfg(), NOW).unwrap();
+        drop(check);
+        assert_eq!(st.lockout.consecutive_failures, 1);
+    }
+
+    #[test]
+    fn local_wrong_codes_follow_the_remote_schedule_up_to_the_hard_limit() {
+        let c = cfg();
+        let mut st = paired();
+        let mut now = NOW;
+        for f in 1..=c.hard_limit {
+            let e = st.check_code(&c, "9999", now).unwrap_err();
+            assert_eq!(e.code(), "wrong_code", "attempt {f}");
+            assert_eq!(st.lockout.consecutive_failures, f);
+            assert_eq!(st.retry_after(now), c.lockout_wait(f));
+            // During a wait even the right code is refused, without a check and uncounted.
+            if let Some(RetryAfter::Seconds(w)) = c.lockout_wait(f) {
+                let e = st.check_code(&c, CODE, now + w - 1).unwrap_err();
+                assert!(
+                    matches!(e, Error::LockedOut(RetryAfter::Seconds(1))),
+                    "{e:?}"
+                );
+                assert_eq!(e.code(), "locked_out");
+                assert_eq!(st.lockout.consecutive_failures, f, "not counted");
+                now += w;
+            }
+        }
+        assert!(st.lockout.hard_locked);
+        // Hard limit: the right code, much later, is still refused until recovery.
+        let e = st.check_code(&c, CODE, now + 10_000_000).unwrap_err();
+        assert!(
+            matches!(e, Error::LockedOut(RetryAfter::UntilRecovery)),
+            "{e:?}"
+        );
+        assert_eq!(st.lockout.consecutive_failures, c.hard_limit);
+    }
+
+    #[test]
+    fn local_and_remote_share_one_counter() {
+        // 2 wrong in the car + the threshold is 3: the next failure anywhere starts the wait.
+        let c = cfg();
+        let mut st = paired();
+        st.check_code(&c, "9999", NOW).unwrap_err();
+        st.check_code(&c, "9999", NOW).unwrap_err();
+        let seq = st.lockout.precount_failure(&c, NOW);
+        assert_eq!(seq, st.lockout.check_seq);
+        assert_eq!(
+            st.retry_after(NOW),
+            Some(RetryAfter::Seconds(c.base_wait_secs))
+        );
+    }
+
+    #[test]
+    fn interleaved_check_or_code_reset_fails_closed() {
+        let c = cfg();
+        let mut st = paired();
+        let first = st.begin_code_check(&c, NOW).unwrap();
+        // Another check (e.g. a remote command) began in between.
+        let _second = st.lockout.precount_failure(&c, NOW);
+        assert_eq!(
+            first.finish(&mut st, CODE).unwrap_err().code(),
+            "state_changed"
+        );
+        assert_eq!(st.lockout.consecutive_failures, 2, "both stay counted");
+        // A proof from before a code reset pairs nothing.
+        let mut st = paired();
+        let proof = st.check_code(&c, CODE, NOW).unwrap();
+        st.pairing = Some(PairingRecord::new("4826", 1000, &SystemRandom::new(), NOW).unwrap());
+        assert_eq!(
+            st.add_device(proof, "WBA3A5C51CF256985", "p", &SystemRandom::new(), NOW)
+                .unwrap_err()
+                .code(),
+            "state_changed"
+        );
+        assert!(st.credentials.is_empty());
+    }
+
+    #[test]
+    fn not_paired_has_nothing_to_check() {
+        let mut st = SecurityState::default();
+        assert_eq!(
+            st.begin_code_check(&cfg(), NOW).unwrap_err().code(),
+            "not_paired"
+        );
+        assert_eq!(st.lockout, LockoutState::default());
     }
 }

@@ -324,10 +324,10 @@ fn pairing_list_revoke_export() {
     let rng = SystemRandom::new();
     let mut st = SecurityState::default();
     assert_eq!(
-        st.add_device(VIN, CODE, "x", &rng, NOW).unwrap_err().code(),
+        st.check_code(&cfg(), CODE, NOW).unwrap_err().code(),
         "not_paired"
     );
-    st.set_initial_code(&cfg(), CODE, &rng, NOW).unwrap();
+    let first = st.set_initial_code(&cfg(), CODE, &rng, NOW).unwrap();
     assert_eq!(
         st.set_initial_code(&cfg(), CODE, &rng, NOW)
             .unwrap_err()
@@ -335,13 +335,18 @@ fn pairing_list_revoke_export() {
         "already_paired"
     );
     assert_eq!(
-        st.add_device(VIN, "0000", "x", &rng, NOW)
-            .unwrap_err()
-            .code(),
+        st.check_code(&cfg(), "0000", NOW).unwrap_err().code(),
         "wrong_code"
     );
-    let a = st.add_device(VIN, CODE, "phone A", &rng, NOW).unwrap();
-    let b = st.add_device(VIN, CODE, "phone B", &rng, NOW + 1).unwrap();
+    assert_eq!(
+        st.lockout.consecutive_failures, 1,
+        "in-car wrong code counted"
+    );
+    let a = st.add_device(first, VIN, "phone A", &rng, NOW).unwrap();
+    assert_eq!(st.lockout.consecutive_failures, 1);
+    let proof = st.check_code(&cfg(), CODE, NOW + 1).unwrap();
+    assert_eq!(st.lockout.consecutive_failures, 0, "right code clears");
+    let b = st.add_device(proof, VIN, "phone B", &rng, NOW + 1).unwrap();
     assert_ne!(a.key_id, b.key_id);
     let list = st.list_devices();
     assert_eq!(list.len(), 2);
@@ -540,9 +545,10 @@ fn recovery_flow() {
         "revoked_key"
     );
     let rng = SystemRandom::new();
+    let proof = s.state.check_code(&c, "4826", now + 7).unwrap();
     s.cred = s
         .state
-        .add_device(VIN, "4826", "new phone", &rng, now + 7)
+        .add_device(proof, VIN, "new phone", &rng, now + 7)
         .unwrap();
     r.counter = 1;
     assert_eq!(
@@ -603,10 +609,13 @@ fn error_codes() {
 fn broken_rng_fails_instead_of_looping() {
     let rng = ring::test::rand::FixedByteRandom { byte: 7 };
     let mut st = SecurityState::default();
-    st.set_initial_code(&cfg(), CODE, &rng, NOW).unwrap();
-    st.add_device(VIN, CODE, "a", &rng, NOW).unwrap();
+    let first = st.set_initial_code(&cfg(), CODE, &rng, NOW).unwrap();
+    st.add_device(first, VIN, "a", &rng, NOW).unwrap();
+    let proof = st.check_code(&cfg(), CODE, NOW).unwrap();
     assert_eq!(
-        st.add_device(VIN, CODE, "b", &rng, NOW).unwrap_err().code(),
+        st.add_device(proof, VIN, "b", &rng, NOW)
+            .unwrap_err()
+            .code(),
         "rng"
     );
 }

@@ -161,10 +161,17 @@ pub enum Cmd {
     },
     /// Daemon status.
     Status,
-    /// Complete a recovery with a back-end reset authorization and a new code.
-    ConfirmRecovery {
+    /// Recovery step 1: arm a reset with a back-end reset authorization (in the car).
+    ArmRecovery {
         /// File with the signed reset authorization (`TMRA1:` text, or raw COSE bytes).
         authorization: PathBuf,
+    },
+    /// Recovery step 2: set the new code (in the car) while a reset is armed. With an
+    /// authorization file, arms it first (two admin calls).
+    ConfirmRecovery {
+        /// File with the signed reset authorization to arm first (`TMRA1:` text, or raw COSE
+        /// bytes); omit when `arm-recovery` already armed it.
+        authorization: Option<PathBuf>,
         /// Code input.
         #[command(flatten)]
         code: CodeInput,
@@ -273,7 +280,22 @@ pub(crate) fn qr_text(data: &str) -> anyhow::Result<String> {
 
 fn print_response(r: Response) -> anyhow::Result<()> {
     match r {
-        Response::Error { code, message } => bail!("daemon error [{code}]: {message}"),
+        Response::Error {
+            code,
+            message,
+            retry_after_s,
+        } => match retry_after_s {
+            Some(u64::MAX) => bail!("daemon error [{code}]: {message} (locked until recovery)"),
+            Some(s) => bail!("daemon error [{code}]: {message} (retry in {s} s)"),
+            None => bail!("daemon error [{code}]: {message}"),
+        },
+        Response::RecoveryArmed { confirm_by } => {
+            let left = confirm_by.saturating_sub(telematicsd::security::unix_now_s());
+            println!(
+                "recovery armed: confirm the new code in the car within {left} s \
+                 (telematicsctl confirm-recovery)"
+            );
+        }
         Response::Status {
             version,
             vin,
@@ -376,22 +398,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Cmd::Lockout => print_response(admin_call(s, Request::Lockout).await?)?,
         Cmd::Audit { limit } => print_response(admin_call(s, Request::Audit { limit }).await?)?,
         Cmd::Status => print_response(admin_call(s, Request::Status).await?)?,
+        Cmd::ArmRecovery { authorization } => {
+            let authorization = read_reset_auth(&authorization)?;
+            print_response(admin_call(s, Request::ArmRecovery { authorization }).await?)?
+        }
         Cmd::ConfirmRecovery {
             authorization,
             code,
         } => {
-            let authorization = read_reset_auth(&authorization)?;
+            let authorization = authorization.map(|p| read_reset_auth(&p)).transpose()?;
             let new_code = read_code(&code, "New security code: ")?;
-            print_response(
-                admin_call(
-                    s,
-                    Request::ConfirmRecovery {
-                        authorization,
-                        new_code,
-                    },
-                )
-                .await?,
-            )?
+            if let Some(authorization) = authorization {
+                print_response(admin_call(s, Request::ArmRecovery { authorization }).await?)?;
+            }
+            print_response(admin_call(s, Request::ConfirmRecovery { new_code }).await?)?
         }
         Cmd::Lock(a) => return remote(Action::Lock, a).await,
         Cmd::Unlock(a) => return remote(Action::Unlock, a).await,
@@ -554,6 +574,27 @@ mod tests {
         assert!(matches!(c.cmd, Cmd::Pair { ref name, out: Some(_), .. } if name == "phone"));
         assert!(parse(&["lock"]).is_err(), "credential required");
         assert!(parse(&["revoke"]).is_err(), "device id required");
+        assert!(parse(&["arm-recovery"]).is_err(), "authorization required");
+        let c = parse(&["arm-recovery", "auth.txt"]).expect("arm");
+        assert!(
+            matches!(c.cmd, Cmd::ArmRecovery { ref authorization } if authorization == Path::new("auth.txt"))
+        );
+        let c = parse(&["confirm-recovery", "--code-stdin"]).expect("confirm only");
+        assert!(matches!(
+            c.cmd,
+            Cmd::ConfirmRecovery {
+                authorization: None,
+                ..
+            }
+        ));
+        let c = parse(&["confirm-recovery", "auth.txt"]).expect("arm + confirm");
+        assert!(matches!(
+            c.cmd,
+            Cmd::ConfirmRecovery {
+                authorization: Some(_),
+                ..
+            }
+        ));
     }
 
     #[test]

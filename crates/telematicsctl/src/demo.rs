@@ -407,8 +407,24 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
     match admin_call(
         &socket,
-        Request::ConfirmRecovery {
+        Request::ArmRecovery {
             authorization: auth,
+        },
+    )
+    .await?
+    {
+        Response::RecoveryArmed { confirm_by } => n.say(
+            "car",
+            &format!(
+                "head unit: reset armed, enter a new code here within {} s",
+                confirm_by.saturating_sub(telematicsd::security::unix_now_s())
+            ),
+        ),
+        other => bail!("reset authorization refused: {other:?}"),
+    }
+    match admin_call(
+        &socket,
+        Request::ConfirmRecovery {
             new_code: Secret(NEW_CODE.into()),
         },
     )

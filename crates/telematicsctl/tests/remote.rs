@@ -74,11 +74,11 @@ impl Env {
     fn paired(&self) -> (SecurityState, ExportedCredential, PathBuf) {
         let rng = SystemRandom::new();
         let mut state = SecurityState::default();
-        state
+        let proof = state
             .set_initial_code(&cfg(), CODE, &rng, now() - 1000)
             .unwrap();
         let cred = state
-            .add_device(VIN, CODE, "phone", &rng, now() - 900)
+            .add_device(proof, VIN, "phone", &rng, now() - 900)
             .unwrap();
         let file = self.dir.path().join("phone.cred");
         std::fs::write(&file, cred.to_text() + "\n").unwrap();

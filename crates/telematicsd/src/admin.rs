@@ -50,10 +50,15 @@ pub enum Request {
         /// Device id as listed.
         device_id: String,
     },
-    /// Complete a recovery (dealer reset) with a new security code.
-    ConfirmRecovery {
-        /// The back-end-signed reset authorization.
+    /// Recovery step 1: verify a back-end-signed reset authorization (CBOR byte string) and
+    /// arm the reset for the confirmation window.
+    ArmRecovery {
+        /// The back-end-signed reset authorization (tagged COSE_Sign1 bytes).
+        #[serde(with = "cbor_bytes")]
         authorization: Vec<u8>,
+    },
+    /// Recovery step 2, in the car: set the new security code while a reset is armed.
+    ConfirmRecovery {
         /// The new security code.
         new_code: Secret,
     },
@@ -130,6 +135,11 @@ pub enum Response {
         /// The events.
         events: Vec<AuditEvent>,
     },
+    /// A reset authorization was verified and armed.
+    RecoveryArmed {
+        /// Confirm the new code in the car until this time (unix seconds).
+        confirm_by: u64,
+    },
     /// Success without data.
     Done,
     /// Failure with a stable code.
@@ -138,16 +148,61 @@ pub enum Response {
         code: String,
         /// Human message.
         message: String,
+        /// For `security.locked_out` (and a `security.wrong_code` that started a wait):
+        /// seconds until a code check is allowed again; `u64::MAX` = until recovery. Absent
+        /// otherwise.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_s: Option<u64>,
     },
 }
 
 impl Response {
-    /// Convenience constructor for [`Response::Error`].
+    /// Convenience constructor for [`Response::Error`] (no retry-after).
     pub fn error(code: &str, message: impl Into<String>) -> Self {
         Response::Error {
             code: code.into(),
             message: message.into(),
+            retry_after_s: None,
         }
+    }
+}
+
+impl Response {
+    /// An error response with a lockout's retry-after in seconds (`u64::MAX` = until
+    /// recovery); see [`Response::Error`].
+    pub fn refused(code: &str, message: impl Into<String>, retry_after_s: Option<u64>) -> Self {
+        Response::Error {
+            code: code.into(),
+            message: message.into(),
+            retry_after_s,
+        }
+    }
+}
+
+/// `Vec<u8>` as a CBOR byte string (major type 2), as docs/admin.md specifies `bytes`. Only a
+/// byte string is accepted (serde's default for `Vec<u8>` is an array of integers).
+mod cbor_bytes {
+    use serde::{Deserializer, Serializer, de};
+
+    pub(super) fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        struct Bytes;
+        impl de::Visitor<'_> for Bytes {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a byte string")
+            }
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
+            }
+        }
+        d.deserialize_byte_buf(Bytes)
     }
 }
 
@@ -178,6 +233,26 @@ pub fn encode_frame<T: Serialize>(value: &T) -> Result<Vec<u8>, DaemonError> {
 /// Decodes a CBOR payload (without the length prefix).
 pub fn decode_payload<T: for<'de> Deserialize<'de>>(payload: &[u8]) -> Result<T, DaemonError> {
     ciborium::from_reader(payload).map_err(|e| DaemonError::Frame(format!("bad CBOR: {e}")))
+}
+
+/// Decodes a request payload strictly as docs/admin.md specifies: exactly one CBOR item, a
+/// map (serde would also take an array whose first element is the `op`), no trailing bytes.
+pub fn decode_request(payload: &[u8]) -> Result<Request, DaemonError> {
+    let mut rest = payload;
+    let value: ciborium::Value = ciborium::from_reader(&mut rest)
+        .map_err(|e| DaemonError::Frame(format!("bad CBOR: {e}")))?;
+    if !rest.is_empty() {
+        return Err(DaemonError::Frame(format!(
+            "{} bytes after the request",
+            rest.len()
+        )));
+    }
+    if !value.is_map() {
+        return Err(DaemonError::Frame("a request is a CBOR map".into()));
+    }
+    value
+        .deserialized()
+        .map_err(|e| DaemonError::Frame(format!("bad request: {e}")))
 }
 
 /// Reads one frame's payload. `Ok(None)` on a clean EOF before a frame.
@@ -361,7 +436,7 @@ pub async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
                 return Err(e);
             }
         };
-        let resp = match decode_payload::<Request>(&payload) {
+        let resp = match decode_request(&payload) {
             Ok(req) => {
                 tracing::info!(op = op_name(&req), "admin request");
                 // Handlers block (PBKDF2, fsync): keep them off the async workers.
@@ -382,6 +457,7 @@ fn op_name(r: &Request) -> &'static str {
         Request::Pair { .. } => "pair",
         Request::ListDevices => "list_devices",
         Request::RevokeDevice { .. } => "revoke_device",
+        Request::ArmRecovery { .. } => "arm_recovery",
         Request::ConfirmRecovery { .. } => "confirm_recovery",
         Request::Lockout => "lockout",
         Request::Audit { .. } => "audit",
@@ -448,6 +524,76 @@ mod tests {
         );
         let back: Request = decode_payload(&f[4..]).expect("decode");
         assert_eq!(back, req);
+    }
+
+    #[test]
+    fn authorization_is_a_cbor_byte_string() {
+        let auth: Vec<u8> = (0u8..=99).collect();
+        let f = encode_frame(&Request::ArmRecovery {
+            authorization: auth.clone(),
+        })
+        .expect("encode");
+        let v: ciborium::Value = ciborium::from_reader(&f[4..]).expect("cbor");
+        let map = v.as_map().expect("map");
+        let field = map
+            .iter()
+            .find(|(k, _)| k.as_text() == Some("authorization"))
+            .map(|(_, v)| v.clone());
+        assert_eq!(field, Some(ciborium::Value::Bytes(auth.clone())));
+        assert_eq!(
+            decode_payload::<Request>(&f[4..]).expect("decode"),
+            Request::ArmRecovery {
+                authorization: auth
+            }
+        );
+        // An array of integers is not `bytes`: refused as a bad frame.
+        let array = ciborium::Value::Map(vec![
+            (
+                ciborium::Value::Text("op".into()),
+                ciborium::Value::Text("arm_recovery".into()),
+            ),
+            (
+                ciborium::Value::Text("authorization".into()),
+                ciborium::Value::Array(vec![ciborium::Value::Integer(1.into())]),
+            ),
+        ]);
+        let mut payload = Vec::new();
+        ciborium::into_writer(&array, &mut payload).expect("encode");
+        let e = decode_request(&payload).expect_err("array refused");
+        assert_eq!(e.code(), "admin.frame");
+        // Only maps, one item, nothing after it.
+        let as_array = ciborium::Value::Array(vec![ciborium::Value::Text("status".into())]);
+        let mut payload = Vec::new();
+        ciborium::into_writer(&as_array, &mut payload).expect("encode");
+        assert!(
+            decode_payload::<Request>(&payload).is_ok(),
+            "serde alone takes it"
+        );
+        assert_eq!(
+            decode_request(&payload).expect_err("array").code(),
+            "admin.frame"
+        );
+        let mut status = encode_frame(&Request::Status).expect("encode")[4..].to_vec();
+        assert_eq!(decode_request(&status).expect("status"), Request::Status);
+        status.push(0);
+        assert_eq!(
+            decode_request(&status).expect_err("trailing").code(),
+            "admin.frame"
+        );
+    }
+
+    #[test]
+    fn retry_after_only_on_the_wire_when_present() {
+        let plain = encode_frame(&Response::error("admin.frame", "x")).expect("encode");
+        let v: ciborium::Value = ciborium::from_reader(&plain[4..]).expect("cbor");
+        assert_eq!(v.as_map().expect("map").len(), 3, "result, code, message");
+        let r = Response::Error {
+            code: "security.locked_out".into(),
+            message: "m".into(),
+            retry_after_s: Some(30),
+        };
+        let f = encode_frame(&r).expect("encode");
+        assert_eq!(decode_payload::<Response>(&f[4..]).expect("decode"), r);
     }
 
     #[tokio::test]
@@ -674,7 +820,7 @@ mod tests {
         assert!(bytes.len() > 4, "no response frame");
         let resp: Response = decode_payload(&bytes[4..]).expect("response");
         assert!(
-            matches!(resp, Response::Error { ref code, ref message } if code == "admin.unauthorized" && message.contains("uid 65534")),
+            matches!(resp, Response::Error { ref code, ref message, .. } if code == "admin.unauthorized" && message.contains("uid 65534")),
             "{resp:?}"
         );
         token.cancel();
@@ -685,6 +831,7 @@ mod tests {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
             let _ = decode_payload::<Request>(&bytes);
+            let _ = decode_request(&bytes);
             let rt = tokio::runtime::Builder::new_current_thread().build().expect("rt");
             rt.block_on(async {
                 let mut r = bytes.as_slice();

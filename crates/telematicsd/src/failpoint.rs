@@ -29,10 +29,13 @@ pub enum Crash {
     ExecAfterActuationSent,
     /// Terminal result journaled, not yet in the outbox.
     ExecAfterJournalTerminal,
+    /// In-car pairing: the wrong-code pre-count is persisted, PBKDF2 not run yet (not a step
+    /// of a remote command, so not in [`Crash::ALL`]).
+    PairAfterBeginPersist,
 }
 
 impl Crash {
-    /// Every crash point, in command order.
+    /// Every crash point of a remote command, in command order.
     pub const ALL: [Crash; 5] = [
         Crash::VerifyAfterBeginPersist,
         Crash::VerifyAfterFinishPersist,
@@ -49,11 +52,12 @@ impl Crash {
             Crash::ExecAfterJournalAccepted => "exec.after_journal_accepted",
             Crash::ExecAfterActuationSent => "exec.after_actuation_sent",
             Crash::ExecAfterJournalTerminal => "exec.after_journal_terminal",
+            Crash::PairAfterBeginPersist => "pair.after_begin_persist",
         }
     }
 }
 
-/// Every crash point name (see [`Crash::name`]).
+/// The crash point names of a remote command (see [`Crash::name`], [`Crash::ALL`]).
 pub const POINTS: &[&str] = &[
     "verify.after_begin_persist",
     "verify.after_finish_persist",

@@ -2,6 +2,13 @@
 //! verification with the persistence invariant of docs/protocol.md §6, the audit trail, and the
 //! admin operations of the head unit (pair, list/revoke devices, recovery, lockout, audit).
 //!
+//! Every code check counts toward one persisted, vehicle-wide lockout: remote commands through
+//! `Verifier::begin` / `PendingCodeCheck::finish`, in-car pairing through
+//! `SecurityState::begin_code_check` / `LocalCodeCheck::finish`, each with a persist of the
+//! pre-counted failure between the phases (a failed write refuses). Recovery is two admin
+//! steps: [`SecurityService::arm_recovery`] (signed authorization, transport-independent) and
+//! `confirm_recovery` (new code in the car within `reset_confirm_window_s`).
+//!
 //! All methods are blocking (PBKDF2, fsync); the runtime calls them from `spawn_blocking`.
 //! One mutex serialises every code check and every state change, so parallel commands cannot
 //! multiply guesses and every persisted state is the result of a complete operation.
@@ -15,7 +22,7 @@ use ring::rand::SystemRandom;
 use serde::{Deserialize, Serialize};
 use telematics_security::{
     AuditOutcome, CommandId, CredentialStatus, Fault, RetryAfter, SecurityState, VerifiedCommand,
-    Verifier,
+    Verifier, validate_device_name,
 };
 use telematics_store::Store;
 
@@ -561,36 +568,93 @@ impl SecurityService {
         self.audit(&mut g, unix_now_s(), kind, detail);
     }
 
-    fn pair(&self, name: &str, code: &str) -> Response {
-        let now = unix_now_s();
+    /// Pairs a device in the car at `now` (Unix s). The first pairing sets the security code
+    /// (nothing to check yet). Every later pairing checks the code in two phases with the same
+    /// persisted lockout as remote commands (docs/protocol.md §6, §7): refused `locked_out`
+    /// without a code check during a wait or a hard lock; otherwise the failure is pre-counted
+    /// and **persisted before PBKDF2** (a failed write refuses), PBKDF2 runs, and a correct
+    /// code rolls the failure back in the same write that adds the device.
+    fn pair(&self, name: &str, code: &str, now: u64) -> Result<Response, AdminRefusal> {
+        validate_device_name(name).map_err(AdminRefusal::Security)?;
         let mut guard = self.lock();
         let inner = &mut *guard;
-        let first = !inner.state.is_paired();
-        let mut candidate = inner.state.clone();
-        if first && let Err(e) = candidate.set_initial_code(&self.cfg, code, &self.rng, now) {
-            return security_error(&e);
+        if !inner.state.is_paired() {
+            let mut candidate = inner.state.clone();
+            let exported = candidate
+                .set_initial_code(&self.cfg, code, &self.rng, now)
+                .and_then(|proof| candidate.add_device(proof, &self.vin, name, &self.rng, now))
+                .map_err(|e| {
+                    let detail = format!("device={name:?} fault={}", e.code());
+                    self.audit(inner, now, "pair.refused", detail);
+                    AdminRefusal::Security(e)
+                })?;
+            self.persist(&candidate).map_err(AdminRefusal::Persist)?;
+            inner.state = candidate;
+            return Ok(self.paired(inner, now, "pair.first", name, &exported));
         }
-        let exported = match candidate.add_device(&self.vin, code, name, &self.rng, now) {
-            Ok(x) => x,
+        let check = match inner.state.begin_code_check(&self.cfg, now) {
+            Ok(c) => c,
             Err(e) => {
-                self.audit(
-                    inner,
-                    now,
-                    "pair.refused",
-                    format!("device={name:?} {}", e.code()),
-                );
-                return security_error(&e);
+                let detail = format!("device={name:?} fault={}{}", e.code(), retry_suffix(&e));
+                self.audit(inner, now, "pair.refused", detail);
+                return Err(AdminRefusal::Security(e));
             }
         };
-        if let Err(e) = self.persist(&candidate) {
-            return Response::error(e.code(), e.to_string());
+        // Persistence invariant: the pre-counted failure is on disk before the code check.
+        if let Err(e) = self.persist(&inner.state) {
+            tracing::error!(error = %e, "cannot persist security state; refusing the pairing");
+            let detail = format!("device={name:?} fault=state_persist");
+            self.audit(inner, now, "pair.refused", detail);
+            return Err(AdminRefusal::Persist(e));
         }
-        inner.state = candidate;
+        crate::failpoint::hit(Crash::PairAfterBeginPersist);
+        let mut checked = inner.state.clone();
+        let proof = match check.finish(&mut checked, code) {
+            Ok(p) => p,
+            Err(e) => {
+                // Wrong code (or state_changed): the failure stays counted as persisted.
+                let failures = inner.state.lockout.consecutive_failures;
+                let detail = format!("device={name:?} fault={} failures={failures}", e.code());
+                self.audit(inner, now, "pair.refused", detail);
+                return Err(AdminRefusal::WrongCode {
+                    error: e,
+                    failures,
+                    retry_after: inner.state.retry_after(now),
+                });
+            }
+        };
+        let mut candidate = checked.clone();
+        match candidate.add_device(proof, &self.vin, name, &self.rng, now) {
+            Ok(exported) => {
+                self.persist(&candidate).map_err(AdminRefusal::Persist)?;
+                inner.state = candidate;
+                Ok(self.paired(inner, now, "pair.device", name, &exported))
+            }
+            Err(e) => {
+                // The code was right: keep the roll-back even though no device was added.
+                if self.persist(&checked).is_ok() {
+                    inner.state = checked;
+                }
+                let detail = format!("device={name:?} fault={}", e.code());
+                self.audit(inner, now, "pair.refused", detail);
+                Err(AdminRefusal::Security(e))
+            }
+        }
+    }
+
+    fn paired(
+        &self,
+        inner: &mut Inner,
+        now: u64,
+        kind: &str,
+        name: &str,
+        exported: &telematics_security::ExportedCredential,
+    ) -> Response {
         let device_id = hex::encode(&exported.key_id.0);
         self.audit(
             inner,
             now,
-            if first { "pair.first" } else { "pair.device" },
+            kind,
             format!("device={device_id} name={name:?}"),
         );
         Response::Paired {
@@ -599,32 +663,34 @@ impl SecurityService {
         }
     }
 
-    fn revoke(&self, device_id: &str) -> Response {
-        let now = unix_now_s();
+    fn revoke(&self, device_id: &str, now: u64) -> Result<Response, AdminRefusal> {
         let Ok(kid) = hex::decode(device_id) else {
-            return Response::error("admin.bad_request", "device id must be hex");
+            return Ok(Response::error(
+                "admin.bad_request",
+                "device id must be hex",
+            ));
         };
         let mut guard = self.lock();
         let inner = &mut *guard;
         let mut candidate = inner.state.clone();
-        if let Err(e) = candidate.revoke_device(&kid, now) {
-            return security_error(&e);
-        }
-        if let Err(e) = self.persist(&candidate) {
-            return Response::error(e.code(), e.to_string());
-        }
+        candidate
+            .revoke_device(&kid, now)
+            .map_err(AdminRefusal::Security)?;
+        self.persist(&candidate).map_err(AdminRefusal::Persist)?;
         inner.state = candidate;
         self.audit(inner, now, "device.revoked", format!("device={device_id}"));
-        Response::Done
+        Ok(Response::Done)
     }
 
-    fn recover(&self, authorization: &[u8], new_code: &str) -> Response {
-        let now = unix_now_s();
+    /// Recovery step 1: verifies a back-end-signed reset authorization (docs/protocol.md §9)
+    /// at `now`, consumes its nonce and persists the armed reset; returns the time (Unix s)
+    /// until which the owner can confirm a new code in the car. Transport-independent: the
+    /// admin socket calls it today; an authorization arriving on `vehicles/{VIN}/reset` can be
+    /// passed here unchanged. Nothing else changes (a hard lock stays in force).
+    pub fn arm_recovery(&self, authorization: &[u8], now: u64) -> Result<u64, AdminRefusal> {
         let mut guard = self.lock();
         let inner = &mut *guard;
         let mut candidate = inner.state.clone();
-        // Arming consumes the nonce: persist even when the in-car confirmation then fails
-        // (e.g. a weak new code), so an authorization can never be used twice.
         if let Err(fault) = telematics_security::arm_reset(
             &mut candidate,
             &self.cfg,
@@ -633,40 +699,54 @@ impl SecurityService {
             authorization,
             now,
         ) {
-            self.audit(inner, now, "recovery.refused", fault.code().to_string());
-            return Response::error(&format!("security.{}", fault.code()), fault.to_string());
+            let detail = format!("arm fault={}", fault.code());
+            self.audit(inner, now, "recovery.refused", detail);
+            return Err(AdminRefusal::Security(fault.into()));
         }
-        let armed = candidate.clone();
-        match telematics_security::confirm_reset(
-            &mut candidate,
-            &self.cfg,
-            new_code,
-            &self.rng,
+        self.persist(&candidate).map_err(AdminRefusal::Persist)?;
+        let confirm_by = candidate
+            .pending_reset
+            .as_ref()
+            .map_or(now, |p| p.confirm_by);
+        inner.state = candidate;
+        self.audit(
+            inner,
             now,
-        ) {
-            Ok(()) => {
-                if let Err(e) = self.persist(&candidate) {
-                    return Response::error(e.code(), e.to_string());
-                }
-                inner.state = candidate;
-                self.audit(
-                    inner,
-                    now,
-                    "recovery.completed",
-                    "new code set; lockout cleared; all devices voided".into(),
-                );
-                Response::Done
-            }
-            Err(e) => {
-                if self.persist(&armed).is_ok() {
-                    inner.state = armed;
-                }
-                self.audit(inner, now, "recovery.refused", e.code().to_string());
-                security_error(&e)
-            }
-        }
+            "recovery.armed",
+            format!("confirm_by={confirm_by}"),
+        );
+        Ok(confirm_by)
     }
 
+    /// Recovery step 2, in the car (physical presence) at `now`: sets the new code within the
+    /// confirmation window of an armed reset, clears the lockout and voids every device.
+    /// Refused `security.no_pending_reset` when nothing is armed or the window passed (the
+    /// expired reset is disarmed), `security.weak_code` for a bad new code (stays armed).
+    fn confirm_recovery(&self, new_code: &str, now: u64) -> Result<Response, AdminRefusal> {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let mut candidate = inner.state.clone();
+        if let Err(e) =
+            telematics_security::confirm_reset(&mut candidate, &self.cfg, new_code, &self.rng, now)
+        {
+            // An expired reset was disarmed: remember that (best effort, it is void anyway).
+            if candidate != inner.state && self.persist(&candidate).is_ok() {
+                inner.state = candidate;
+            }
+            let detail = format!("confirm fault={}", e.code());
+            self.audit(inner, now, "recovery.refused", detail);
+            return Err(AdminRefusal::Security(e));
+        }
+        self.persist(&candidate).map_err(AdminRefusal::Persist)?;
+        inner.state = candidate;
+        self.audit(
+            inner,
+            now,
+            "recovery.completed",
+            "new code set; lockout cleared; all devices voided".into(),
+        );
+        Ok(Response::Done)
+    }
     fn audit_list(&self, limit: u32) -> Response {
         let keys = match self.store.keys_with_prefix(AUDIT_PREFIX) {
             Ok(k) => k,
@@ -707,8 +787,75 @@ fn retry_detail(r: RetryAfter) -> String {
     }
 }
 
-fn security_error(e: &telematics_security::Error) -> Response {
-    Response::error(&format!("security.{}", e.code()), e.to_string())
+/// Why an admin security operation was refused; [`AdminRefusal::into_response`] gives the
+/// admin error (`security.<code>` or the store's code) with the retry-after where one applies.
+#[derive(Debug)]
+pub enum AdminRefusal {
+    /// Refused by the security rules (locked out, weak code, bad authorization, ...).
+    Security(telematics_security::Error),
+    /// The in-car code check failed (`wrong_code`, or `state_changed`); counted.
+    WrongCode {
+        /// The security-crate error.
+        error: telematics_security::Error,
+        /// Consecutive wrong codes now recorded.
+        failures: u32,
+        /// The wait now in force, if the failure started one.
+        retry_after: Option<RetryAfter>,
+    },
+    /// The security state could not be persisted (fail closed: nothing took effect).
+    Persist(DaemonError),
+}
+
+impl AdminRefusal {
+    /// The admin error response.
+    pub fn into_response(self) -> Response {
+        match self {
+            AdminRefusal::Security(e) => {
+                let retry = match &e {
+                    telematics_security::Error::LockedOut(r) => Some(*r),
+                    _ => None,
+                };
+                Response::refused(
+                    &format!("security.{}", e.code()),
+                    e.to_string(),
+                    retry_secs(retry),
+                )
+            }
+            AdminRefusal::WrongCode {
+                error,
+                failures,
+                retry_after,
+            } => {
+                let mut msg = format!("{error} ({failures} consecutive wrong codes");
+                if let Some(r) = retry_after {
+                    msg.push_str(&format!("; {r}"));
+                }
+                msg.push(')');
+                Response::refused(
+                    &format!("security.{}", error.code()),
+                    msg,
+                    retry_secs(retry_after),
+                )
+            }
+            AdminRefusal::Persist(e) => Response::error(e.code(), e.to_string()),
+        }
+    }
+}
+
+/// The admin `retry_after_s` of a wait: seconds, `u64::MAX` = until recovery.
+fn retry_secs(r: Option<RetryAfter>) -> Option<u64> {
+    r.map(|r| match r {
+        RetryAfter::Seconds(s) => s,
+        RetryAfter::UntilRecovery => u64::MAX,
+    })
+}
+
+/// ` retry_after_s=<n>` / ` until_recovery` for a lockout refusal, else empty.
+fn retry_suffix(e: &telematics_security::Error) -> String {
+    match e {
+        telematics_security::Error::LockedOut(r) => format!(" {}", retry_detail(*r)),
+        _ => String::new(),
+    }
 }
 
 fn describe(a: &telematics_security::AuditEvent) -> String {
@@ -729,26 +876,35 @@ fn describe(a: &telematics_security::AuditEvent) -> String {
     s
 }
 
-impl AdminHandler for SecurityService {
-    fn handle(&self, req: Request) -> Response {
-        match req {
+impl SecurityService {
+    /// Handles one admin request at `now` (Unix s); [`AdminHandler::handle`] passes the clock.
+    pub fn handle_at(&self, req: Request, now: u64) -> Response {
+        let result = match req {
             Request::Status => {
                 let g = self.lock();
-                Response::Status {
+                let st = &g.state;
+                let recovery = match &st.pending_reset {
+                    Some(p) if p.confirm_by >= now => format!("armed confirm_by={}", p.confirm_by),
+                    _ => "none".into(),
+                };
+                Ok(Response::Status {
                     version: env!("CARGO_PKG_VERSION").into(),
                     vin: self.vin.clone(),
                     uptime_s: self.started.elapsed().as_secs(),
-                    components: vec![(
-                        "security".into(),
-                        if g.state.is_paired() {
-                            "paired".into()
-                        } else {
-                            "not paired".into()
-                        },
-                    )],
-                }
+                    components: vec![
+                        (
+                            "security".into(),
+                            if st.is_paired() {
+                                "paired".into()
+                            } else {
+                                "not paired".into()
+                            },
+                        ),
+                        ("recovery".into(), recovery),
+                    ],
+                })
             }
-            Request::Pair { device_name, code } => self.pair(&device_name, &code.0),
+            Request::Pair { device_name, code } => self.pair(&device_name, &code.0, now),
             Request::ListDevices => {
                 let g = self.lock();
                 let devices = g
@@ -762,26 +918,346 @@ impl AdminHandler for SecurityService {
                         revoked: !matches!(d.status, CredentialStatus::Active),
                     })
                     .collect();
-                Response::Devices { devices }
+                Ok(Response::Devices { devices })
             }
-            Request::RevokeDevice { device_id } => self.revoke(&device_id),
-            Request::ConfirmRecovery {
-                authorization,
-                new_code,
-            } => self.recover(&authorization, &new_code.0),
+            Request::RevokeDevice { device_id } => self.revoke(&device_id, now),
+            Request::ArmRecovery { authorization } => self
+                .arm_recovery(&authorization, now)
+                .map(|confirm_by| Response::RecoveryArmed { confirm_by }),
+            Request::ConfirmRecovery { new_code } => self.confirm_recovery(&new_code.0, now),
             Request::Lockout => {
                 let g = self.lock();
                 let l = &g.state.lockout;
-                Response::Lockout {
+                Ok(Response::Lockout {
                     failures: l.consecutive_failures,
                     locked_until: if l.hard_locked {
                         Some(u64::MAX)
                     } else {
-                        l.locked_until.filter(|t| *t > unix_now_s())
+                        l.locked_until.filter(|t| *t > now)
                     },
-                }
+                })
             }
-            Request::Audit { limit } => self.audit_list(limit.min(AUDIT_CAPACITY as u32)),
+            Request::Audit { limit } => Ok(self.audit_list(limit.min(AUDIT_CAPACITY as u32))),
+        };
+        result.unwrap_or_else(AdminRefusal::into_response)
+    }
+}
+
+impl AdminHandler for SecurityService {
+    fn handle(&self, req: Request) -> Response {
+        self.handle_at(req, unix_now_s())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admin::Secret;
+    use ring::signature::{Ed25519KeyPair, KeyPair};
+
+    const VIN: &str = "1M8GDM9AXKP042788";
+    const CODE: &str = "2468";
+    const T0: u64 = 1_800_000_000;
+
+    struct Car {
+        _dir: tempfile::TempDir,
+        cfg: Config,
+        backend: Ed25519KeyPair,
+    }
+
+    impl Car {
+        fn new() -> Car {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let backend = Ed25519KeyPair::from_seed_unchecked(&[42; 32]).expect("key");
+            let pk = dir.path().join("backend.pub");
+            std::fs::write(&pk, hex::encode(backend.public_key().as_ref())).expect("pk");
+            let toml = format!(
+                "[vehicle]\nvin = \"{VIN}\"\n[can]\nsource = \"sim\"\n[security]\n\
+                 pbkdf2_iterations = 100000\nlockout_threshold = 3\nlockout_hard_limit = 5\n\
+                 lockout_base_s = 30\nreset_confirm_window_s = 60\nbackend_public_key = {pk:?}\n\
+                 [state]\ndirectory = {:?}\n",
+                dir.path()
+            );
+            let cfg = Config::from_toml_with_env(&toml, Vec::new()).expect("cfg");
+            Car {
+                _dir: dir,
+                cfg,
+                backend,
+            }
         }
+
+        /// Opens the service on the car's store (again after a drop = a restart).
+        fn open(&self) -> SecurityService {
+            let store = Store::open(self.cfg.outbox_path()).expect("store");
+            SecurityService::open(store, &self.cfg).expect("open")
+        }
+
+        fn auth(&self, at: u64) -> Vec<u8> {
+            telematics_security::client::sign_reset(
+                &self.backend,
+                VIN,
+                at,
+                at + 3600,
+                &SystemRandom::new(),
+            )
+            .expect("sign")
+        }
+    }
+
+    fn pair(s: &SecurityService, code: &str, now: u64) -> Response {
+        s.handle_at(
+            Request::Pair {
+                device_name: "phone".into(),
+                code: Secret(code.into()),
+            },
+            now,
+        )
+    }
+
+    fn error_of(r: &Response) -> (&str, Option<u64>) {
+        match r {
+            Response::Error {
+                code,
+                retry_after_s,
+                ..
+            } => (code.as_str(), *retry_after_s),
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    fn lockout(s: &SecurityService, now: u64) -> (u32, Option<u64>) {
+        match s.handle_at(Request::Lockout, now) {
+            Response::Lockout {
+                failures,
+                locked_until,
+            } => (failures, locked_until),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn audit_kinds(s: &SecurityService) -> Vec<(String, String)> {
+        match s.handle_at(Request::Audit { limit: 100 }, T0) {
+            Response::Audit { events } => events.into_iter().map(|e| (e.kind, e.detail)).collect(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn eleven_wrong_pairing_codes_are_counted_throttled_and_survive_a_restart() {
+        let car = Car::new();
+        let s = car.open();
+        assert!(matches!(pair(&s, CODE, T0), Response::Paired { .. }));
+        let mut refusals = Vec::new();
+        for i in 0..11 {
+            refusals.push(error_of(&pair(&s, "9999", T0 + i)).0.to_owned());
+        }
+        // Threshold 3: three code checks, then the 30 s wait refuses without a check.
+        assert_eq!(&refusals[..3], ["security.wrong_code"; 3]);
+        assert!(
+            refusals[3..].iter().all(|c| c == "security.locked_out"),
+            "{refusals:?}"
+        );
+        assert_eq!(lockout(&s, T0 + 11), (3, Some(T0 + 2 + 30)));
+        assert!(
+            s.locked_out(T0 + 11),
+            "the runtime's lockout alert reads this"
+        );
+        // Even the right code is refused during the wait, with the retry-after.
+        let r = pair(&s, CODE, T0 + 12);
+        assert_eq!(error_of(&r), ("security.locked_out", Some(20)));
+        let audit = audit_kinds(&s);
+        let wrong: Vec<_> = audit
+            .iter()
+            .filter(|(k, d)| k == "pair.refused" && d.contains("fault=wrong_code"))
+            .collect();
+        assert_eq!(wrong.len(), 3, "{audit:?}");
+        assert!(
+            audit
+                .iter()
+                .all(|(_, d)| !d.contains("9999") && !d.contains(CODE))
+        );
+        drop(s);
+        // Restart: the count and the wait come back from the store.
+        let s = car.open();
+        assert_eq!(lockout(&s, T0 + 13), (3, Some(T0 + 32)));
+        assert_eq!(error_of(&pair(&s, CODE, T0 + 13)).0, "security.locked_out");
+        // After the wait the right code pairs and clears the count.
+        assert!(matches!(pair(&s, CODE, T0 + 40), Response::Paired { .. }));
+        assert_eq!(lockout(&s, T0 + 40), (0, None));
+    }
+
+    #[test]
+    fn remote_and_in_car_failures_share_the_lockout() {
+        let car = Car::new();
+        let s = car.open();
+        let Response::Paired { credential, .. } = pair(&s, CODE, T0) else {
+            panic!("first pairing")
+        };
+        let cred = telematics_security::ExportedCredential::from_text(&credential).expect("cred");
+        // Two wrong codes over MQTT ...
+        for counter in 1..=2 {
+            let req = telematics_security::client::CommandRequest {
+                command_id: CommandId([counter as u8; 16]),
+                action: telematics_security::Action::Unlock,
+                counter,
+                issued_at: T0,
+                expires_at: T0 + 30,
+                code: "9999".into(),
+            };
+            let bytes =
+                telematics_security::client::build_command(&cred, &req, &SystemRandom::new())
+                    .expect("command");
+            assert!(matches!(
+                s.verify(&bytes, T0),
+                Verification::Rejected {
+                    reason: "wrong_code",
+                    ..
+                }
+            ));
+        }
+        // ... and the third, in the car, starts the wait: one vehicle-wide counter.
+        let r = pair(&s, "9999", T0 + 1);
+        assert_eq!(error_of(&r), ("security.wrong_code", Some(30)));
+        assert_eq!(lockout(&s, T0 + 1), (3, Some(T0 + 31)));
+    }
+
+    #[test]
+    fn hard_limit_reached_in_the_car_holds_until_recovery() {
+        let car = Car::new();
+        let s = car.open();
+        assert!(matches!(pair(&s, CODE, T0), Response::Paired { .. }));
+        let mut now = T0;
+        // Hard limit 5: waits after 3 and 4, locked until recovery at 5.
+        for f in 1..=5u32 {
+            let r = pair(&s, "9999", now);
+            let (code, retry) = error_of(&r);
+            assert_eq!(code, "security.wrong_code", "attempt {f}");
+            match f {
+                1 | 2 => assert_eq!(retry, None),
+                3 => assert_eq!(retry, Some(30)),
+                4 => assert_eq!(retry, Some(60)),
+                _ => assert_eq!(retry, Some(u64::MAX)),
+            }
+            now += retry.filter(|r| *r != u64::MAX).unwrap_or(0);
+        }
+        assert_eq!(lockout(&s, now), (5, Some(u64::MAX)));
+        drop(s);
+        let s = car.open();
+        let much_later = now + 365 * 86_400;
+        assert_eq!(
+            error_of(&pair(&s, CODE, much_later)),
+            ("security.locked_out", Some(u64::MAX))
+        );
+        assert_eq!(lockout(&s, much_later).0, 5, "refusals are not code checks");
+        // Arming alone does not lift the hard lock; confirming in the car does.
+        let r = s.handle_at(
+            Request::ArmRecovery {
+                authorization: car.auth(much_later),
+            },
+            much_later,
+        );
+        assert_eq!(
+            r,
+            Response::RecoveryArmed {
+                confirm_by: much_later + 60
+            }
+        );
+        assert_eq!(
+            error_of(&pair(&s, CODE, much_later + 1)).0,
+            "security.locked_out"
+        );
+        let r = s.handle_at(
+            Request::ConfirmRecovery {
+                new_code: Secret("1357".into()),
+            },
+            much_later + 2,
+        );
+        assert_eq!(r, Response::Done);
+        assert_eq!(lockout(&s, much_later + 2), (0, None));
+        assert!(matches!(
+            pair(&s, "1357", much_later + 3),
+            Response::Paired { .. }
+        ));
+    }
+
+    #[test]
+    fn confirmation_window_expires() {
+        let car = Car::new();
+        let s = car.open();
+        assert!(matches!(pair(&s, CODE, T0), Response::Paired { .. }));
+        // Confirming with nothing armed.
+        let r = s.handle_at(
+            Request::ConfirmRecovery {
+                new_code: Secret("1357".into()),
+            },
+            T0,
+        );
+        assert_eq!(error_of(&r).0, "security.no_pending_reset");
+        let r = s.handle_at(
+            Request::ArmRecovery {
+                authorization: car.auth(T0),
+            },
+            T0,
+        );
+        assert_eq!(
+            r,
+            Response::RecoveryArmed {
+                confirm_by: T0 + 60
+            }
+        );
+        // Armed state is persisted (a restart keeps it) and shown in the status.
+        drop(s);
+        let s = car.open();
+        match s.handle_at(Request::Status, T0 + 1) {
+            Response::Status { components, .. } => assert!(
+                components.contains(&("recovery".into(), format!("armed confirm_by={}", T0 + 60))),
+                "{components:?}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        // A weak code is refused and the reset stays armed.
+        let weak = s.handle_at(
+            Request::ConfirmRecovery {
+                new_code: Secret("1234".into()),
+            },
+            T0 + 2,
+        );
+        assert_eq!(error_of(&weak).0, "security.weak_code");
+        // One second past the window: refused, and the old code still pairs.
+        let late = s.handle_at(
+            Request::ConfirmRecovery {
+                new_code: Secret("1357".into()),
+            },
+            T0 + 61,
+        );
+        assert_eq!(error_of(&late).0, "security.no_pending_reset");
+        assert!(matches!(pair(&s, CODE, T0 + 62), Response::Paired { .. }));
+        let audit = audit_kinds(&s);
+        assert!(
+            audit.iter().any(|(k, _)| k == "recovery.armed"),
+            "{audit:?}"
+        );
+        assert!(
+            audit
+                .iter()
+                .any(|(k, d)| k == "recovery.refused" && d == "confirm fault=no_pending_reset"),
+            "{audit:?}"
+        );
+    }
+
+    #[test]
+    fn bad_device_name_is_refused_before_any_code_check() {
+        let car = Car::new();
+        let s = car.open();
+        assert!(matches!(pair(&s, CODE, T0), Response::Paired { .. }));
+        let r = s.handle_at(
+            Request::Pair {
+                device_name: String::new(),
+                code: Secret("9999".into()),
+            },
+            T0,
+        );
+        assert_eq!(error_of(&r).0, "security.invalid");
+        assert_eq!(lockout(&s, T0).0, 0);
     }
 }

@@ -26,11 +26,11 @@ pub struct Setup {
 pub fn setup() -> Setup {
     let rng = SystemRandom::new();
     let mut state = SecurityState::default();
-    state
+    let proof = state
         .set_initial_code(&cfg(), CODE, &rng, NOW - 1000)
         .unwrap();
     let cred = state
-        .add_device(VIN, CODE, "phone", &rng, NOW - 900)
+        .add_device(proof, VIN, "phone", &rng, NOW - 900)
         .unwrap();
     Setup {
         state,
