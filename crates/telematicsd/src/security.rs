@@ -1110,7 +1110,7 @@ mod tests {
             assert!(matches!(
                 s.verify(&bytes, T0),
                 Verification::Rejected {
-                    reason: "wrong_code",
+                    refusal: Refusal::Fault(Fault::WrongCode),
                     ..
                 }
             ));
