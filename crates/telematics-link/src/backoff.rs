@@ -99,7 +99,10 @@ mod tests {
             assert_eq!(B.delay(failures, 0), Duration::ZERO);
             assert_eq!(B.delay(failures, u32::MAX), c);
             let mid = B.delay(failures, u32::MAX / 2);
-            assert!(mid <= c / 2 && mid >= c / 2 - Duration::from_micros(1), "{mid:?}");
+            assert!(
+                mid <= c / 2 && mid >= c / 2 - Duration::from_micros(1),
+                "{mid:?}"
+            );
             for draw in [1, 7, 1 << 20, 3_000_000_000, u32::MAX - 1] {
                 let d = B.delay(failures, draw);
                 assert!(d <= c, "failures {failures} draw {draw}: {d:?} > {c:?}");

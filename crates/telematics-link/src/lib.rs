@@ -620,10 +620,8 @@ async fn session(
     let policy = config.backoff();
     // Room for the window's publishes, the acks of a full broker inflight window and control
     // packets; flume allocates on use, so a generous bound costs nothing when idle.
-    let (client, mut eventloop) = AsyncClient::new(
-        mqtt_options(config, tls),
-        4 * config.inflight_window + 1024,
-    );
+    let (client, mut eventloop) =
+        AsyncClient::new(mqtt_options(config, tls), 4 * config.inflight_window + 1024);
     // Small MQTT packets (PUBACKs, results) must not wait for Nagle + delayed ACK (~40 ms).
     let mut net = rumqttc::NetworkOptions::new();
     net.set_tcp_nodelay(true);

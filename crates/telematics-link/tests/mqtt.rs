@@ -637,7 +637,10 @@ async fn refused_commands_subscription_is_reported_retried_and_recovers() {
     })
     .await;
     // Retried with backoff while connected: refused again, never `Connected`, no reconnect.
-    wait_until("a second refusal", 10, || link.stats().subscribe_refusals >= 2).await;
+    wait_until("a second refusal", 10, || {
+        link.stats().subscribe_refusals >= 2
+    })
+    .await;
     assert!(
         matches!(*st.borrow(), LinkState::SubscribeRefused { attempt, .. } if attempt >= 2),
         "{:?}",
@@ -707,7 +710,11 @@ async fn large_commands_and_a_flood_keep_the_link_up_and_arrive_exactly_once() {
     }
     let got = receive_commands(&mut incoming, &sizes, 120).await;
     assert_eq!(got.len(), n, "{}", broker.log());
-    assert_eq!(got, (0..n as u32).collect::<Vec<_>>(), "in order, each once");
+    assert_eq!(
+        got,
+        (0..n as u32).collect::<Vec<_>>(),
+        "in order, each once"
+    );
     let stats = link.stats();
     assert_eq!(stats.connects, 1, "no reconnect: {stats:?}");
     assert_eq!(stats.commands_received, n as u64, "{stats:?}");
@@ -719,7 +726,10 @@ async fn large_commands_and_a_flood_keep_the_link_up_and_arrive_exactly_once() {
     broker.stop_graceful();
     broker.restart().unwrap();
     wait_until("the reconnection", 15, || link.stats().connects == 2).await;
-    wait_for(&mut st, "Connected again", 10, |s| *s == LinkState::Connected).await;
+    wait_for(&mut st, "Connected again", 10, |s| {
+        *s == LinkState::Connected
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(
         incoming.try_recv().is_err(),
@@ -782,7 +792,11 @@ async fn a_stalled_consumer_does_not_stop_keep_alives_and_loses_nothing() {
         "{stats:?}"
     );
     let got = receive_commands(&mut incoming, &sizes, 30).await;
-    assert_eq!(got, (0..N).collect::<Vec<_>>(), "everything, in order, once");
+    assert_eq!(
+        got,
+        (0..N).collect::<Vec<_>>(),
+        "everything, in order, once"
+    );
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(incoming.try_recv().is_err(), "a duplicate arrived");
     assert_eq!(link.stats().connects, 1);
@@ -821,12 +835,15 @@ async fn a_stalled_consumer_under_a_flood_of_1_mb_commands_bounds_the_links_memo
     let stats = link.stats();
     eprintln!("after the stall: {stats:?}");
     assert!(
-        stats.pending_bytes_high_water
-            <= (telematics_link::PENDING_BYTES_CAP + 1_000_000) as u64,
+        stats.pending_bytes_high_water <= (telematics_link::PENDING_BYTES_CAP + 1_000_000) as u64,
         "{stats:?}"
     );
     let got = receive_commands(&mut incoming, &sizes, 60).await;
-    assert_eq!(got, (0..N).collect::<Vec<_>>(), "everything, in order, once");
+    assert_eq!(
+        got,
+        (0..N).collect::<Vec<_>>(),
+        "everything, in order, once"
+    );
     assert_eq!(link.stats().connects, 1);
     assert_eq!(*st.borrow(), LinkState::Connected);
     link.abort().await;

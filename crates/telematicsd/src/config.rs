@@ -394,7 +394,8 @@ impl Config {
                 self.mqtt.keepalive_s
             ));
         }
-        let packet = telematics_link::MIN_MAX_INCOMING_PACKET..=telematics_link::MAX_MAX_INCOMING_PACKET;
+        let packet =
+            telematics_link::MIN_MAX_INCOMING_PACKET..=telematics_link::MAX_MAX_INCOMING_PACKET;
         if !packet.contains(&self.mqtt.max_incoming_packet) {
             errs.push(format!(
                 "mqtt.max_incoming_packet: must be {}..={} bytes, got {}",
@@ -766,8 +767,15 @@ mod tests {
         // Below the protocol's command cap + headers: refused, naming the key.
         let text = format!("{}[mqtt]\nmax_incoming_packet = 10240\n", base());
         let e = Config::from_toml_with_env(&text, env(&[])).expect_err("too small");
-        assert!(e.to_string().contains("mqtt.max_incoming_packet: must be 66560..="), "{e}");
-        let text = format!("{}[mqtt]\nreconnect_min_ms = 5000\nreconnect_max_s = 2\n", base());
+        assert!(
+            e.to_string()
+                .contains("mqtt.max_incoming_packet: must be 66560..="),
+            "{e}"
+        );
+        let text = format!(
+            "{}[mqtt]\nreconnect_min_ms = 5000\nreconnect_max_s = 2\n",
+            base()
+        );
         let e = Config::from_toml_with_env(&text, env(&[])).expect_err("max < min");
         assert!(e.to_string().contains("mqtt.reconnect_max_s"), "{e}");
     }
