@@ -250,9 +250,12 @@ pub struct LinkStats {
     pub commands_received: u64,
     /// Commands handed over to the incoming channel (each is PUBACKed after this).
     pub commands_handed_over: u64,
-    /// Most commands ever held received-but-not-handed-over at once (bounded by the broker's
-    /// inflight window for this client).
+    /// Most commands ever held received-but-not-handed-over at once (normally bounded by the
+    /// broker's inflight window for this client).
     pub pending_high_water: u64,
+    /// Most payload bytes ever held received-but-not-handed-over at once (at most
+    /// [`PENDING_BYTES_CAP`] plus what one read of the socket brings).
+    pub pending_bytes_high_water: u64,
 }
 
 #[derive(Default)]
@@ -262,6 +265,7 @@ struct Counters {
     commands_received: AtomicU64,
     commands_handed_over: AtomicU64,
     pending_high_water: AtomicU64,
+    pending_bytes_high_water: AtomicU64,
 }
 
 impl Counters {
@@ -346,6 +350,7 @@ impl LinkHandle {
             commands_received: n(&c.commands_received),
             commands_handed_over: n(&c.commands_handed_over),
             pending_high_water: n(&c.pending_high_water),
+            pending_bytes_high_water: n(&c.pending_bytes_high_water),
         }
     }
 
@@ -558,11 +563,18 @@ impl Session<'_> {
     }
 }
 
+/// Hard bound of the bytes of commands received but not yet handed over. Normally the broker's
+/// inflight window (`max_inflight_messages`) keeps the queue far below it; should the broker
+/// send more while the consumer stalls, the link stops reading from the socket until the
+/// consumer caught up (the broker keeps the rest; if the stall outlasts 1.5 keep-alives the
+/// broker drops the connection and redelivers every unacknowledged command, so nothing is lost).
+pub const PENDING_BYTES_CAP: usize = 8 * 1024 * 1024;
+
 /// Where the commands subscription stands on the current connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Sub {
-    /// SUBSCRIBE sent, SUBACK not yet received.
-    Pending,
+    /// SUBSCRIBE sent, SUBACK not yet received; `refusals` before it on this connection.
+    Pending { refusals: u32 },
     /// Granted.
     Granted,
     /// Refused `refusals` times in a row; the next SUBSCRIBE goes out at `retry_at`.
@@ -575,6 +587,8 @@ enum Sub {
 #[derive(Default)]
 struct Inbox {
     pending: VecDeque<Publish>,
+    /// Payload bytes in `pending`.
+    pending_bytes: usize,
     unacked: VecDeque<Publish>,
 }
 
@@ -641,7 +655,7 @@ async fn session(
         ])
     };
     let mut connected_at: Option<Instant> = None;
-    let mut sub = Sub::Pending;
+    let mut sub = Sub::Pending { refusals: 0 };
     let mut inbox = Inbox::default();
     let mut deadline: Option<Instant> = None;
     let far = || Instant::now() + Duration::from_secs(3600);
@@ -664,12 +678,13 @@ async fn session(
             Sub::Refused { retry_at, .. } if connected && !stopping => Some(retry_at),
             _ => None,
         };
+        let reading = inbox.pending_bytes < PENDING_BYTES_CAP;
         tokio::select! {
-            ev = eventloop.poll() => {
+            ev = eventloop.poll(), if reading => {
                 let step = match ev {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         connected_at = Some(Instant::now());
-                        sub = Sub::Pending;
+                        sub = Sub::Pending { refusals: 0 };
                         Counters::bump(&shared.counters.connects);
                         tracing::info!(host = %config.host, "MQTT connected");
                         // `Connected` (and the retained `online`) only once the SUBACK grants
@@ -701,9 +716,12 @@ async fn session(
                             // Never wait for the consumer here: queue, hand over in the branch
                             // below, acknowledge after the hand-over.
                             Counters::bump(&shared.counters.commands_received);
+                            inbox.pending_bytes += p.payload.len();
                             inbox.pending.push_back(p);
                             let held = u64::try_from(inbox.pending.len()).unwrap_or(u64::MAX);
                             shared.counters.pending_high_water.fetch_max(held, Ordering::Relaxed);
+                            let bytes = u64::try_from(inbox.pending_bytes).unwrap_or(u64::MAX);
+                            shared.counters.pending_bytes_high_water.fetch_max(bytes, Ordering::Relaxed);
                             Ok(())
                         } else {
                             tracing::warn!(topic = %p.topic, "ignoring publish on unexpected topic");
@@ -723,6 +741,7 @@ async fn session(
                     return fail("incoming command receiver closed".to_string());
                 };
                 if let Some(p) = inbox.pending.pop_front() {
+                    inbox.pending_bytes = inbox.pending_bytes.saturating_sub(p.payload.len());
                     permit.send(Incoming { topic: p.topic.clone(), payload: p.payload.to_vec() });
                     Counters::bump(&shared.counters.commands_handed_over);
                     // Acknowledge only after the hand-over: if the daemon is gone the broker
@@ -732,7 +751,9 @@ async fn session(
             }
             _ = tokio::time::sleep_until(resubscribe_at.unwrap_or_else(far)), if resubscribe_at.is_some() => {
                 tracing::info!(topic = %commands, "retrying the commands subscription");
-                sub = Sub::Pending;
+                if let Sub::Refused { refusals, .. } = sub {
+                    sub = Sub::Pending { refusals };
+                }
                 if let Err(e) = subscribe(&s.client) {
                     return fail(e.to_string());
                 }
@@ -770,19 +791,21 @@ fn on_suback(
     policy: &Backoff,
 ) -> Result<(), String> {
     let shared = s.shared;
+    let before = match *sub {
+        Sub::Pending { refusals } | Sub::Refused { refusals, .. } => refusals,
+        Sub::Granted => 0,
+    };
     if granted {
-        if let Sub::Refused { refusals, .. } = *sub {
+        if before > 0 {
+            let refusals = before;
             tracing::info!(topic = %commands, refusals, "commands subscription granted after refusals");
         }
         *sub = Sub::Granted;
         let _ = shared.state.send(LinkState::Connected);
         return s.publish_status(Presence::Online);
     }
-    let first = !matches!(sub, Sub::Refused { .. });
-    let refusals = match *sub {
-        Sub::Refused { refusals, .. } => refusals.saturating_add(1),
-        _ => 1,
-    };
+    let first = before == 0;
+    let refusals = before.saturating_add(1);
     let retry_in = policy.delay(refusals, backoff::random_draw());
     *sub = Sub::Refused {
         refusals,

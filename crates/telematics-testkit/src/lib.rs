@@ -544,7 +544,8 @@ impl Mosquitto {
         self.dynsec(&["addClientRole", vin, &deny_role(vin), "10"])
     }
 
-    /// Undoes [`Mosquitto::deny_commands_subscription`]: the next SUBSCRIBE is granted.
+    /// Undoes [`Mosquitto::deny_commands_subscription`]: the next SUBSCRIBE is granted. Note that
+    /// the plugin disconnects a connected client whose roles change (so it re-authenticates).
     pub fn allow_commands_subscription(&self, vin: &str) -> Result<(), TestkitError> {
         self.dynsec(&["removeClientRole", vin, &deny_role(vin)])
     }
