@@ -61,3 +61,16 @@ echo "advisory database: $snapshot (snapshot of $snap_date, $(find "$db/crates" 
 cargo fetch --locked --quiet
 if [ $# -eq 0 ]; then set -- advisories bans licenses sources; fi
 TELEMATICS_ADVISORY_DBS="$dbs" cargo deny --offline --locked check --show-stats "$@"
+
+# The shipped binaries link no test PKI and no test kit: in telematicsctl only the `demo`
+# feature brings them in (release builds have no features; see crates/telematicsctl/Cargo.toml).
+for pkg in telematicsd telematicsctl; do
+  for c in rcgen telematics-testkit tempfile; do
+    if cargo tree --locked --offline -p "$pkg" -e normal --target all -i "$c" 2>/dev/null | grep -q .; then
+      echo "ERROR: the release $pkg depends on $c:" >&2
+      cargo tree --locked --offline -p "$pkg" -e normal --target all -i "$c" >&2
+      exit 1
+    fi
+  done
+done
+echo "release graph: telematicsd and telematicsctl link no rcgen, telematics-testkit or tempfile"
