@@ -66,9 +66,11 @@ TELEMATICS_ADVISORY_DBS="$dbs" cargo deny --offline --locked check --show-stats 
 # feature brings them in (release builds have no features; see crates/telematicsctl/Cargo.toml).
 for pkg in telematicsd telematicsctl; do
   for c in rcgen telematics-testkit tempfile; do
-    if cargo tree --locked --offline -p "$pkg" -e normal --target all -i "$c" 2>/dev/null | grep -q .; then
+    out=$(cargo tree --locked --offline -p "$pkg" -e normal --target all -i "$c" 2>/dev/null) ||
+      { echo "ERROR: cargo tree failed for $pkg" >&2; exit 1; }
+    if [ -n "$out" ]; then
       echo "ERROR: the release $pkg depends on $c:" >&2
-      cargo tree --locked --offline -p "$pkg" -e normal --target all -i "$c" >&2
+      echo "$out" >&2
       exit 1
     fi
   done
