@@ -222,9 +222,11 @@ pub enum Cmd {
         mqtt: MqttArgs,
     },
     /// Body-controller simulator on a CAN bus.
+    #[cfg(feature = "sim")]
     Sim(crate::sim::SimArgs),
     /// Run the whole system on this machine (broker, simulated car, daemon) and play a narrated
     /// owner session: pairing, lock/unlock, lockout, recovery, remote start with auto-stop.
+    #[cfg(feature = "demo")]
     Demo(crate::demo::DemoArgs),
     /// Back end: generate an Ed25519 signing key for reset authorizations.
     BackendKeygen {
@@ -440,8 +442,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             let spec = WatchSpec { vin, topics, count };
             watch(&conn, &spec, || {}, |line| println!("{line}")).await?;
         }
+        #[cfg(feature = "sim")]
         Cmd::Sim(args) => crate::sim::run(args).await?,
         // Handled in `main_entry` (it needs its own multi-threaded runtime).
+        #[cfg(feature = "demo")]
         Cmd::Demo(args) => return Ok(u8::from(crate::demo::run(args).await.is_err())),
         Cmd::BackendKeygen { out, public_out } => {
             let public = backend_keygen(&out, &public_out)?;
@@ -483,6 +487,7 @@ pub fn main_entry() -> ExitCode {
             return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(EXIT_USAGE));
         }
     };
+    #[cfg(feature = "demo")]
     if let Cmd::Demo(args) = cli.cmd {
         return crate::demo::main(args);
     }

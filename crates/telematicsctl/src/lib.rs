@@ -7,17 +7,23 @@
 //! - [`keys`]: back-end Ed25519 keys, reset authorizations and their `TMRA1:` text form;
 //! - [`counter`]: the crash-safe per-credential command counter;
 //! - [`mqtt`]: the shared broker connection options;
-//! - [`sim`]: the body-controller simulator.
+//! - `sim` (feature `sim`): the body-controller simulator;
+//! - `demo` (feature `demo`): the whole system on one machine.
+//!
+//! Release builds have neither feature: the shipped tool carries no simulator, no test PKI and
+//! no in-process daemon.
 //!
 //! Security codes are never accepted as command-line arguments.
 
 pub mod cli;
 pub mod counter;
+#[cfg(feature = "demo")]
 pub mod demo;
 mod error;
 pub mod keys;
 pub mod mqtt;
 pub mod remote;
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod watch;
 
