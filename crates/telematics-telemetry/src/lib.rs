@@ -9,8 +9,7 @@ mod schedule;
 pub use alert::{AlertEngine, ThresholdRule};
 pub use error::TelemetryError;
 pub use payload::{
-    Alert, AlertState, CommandResult, LinkState, ResultState, SignalValue, Status, Telemetry,
-    TelemetryKind,
+    Alert, AlertState, CommandResult, ResultState, SignalValue, Telemetry, TelemetryKind,
 };
 pub use schedule::{OnChange, Schedule, ScheduleConfig};
 

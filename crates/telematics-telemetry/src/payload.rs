@@ -141,28 +141,6 @@ pub struct CommandResult {
     pub at: u64,
 }
 
-/// Connection state in the retained status message.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LinkState {
-    /// Birth message.
-    Online,
-    /// Last will.
-    Offline,
-}
-
-/// Status (`vehicles/{vin}/status`, retained).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Status {
-    /// Online or offline.
-    pub state: LinkState,
-    /// Agent version string.
-    pub agent_version: String,
-    /// Configuration version string.
-    pub config_version: String,
-    /// Unix milliseconds.
-    pub at: u64,
-}
-
 fn text(s: &str) -> Value {
     Value::Text(s.to_string())
 }
@@ -403,38 +381,6 @@ impl CommandResult {
             state,
             reason_code: f.opt_text("reason_code")?,
             detail: f.opt_text("detail")?,
-            at: f.uint("at")?,
-        })
-    }
-}
-
-impl Status {
-    /// Encode to CBOR.
-    pub fn encode(&self) -> Result<Vec<u8>, TelemetryError> {
-        let state = match self.state {
-            LinkState::Online => "online",
-            LinkState::Offline => "offline",
-        };
-        to_bytes(&Value::Map(vec![
-            (text("state"), text(state)),
-            (text("agent_version"), text(&self.agent_version)),
-            (text("config_version"), text(&self.config_version)),
-            (text("at"), uint(self.at)),
-        ]))
-    }
-
-    /// Decode from CBOR.
-    pub fn decode(bytes: &[u8]) -> Result<Self, TelemetryError> {
-        let f = Fields::parse(bytes)?;
-        let state = match f.text("state")?.as_str() {
-            "online" => LinkState::Online,
-            "offline" => LinkState::Offline,
-            _ => return Err(bad("state", "expected online or offline")),
-        };
-        Ok(Status {
-            state,
-            agent_version: f.text("agent_version")?,
-            config_version: f.text("config_version")?,
             at: f.uint("at")?,
         })
     }

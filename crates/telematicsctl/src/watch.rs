@@ -1,9 +1,9 @@
 //! `watch`: subscribe to a vehicle's topics and print every message decoded, one per line.
 
 use rumqttc::{Event, Packet, QoS, SubscribeReasonCode};
-use telematics_link::topics;
+use telematics_link::{Presence, Status, topics};
 use telematics_telemetry::{
-    Alert, AlertState, CommandResult, LinkState, SignalValue, Status, Telemetry, TelemetryKind,
+    Alert, AlertState, CommandResult, SignalValue, Telemetry, TelemetryKind,
 };
 
 use crate::CtlError;
@@ -104,8 +104,9 @@ fn alert_line(a: &Alert) -> String {
 
 fn status_line(s: &Status) -> String {
     let state = match s.state {
-        LinkState::Online => "online",
-        LinkState::Offline => "offline",
+        Presence::Online => "online",
+        Presence::Offline => "offline",
+        Presence::CommandsRefused => "commands_refused",
     };
     format!(
         "status {state} agent={} config={} at={}",
@@ -122,13 +123,21 @@ pub fn format_message(vin: &str, topic: &str, payload: &[u8]) -> String {
     let kind = WatchTopic::ALL.into_iter().find(|t| t.topic(vin) == topic);
     let decoded = match kind {
         None => return format!("{}: unexpected topic", sanitize(topic)),
-        Some(WatchTopic::Telemetry) => Telemetry::decode(payload).map(|t| telemetry_line(&t)),
-        Some(WatchTopic::Alerts) => Alert::decode(payload).map(|a| alert_line(&a)),
+        Some(WatchTopic::Telemetry) => Telemetry::decode(payload)
+            .map(|t| telemetry_line(&t))
+            .map_err(|e| e.code()),
+        Some(WatchTopic::Alerts) => Alert::decode(payload)
+            .map(|a| alert_line(&a))
+            .map_err(|e| e.code()),
         Some(WatchTopic::Results) => CommandResult::decode(payload)
-            .map(|r| format!("result {} {}", hex::encode(r.command_id), format_result(&r))),
-        Some(WatchTopic::Status) => Status::decode(payload).map(|s| status_line(&s)),
+            .map(|r| format!("result {} {}", hex::encode(r.command_id), format_result(&r)))
+            .map_err(|e| e.code()),
+        // The status is the link's own payload (one type: telematics_link::Status).
+        Some(WatchTopic::Status) => Status::from_cbor(payload)
+            .map(|s| status_line(&s))
+            .ok_or("status_schema"),
     };
-    decoded.unwrap_or_else(|e| format!("{}: undecodable ({})", sanitize(topic), e.code()))
+    decoded.unwrap_or_else(|code| format!("{}: undecodable ({code})", sanitize(topic)))
 }
 
 /// What to watch.
@@ -272,15 +281,20 @@ mod tests {
             format_message(VIN, &topics::results(VIN), &r.encode().unwrap()),
             format!("result {} rejected: wrong_code", "ab".repeat(16))
         );
-        let s = Status {
-            state: LinkState::Offline,
+        let mut s = Status {
+            state: Presence::Offline,
             agent_version: "0.1.0".into(),
             config_version: "c1".into(),
             at: 3,
         };
         assert_eq!(
-            format_message(VIN, &topics::status(VIN), &s.encode().unwrap()),
+            format_message(VIN, &topics::status(VIN), &s.to_cbor()),
             "status offline agent=0.1.0 config=c1 at=3"
+        );
+        s.state = Presence::CommandsRefused;
+        assert_eq!(
+            format_message(VIN, &topics::status(VIN), &s.to_cbor()),
+            "status commands_refused agent=0.1.0 config=c1 at=3"
         );
     }
 
@@ -311,7 +325,7 @@ mod tests {
         let line = format_message(VIN, &topics::status(VIN), &[0xa0]); // empty map
         assert_eq!(
             line,
-            format!("{}: undecodable (telemetry_schema)", topics::status(VIN))
+            format!("{}: undecodable (status_schema)", topics::status(VIN))
         );
         assert_eq!(
             format_message(VIN, "vehicles/OTHER/telemetry", b""),
