@@ -8,13 +8,12 @@ use std::time::Duration;
 
 use anyhow::{Result, ensure};
 use ring::rand::{SecureRandom, SystemRandom};
-use telematics_can::demo::LockState;
-use telematics_it::{CODE, Device, World};
+use telematics_it::{CODE, Device};
 use telematics_security::Action;
 use telematics_security::client::{CommandRequest, build_command};
 use telematics_telemetry::ResultState;
 
-use crate::single::{build, round_trip, spawn_ready, world};
+use crate::single::{build, next_action, round_trip, spawn_ready, world};
 use crate::stats::{self, Summary};
 
 /// What precedes the measured command.
@@ -62,18 +61,6 @@ fn forged(dev: &Device, rng: &SystemRandom, i: u64) -> Result<Vec<u8>> {
         code: CODE.into(),
     };
     build_command(&cred, &req, rng).map_err(|e| anyhow::anyhow!("forge: {e}"))
-}
-
-async fn next_action(w: &World) -> Action {
-    let locked = w
-        .car
-        .lock()
-        .await
-        .car()
-        .locks
-        .iter()
-        .all(|l| *l == LockState::Locked);
-    if locked { Action::Unlock } else { Action::Lock }
 }
 
 /// `rounds` measured commands per load, each behind `flood` messages (none for the reference);
