@@ -453,7 +453,7 @@ fn session_request_round_trip_and_strict_parse() {
     trailing.push(0);
     assert_eq!(SessionRequest::from_cbor(&trailing), Err(Fault::Decode));
     assert_eq!(
-        SessionRequest::from_cbor(&vec![0u8; MAX_REQUEST_SIZE + 1]),
+        SessionRequest::from_cbor(&[0u8; MAX_REQUEST_SIZE + 1]),
         Err(Fault::TooLarge)
     );
 }
