@@ -973,7 +973,8 @@ mod tests {
             std::fs::write(&pk, hex::encode(backend.public_key().as_ref())).expect("pk");
             let toml = format!(
                 "[vehicle]\nvin = \"{VIN}\"\n[can]\nsource = \"sim\"\n[security]\n\
-                 pbkdf2_iterations = 100000\nlockout_threshold = 3\nlockout_hard_limit = 5\n\
+                 pbkdf2_iterations = 100000\nmin_pbkdf2_iterations = 100000\nlockout_threshold = 3\n\
+                 lockout_hard_limit = 5\n\
                  lockout_base_s = 30\nreset_confirm_window_s = 60\nbackend_public_key = {pk:?}\n\
                  [state]\ndirectory = {:?}\n",
                 dir.path()

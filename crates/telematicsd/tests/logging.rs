@@ -323,6 +323,7 @@ cert = {cert:?}
 key = {key:?}
 [security]
 pbkdf2_iterations = 100000
+min_pbkdf2_iterations = 100000
 backend_public_key = {pk_path:?}
 [admin]
 socket = {sock:?}
