@@ -10,7 +10,8 @@ const MAX_DEPTH: usize = 16;
 /// Check that `bytes` is exactly one CBOR data item in core deterministic encoding
 /// (RFC 8949 §4.2.1), as this protocol profiles it (docs/protocol.md §4):
 ///
-/// * every integer, length and tag number in its shortest form;
+/// * every integer, length and tag number in its shortest form; bignums (tags 2, 3) only for
+///   values beyond 64 bits, without leading zero bytes;
 /// * definite lengths only (no indefinite-length strings, arrays or maps, no "break");
 /// * map keys in strictly ascending bytewise lexicographic order of their encodings, which
 ///   also rules out duplicate keys;
@@ -102,7 +103,19 @@ fn item(b: &[u8], pos: usize, depth: usize) -> Result<usize, ()> {
             }
             Ok(at)
         }
-        6 => item(b, at, depth + 1),
+        6 => {
+            if arg == 2 || arg == 3 {
+                // Bignums (RFC 8949 §3.4.3, part of preferred serialization): the content is a
+                // byte string without leading zero bytes, and a value that fits in 64 bits is
+                // a plain integer (major type 0/1), never a bignum. (Found by the fuzzer: a
+                // 7-byte bignum was accepted although it re-encodes as a plain integer.)
+                let (m, len, start) = head(b, at)?;
+                if m != 2 || len <= 8 || b.get(start) == Some(&0) {
+                    return Err(());
+                }
+            }
+            item(b, at, depth + 1)
+        }
         // Major 7: only false, true, null (0xf4..=0xf6) in their one-byte form.
         _ => match b[pos] {
             0xf4..=0xf6 => Ok(at),
@@ -208,6 +221,22 @@ mod tests {
 
     fn ok(hex: &[u8]) -> bool {
         is_deterministic(hex)
+    }
+
+    #[test]
+    fn bignums_only_beyond_64_bits_and_without_leading_zeros() {
+        // tag 2 + 7-byte bstr: fits in 64 bits, so a plain integer is the deterministic form.
+        assert!(!ok(&[0xc2, 0x47, 0x43, 0xcd, 0x4b, 0x4b, 0x47, 0x43, 0xf1]));
+        assert!(!ok(&[0xc3, 0x48, 1, 2, 3, 4, 5, 6, 7, 8]));
+        // 9 bytes with a leading zero: not the shortest content.
+        assert!(!ok(&[0xc2, 0x49, 0, 1, 2, 3, 4, 5, 6, 7, 8]));
+        // A bignum's content must be a byte string.
+        assert!(!ok(&[0xc2, 0x01]));
+        // 9 significant bytes: a real bignum, accepted and re-encoded identically.
+        let big = [0xc2, 0x49, 1, 2, 3, 4, 5, 6, 7, 8, 9];
+        assert!(ok(&big));
+        let v: Value = ciborium::de::from_reader(&big[..]).expect("decode");
+        assert_eq!(to_vec(&v), big);
     }
 
     #[test]
