@@ -10,8 +10,7 @@ const MAX_DEPTH: usize = 16;
 /// Check that `bytes` is exactly one CBOR data item in core deterministic encoding
 /// (RFC 8949 §4.2.1), as this protocol profiles it (docs/protocol.md §4):
 ///
-/// * every integer, length and tag number in its shortest form; bignums (tags 2, 3) only for
-///   values beyond 64 bits, without leading zero bytes;
+/// * every integer, length and tag number in its shortest form; no bignums (tags 2, 3);
 /// * definite lengths only (no indefinite-length strings, arrays or maps, no "break");
 /// * map keys in strictly ascending bytewise lexicographic order of their encodings, which
 ///   also rules out duplicate keys;
@@ -105,14 +104,11 @@ fn item(b: &[u8], pos: usize, depth: usize) -> Result<usize, ()> {
         }
         6 => {
             if arg == 2 || arg == 3 {
-                // Bignums (RFC 8949 §3.4.3, part of preferred serialization): the content is a
-                // byte string without leading zero bytes, and a value that fits in 64 bits is
-                // a plain integer (major type 0/1), never a bignum. (Found by the fuzzer: a
-                // 7-byte bignum was accepted although it re-encodes as a plain integer.)
-                let (m, len, start) = head(b, at)?;
-                if m != 2 || len <= 8 || b.get(start) == Some(&0) {
-                    return Err(());
-                }
+                // Bignums (tags 2, 3): the protocol defines none, and they are refused like
+                // floats. Preferred serialization (RFC 8949 §3.4.3) would also forbid one whose
+                // value fits in 64 bits, and decoders differ on the rest (ciborium cannot hold a
+                // negative bignum below -2^127): the fuzzer found both.
+                return Err(());
             }
             item(b, at, depth + 1)
         }
@@ -224,19 +220,16 @@ mod tests {
     }
 
     #[test]
-    fn bignums_only_beyond_64_bits_and_without_leading_zeros() {
-        // tag 2 + 7-byte bstr: fits in 64 bits, so a plain integer is the deterministic form.
+    fn bignums_are_refused() {
+        // Both found by the deterministic_cbor fuzz target (fuzz/regressions): a 7-byte bignum
+        // (a plain integer in deterministic form) and a 16-byte negative bignum below -2^127.
         assert!(!ok(&[0xc2, 0x47, 0x43, 0xcd, 0x4b, 0x4b, 0x47, 0x43, 0xf1]));
-        assert!(!ok(&[0xc3, 0x48, 1, 2, 3, 4, 5, 6, 7, 8]));
-        // 9 bytes with a leading zero: not the shortest content.
-        assert!(!ok(&[0xc2, 0x49, 0, 1, 2, 3, 4, 5, 6, 7, 8]));
-        // A bignum's content must be a byte string.
-        assert!(!ok(&[0xc2, 0x01]));
-        // 9 significant bytes: a real bignum, accepted and re-encoded identically.
-        let big = [0xc2, 0x49, 1, 2, 3, 4, 5, 6, 7, 8, 9];
-        assert!(ok(&big));
-        let v: Value = ciborium::de::from_reader(&big[..]).expect("decode");
-        assert_eq!(to_vec(&v), big);
+        let mut neg = vec![0xc3, 0x50, 0xd0, 0xf5];
+        neg.extend([0; 14]);
+        assert!(!ok(&neg));
+        assert!(!ok(&[0xc2, 0x49, 1, 2, 3, 4, 5, 6, 7, 8, 9]));
+        // Other tags stay allowed (the COSE tags 16, 17, 18 wrap every message).
+        assert!(ok(&[0xd0, 0x80]));
     }
 
     #[test]
