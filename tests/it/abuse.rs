@@ -11,19 +11,12 @@ use telematics_security::client::{CommandRequest, build_command};
 use telematics_security::{Action, CommandId};
 use telematics_telemetry::ResultState;
 
-use super::DAEMON;
+use super::{DAEMON, now_s};
 
 async fn world() -> World {
     let mut w = World::new(Options::default(), DAEMON.as_ref()).await;
     w.start_daemon().await;
     w
-}
-
-fn now_s() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
 }
 
 /// A command envelope from `dev` with the next counter and the given id (not sent).

@@ -988,15 +988,7 @@ async fn crash_at(point: &'static str, wrong_code: bool) -> String {
     assert_one_terminal(&w.results_of(id));
     // A retry with a new counter works (after the lockout-free path).
     if !wrong_code {
-        let locked = w
-            .car
-            .lock()
-            .await
-            .car()
-            .locks
-            .iter()
-            .all(|l| *l == LockState::Locked);
-        let action = if locked { Action::Unlock } else { Action::Lock };
+        let action = w.next_lock_action().await;
         let retry = w.send(&mut phone, action, CODE).await;
         let rs = w.terminal(retry, 15).await;
         assert_eq!(

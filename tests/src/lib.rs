@@ -463,6 +463,19 @@ filter = "info"
         CommandId(id)
     }
 
+    /// Unlock when every door is locked, else lock: a command that changes the car's state.
+    pub async fn next_lock_action(&self) -> Action {
+        let locked = self
+            .car
+            .lock()
+            .await
+            .car()
+            .locks
+            .iter()
+            .all(|l| *l == telematics_can::demo::LockState::Locked);
+        if locked { Action::Unlock } else { Action::Lock }
+    }
+
     /// Publishes `bytes` on any topic as the back end (QoS 1).
     pub async fn publish_to(&self, topic: String, bytes: Vec<u8>) {
         self.backend

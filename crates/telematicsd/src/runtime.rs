@@ -768,9 +768,7 @@ impl Core {
                 v = verified.recv() => match v {
                     None => return Ok(()),
                     Some(SecurityOutput::Command(v)) => self.on_verification(v).await,
-                    Some(SecurityOutput::SessionInfo(info)) => {
-                        self.enqueue(topics::session(&self.vin), info, Priority::Result).await;
-                    }
+                    Some(SecurityOutput::SessionInfo(info)) => self.publish_session_info(info).await,
                 },
                 () = sleep => {}
             }
@@ -876,6 +874,12 @@ impl Core {
         }
     }
 
+    /// Session info (unsolicited after a refusal, or answering a request).
+    async fn publish_session_info(&self, info: Vec<u8>) {
+        self.enqueue(topics::session(&self.vin), info, Priority::Result)
+            .await;
+    }
+
     async fn publish_alert(&self, a: &telematics_telemetry::Alert) {
         match a.encode() {
             Ok(b) => {
@@ -930,8 +934,7 @@ impl Core {
                         .store_failed("security state", &"cannot persist");
                 }
                 if let Some(info) = session_info {
-                    self.enqueue(topics::session(&self.vin), info, Priority::Result)
-                        .await;
+                    self.publish_session_info(info).await;
                 }
                 if let Some(id) = command_id {
                     if !self.answered.first(id, now) {

@@ -13,7 +13,7 @@ use telematics_security::Action;
 use telematics_security::client::{CommandRequest, build_command};
 use telematics_telemetry::ResultState;
 
-use crate::single::{build, next_action, round_trip, spawn_ready, world};
+use crate::single::{build, round_trip, spawn_ready, world};
 use crate::stats::{self, Summary};
 
 /// What precedes the measured command.
@@ -74,7 +74,7 @@ pub async fn run(bin: &Path, iterations: u32, flood: usize, rounds: usize) -> Re
     let loads = [Load::None, Load::Garbage, Load::ForgedAead];
     let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); loads.len()];
     // One warm-up command.
-    let (id, bytes) = build(&mut dev, next_action(&w).await)?;
+    let (id, bytes) = build(&mut dev, w.next_lock_action().await)?;
     round_trip(&w, id, bytes).await?;
     for round in 0..rounds {
         for (k, load) in loads.iter().enumerate() {
@@ -88,7 +88,7 @@ pub async fn run(bin: &Path, iterations: u32, flood: usize, rounds: usize) -> Re
             for n in noise {
                 w.publish_raw(n).await;
             }
-            let (id, bytes) = build(&mut dev, next_action(&w).await)?;
+            let (id, bytes) = build(&mut dev, w.next_lock_action().await)?;
             let (_, t, state, reason) = round_trip(&w, id, bytes).await?;
             ensure!(
                 state == ResultState::Executed,

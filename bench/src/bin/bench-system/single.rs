@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use ring::rand::SystemRandom;
 use rumqttc::QoS;
-use telematics_can::demo::LockState;
 use telematics_it::{CODE, Device, Options, World};
 use telematics_link::topics;
 use telematics_security::client::{CommandRequest, build_command};
@@ -229,19 +228,6 @@ pub(crate) fn build(dev: &mut Device, action: Action) -> Result<(CommandId, Vec<
     Ok((CommandId(id), bytes))
 }
 
-/// Unlock when every door is locked, else lock (so each command changes the car's state).
-pub(crate) async fn next_action(w: &World) -> Action {
-    let locked = w
-        .car
-        .lock()
-        .await
-        .car()
-        .locks
-        .iter()
-        .all(|l| *l == LockState::Locked);
-    if locked { Action::Unlock } else { Action::Lock }
-}
-
 /// Publishes `bytes` and waits for the terminal result of `id`; returns (time to `accepted`
 /// if one was seen, time to the terminal result, terminal state, reason code).
 pub(crate) async fn round_trip(
@@ -315,7 +301,7 @@ pub async fn rtt(bin: &Path, iterations: u32, n: usize, n_rejected: usize) -> Re
     let (mut accepted, mut executed, mut rejected, mut gap) = (vec![], vec![], vec![], vec![]);
     // Two warm-up rounds are not recorded.
     for i in 0..n + 2 {
-        let (id, bytes) = build(&mut dev, next_action(&w).await)?;
+        let (id, bytes) = build(&mut dev, w.next_lock_action().await)?;
         let echo_bytes = bytes.clone();
         let (acc, t, state, reason) = round_trip(&w, id, bytes).await?;
         ensure!(
