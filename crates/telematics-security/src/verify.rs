@@ -239,16 +239,10 @@ impl Verifier {
             ));
         }
         // Pre-count the failure (persisted by the caller before PBKDF2).
-        let lo = &mut state.lockout;
-        lo.consecutive_failures = lo.consecutive_failures.saturating_add(1);
-        match self.cfg.lockout_wait(lo.consecutive_failures) {
-            Some(RetryAfter::UntilRecovery) => lo.hard_locked = true,
-            Some(RetryAfter::Seconds(w)) => lo.locked_until = Some(now.saturating_add(w)),
-            None => {}
-        }
-        lo.check_seq = lo.check_seq.wrapping_add(1);
+        // Same pre-count as the in-car code check (one lockout, one schedule).
+        let seq = state.lockout.precount_failure(&self.cfg, now);
         Ok(PendingCodeCheck {
-            seq: lo.check_seq,
+            seq,
             record,
             payload,
             key_id: kid,
@@ -277,9 +271,7 @@ impl PendingCodeCheck {
                 audit,
             };
         }
-        state.lockout.consecutive_failures = 0;
-        state.lockout.locked_until = None;
-        state.lockout.hard_locked = false;
+        state.lockout.clear_failures();
         let p = self.payload;
         Finished {
             result: Ok(VerifiedCommand {
