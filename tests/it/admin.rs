@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use telematics_admin::{self as admin, Request, Response, Secret};
 use telematics_it::{CODE, Options, VIN, World};
 use telematics_security::Action;
 use telematics_telemetry::ResultState;
-use telematicsd::admin::{self, Request, Response, Secret};
 
 use crate::DAEMON;
 

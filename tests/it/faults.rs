@@ -6,12 +6,12 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use telematics_admin::{Request, Response};
 use telematics_can::demo::LockState;
 use telematics_it::proxy::CutProxy;
 use telematics_it::{CODE, Inbox, Options, World};
 use telematics_security::{Action, CommandId};
 use telematics_telemetry::{CommandResult, ResultState, TelemetryKind};
-use telematicsd::admin::{Request, Response};
 
 const DAEMON: &str = env!("CARGO_BIN_EXE_it-telematicsd");
 const LOCK_PATH: &str = "Vehicle.Cabin.Door.Row1.DriverSide.IsLocked";

@@ -10,11 +10,11 @@ mod faults;
 
 use std::time::Duration;
 
+use telematics_admin::{Request, Response, Secret};
 use telematics_can::demo::{Gear, LockState};
 use telematics_it::{CODE, Options, VIN, World};
 use telematics_security::Action;
 use telematics_telemetry::ResultState;
-use telematicsd::admin::{Request, Response, Secret};
 
 const DAEMON: &str = env!("CARGO_BIN_EXE_it-telematicsd");
 

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+use telematics_admin::{self as admin, Request, Response, Secret};
 use telematics_can::sim::BodyController;
 use telematics_canio::tcpbus::TcpBusHub;
 use telematics_link::{TlsFiles, client_config, topics};
@@ -22,7 +23,6 @@ use telematics_security::client::{CommandRequest, build_command};
 use telematics_security::{Action, CommandId, ExportedCredential};
 use telematics_telemetry::{Alert, CommandResult, ResultState, Telemetry};
 use telematics_testkit::{Mosquitto, TestPki};
-use telematicsd::admin::{self, Request, Response, Secret};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
+use telematics_admin::{self as admin, Request, Response, Secret};
 use telematics_link::TlsFiles;
 use telematics_security::Action;
-use telematicsd::admin::{self, Request, Response, Secret};
 
 use crate::keys::{
     backend_keygen, load_backend_key, read_reset_auth, reset_auth_to_text,
@@ -292,7 +292,7 @@ fn print_response(r: Response) -> anyhow::Result<()> {
             None => bail!("daemon error [{code}]: {message}"),
         },
         Response::RecoveryArmed { confirm_by } => {
-            let left = confirm_by.saturating_sub(telematicsd::security::unix_now_s());
+            let left = confirm_by.saturating_sub(admin::unix_now_s());
             println!(
                 "recovery armed: confirm the new code in the car within {left} s \
                  (telematicsctl confirm-recovery)"

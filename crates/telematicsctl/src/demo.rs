@@ -15,13 +15,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use ring::signature::KeyPair;
+use telematics_admin::{self as admin, Request, Response, Secret};
 use telematics_can::demo::LockState;
 use telematics_can::sim::BodyController;
 use telematics_link::TlsFiles;
 use telematics_security::{Action, ExportedCredential};
 use telematics_telemetry::CommandResult;
 use telematics_testkit::{Mosquitto, TestPki};
-use telematicsd::admin::{self, AccessPolicy, Request, Response, Secret};
+use telematicsd::admin::AccessPolicy;
 use telematicsd::{Config, Daemon};
 use tokio::sync::Mutex;
 
@@ -381,7 +382,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             &format!(
                 "head unit: {failures} consecutive wrong codes, remote commands locked for {} s",
                 locked_until
-                    .map(|t| t.saturating_sub(telematicsd::security::unix_now_s()))
+                    .map(|t| t.saturating_sub(admin::unix_now_s()))
                     .unwrap_or(0)
             ),
         );
@@ -389,7 +390,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     n.say("car", doors(&*car.lock().await));
 
     n.step("recovery: customer service signs a reset, the owner confirms in the car");
-    let now = telematicsd::security::unix_now_s();
+    let now = admin::unix_now_s();
     let auth = telematics_security::client::sign_reset(
         &backend_key,
         VIN,
@@ -417,7 +418,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             "car",
             &format!(
                 "head unit: reset armed, enter a new code here within {} s",
-                confirm_by.saturating_sub(telematicsd::security::unix_now_s())
+                confirm_by.saturating_sub(admin::unix_now_s())
             ),
         ),
         other => bail!("reset authorization refused: {other:?}"),

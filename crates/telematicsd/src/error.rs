@@ -23,9 +23,10 @@ pub enum DaemonError {
     /// A file required at startup (certificate, key, CA, pairing state…) is missing.
     #[error("required file missing:\n  {}", .0.join("\n  "))]
     MissingFiles(Vec<String>),
-    /// An admin-protocol frame was malformed.
-    #[error("admin frame error: {0}")]
-    Frame(String),
+    /// The admin protocol failed (malformed frame, socket I/O); codes from
+    /// [`telematics_admin::AdminError::code`].
+    #[error(transparent)]
+    Admin(#[from] telematics_admin::AdminError),
     /// The admin peer is not authorized.
     #[error("admin peer not authorized: uid {uid} gid {gid}")]
     Unauthorized {
@@ -65,7 +66,7 @@ impl DaemonError {
             DaemonError::ConfigParse(_) => "config.parse",
             DaemonError::ConfigInvalid(_) => "config.invalid",
             DaemonError::MissingFiles(_) => "config.missing_files",
-            DaemonError::Frame(_) => "admin.frame",
+            DaemonError::Admin(e) => e.code(),
             DaemonError::Unauthorized { .. } => "admin.unauthorized",
             DaemonError::Io(_) => "io",
             DaemonError::Security(_) => "security.config",

@@ -2,7 +2,7 @@
 //! can run the daemon in-process).
 //!
 //! - [`config`]: TOML + environment configuration with validation.
-//! - [`admin`]: admin Unix socket (length-prefixed CBOR, SO_PEERCRED auth).
+//! - [`admin`]: admin Unix socket server (SO_PEERCRED auth); the protocol is `telematics-admin`.
 //! - [`daemon`]: the run loop (shutdown, SIGHUP reload hook, sd-notify).
 //! - [`logging`]: journald-friendly tracing setup.
 //! - [`security`]: persisted security state, two-phase verification, admin operations, audit.

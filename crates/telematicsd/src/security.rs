@@ -48,13 +48,9 @@ pub const SESSION_INFO_MIN_INTERVAL_S: u64 = 5;
 /// its own record.
 pub const AUDIT_AGGREGATE_KIND: &str = "refused.aggregate";
 
-/// Unix time in seconds (the security layer compares with the sender's wall clock).
-pub fn unix_now_s() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+/// Unix time in seconds (the security layer compares with the sender's wall clock; the admin
+/// protocol's times are in the same clock).
+pub use telematics_admin::unix_now_s;
 
 /// Why the daemon refused a command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -16,11 +16,11 @@ use anyhow::{Context, Result, bail, ensure};
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+use telematics_admin::{self as admin, Request, Response, Secret};
 use telematics_security::client::{CommandRequest, build_command};
 use telematics_security::{Action, CommandId, ExportedCredential};
 use telematics_telemetry::{CommandResult, ResultState};
 use telematics_testkit::{Mosquitto, TestPki};
-use telematicsd::admin::{self, Request, Response, Secret};
 use tokio::sync::Notify;
 
 use crate::mqtt;

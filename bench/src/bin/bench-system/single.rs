@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use ring::rand::SystemRandom;
 use rumqttc::QoS;
+use telematics_admin::{self as admin, Request, Response};
 use telematics_it::{CODE, Device, Options, World};
 use telematics_link::topics;
 use telematics_security::client::{CommandRequest, build_command};
 use telematics_security::{Action, CommandId};
 use telematics_telemetry::ResultState;
-use telematicsd::admin::{self, Request, Response};
 
 use crate::mqtt;
 use crate::procstat;
