@@ -235,14 +235,8 @@ async fn every_precondition_refusal_has_its_reason_code() {
         states(&rs),
         vec![(ResultState::Rejected, Some("stale_state".into()))]
     );
-    assert!(
-        rs[0]
-            .detail
-            .as_deref()
-            .unwrap_or("")
-            .starts_with("Vehicle."),
-        "{rs:?}"
-    );
+    // Unlock's first check reads the speed: the detail is exactly the path the daemon reads.
+    assert_eq!(rs[0].detail.as_deref(), Some("Vehicle.Speed"), "{rs:?}");
     // Body controller alive but not actuating: accepted, then failed(timeout).
     {
         let mut car = w.car.lock().await;

@@ -7,6 +7,7 @@
 //! Policy: one command actuates at a time; a second one while busy is rejected `busy`.
 
 mod error;
+pub mod paths;
 mod precondition;
 mod state;
 

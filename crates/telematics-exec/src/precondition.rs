@@ -78,7 +78,7 @@ impl Reject {
     /// Human-readable detail (names the signal for stale state).
     pub fn detail(&self) -> Option<String> {
         match self {
-            Reject::StaleState(k) => Some(k.vss_path().to_string()),
+            Reject::StaleState(k) => Some(k.vss_detail()),
             _ => None,
         }
     }

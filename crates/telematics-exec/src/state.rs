@@ -2,7 +2,10 @@
 //! run timer need, each with the time it was last reported. The daemon adapts its VSS store
 //! (e.g. `telematics-can`) into [`VehicleSignal`] updates.
 
-/// The vehicle signals the executor uses. [`SignalKind::vss_path`] names each in reason details.
+use crate::paths;
+
+/// The vehicle signals the executor uses. [`SignalKind::vss_paths`] names the paths each is
+/// derived from in reason details.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum SignalKind {
     /// Vehicle speed.
@@ -36,18 +39,25 @@ impl SignalKind {
         SignalKind::BrakePressed,
     ];
 
-    /// The VSS path this executor signal corresponds to (used in stale-state details).
-    pub fn vss_path(self) -> &'static str {
+    /// The VSS paths the daemon derives this signal from ([`paths`]; one, or each door's),
+    /// named in stale-state details.
+    pub fn vss_paths(self) -> &'static [&'static str] {
         match self {
-            SignalKind::Speed => "Vehicle.Speed",
-            SignalKind::InPark => "Vehicle.Powertrain.Transmission.IsParkLockEngaged",
-            SignalKind::DoorsClosed => "Vehicle.Cabin.Door.IsOpen",
-            SignalKind::DoorsLocked => "Vehicle.Cabin.Door.IsLocked",
-            SignalKind::HoodClosed => "Vehicle.Body.Hood.IsOpen",
-            SignalKind::KeyInCabin => "Vehicle.Cabin.IsKeyPresent",
-            SignalKind::EngineRunning => "Vehicle.Powertrain.CombustionEngine.IsRunning",
-            SignalKind::BrakePressed => "Vehicle.Chassis.Brake.IsDriverEmergencyBrakingDetected",
+            SignalKind::Speed => &[paths::SPEED],
+            SignalKind::InPark => &[paths::GEAR],
+            SignalKind::DoorsClosed => &paths::DOORS_OPEN,
+            SignalKind::DoorsLocked => &paths::DOORS_LOCKED,
+            SignalKind::HoodClosed => &[paths::HOOD_OPEN],
+            SignalKind::KeyInCabin => &[paths::KEY_PRESENT],
+            SignalKind::EngineRunning => &[paths::ENGINE_RUNNING],
+            SignalKind::BrakePressed => &[paths::BRAKE_PEDAL],
         }
+    }
+
+    /// [`vss_paths`](Self::vss_paths) as one text, comma-separated: the `detail` of a
+    /// `stale_state` refusal (one of these is missing or stale).
+    pub fn vss_detail(self) -> String {
+        self.vss_paths().join(",")
     }
 
     fn index(self) -> usize {

@@ -175,9 +175,73 @@ fn stale_and_missing_state_refuse_naming_the_signal() {
     assert_eq!(recs[0].reason_code, Some("stale_state"));
     assert_eq!(
         recs[0].detail.as_deref(),
-        Some(SignalKind::InPark.vss_path())
+        Some("Vehicle.Powertrain.Transmission.SelectedGear")
     );
     assert!(actuations(&out).is_empty());
+    // A door signal names each door's path the daemon reads.
+    let mut e = ready(T0);
+    drain(&mut e);
+    e.on_vehicle_update(VehicleSignal::DoorsLocked(false), late);
+    e.submit_request(req(3, Action::Lock), late);
+    let out = drain(&mut e);
+    let detail = out.iter().find_map(|o| match o {
+        Output::Publish(r) if r.reason_code == Some("stale_state") => r.detail.clone(),
+        _ => None,
+    });
+    assert_eq!(
+        detail.as_deref(),
+        Some(
+            "Vehicle.Cabin.Door.Row1.DriverSide.IsOpen,Vehicle.Cabin.Door.Row1.PassengerSide.IsOpen,\
+             Vehicle.Cabin.Door.Row2.DriverSide.IsOpen,Vehicle.Cabin.Door.Row2.PassengerSide.IsOpen"
+        )
+    );
+    assert!(actuations(&out).is_empty());
+}
+
+/// The exact paths, written out (not via `paths`): what the daemon's vehicle model reads and
+/// the demo mapping provides.
+#[test]
+fn every_signal_names_the_paths_the_daemon_reads() {
+    let door = |leaf: &str| -> Vec<String> {
+        [
+            "Row1.DriverSide",
+            "Row1.PassengerSide",
+            "Row2.DriverSide",
+            "Row2.PassengerSide",
+        ]
+        .iter()
+        .map(|d| format!("Vehicle.Cabin.Door.{d}.{leaf}"))
+        .collect()
+    };
+    let expected: [(SignalKind, Vec<String>); 8] = [
+        (SignalKind::Speed, vec!["Vehicle.Speed".into()]),
+        (
+            SignalKind::InPark,
+            vec!["Vehicle.Powertrain.Transmission.SelectedGear".into()],
+        ),
+        (SignalKind::DoorsClosed, door("IsOpen")),
+        (SignalKind::DoorsLocked, door("IsLocked")),
+        (
+            SignalKind::HoodClosed,
+            vec!["Vehicle.Body.Hood.IsOpen".into()],
+        ),
+        (
+            SignalKind::KeyInCabin,
+            vec!["Vehicle.Cabin.IsKeyPresent".into()],
+        ),
+        (
+            SignalKind::EngineRunning,
+            vec!["Vehicle.Powertrain.CombustionEngine.IsRunning".into()],
+        ),
+        (
+            SignalKind::BrakePressed,
+            vec!["Vehicle.Chassis.Brake.PedalPosition".into()],
+        ),
+    ];
+    for (kind, paths) in expected {
+        assert_eq!(kind.vss_paths(), paths.as_slice(), "{kind:?}");
+        assert_eq!(kind.vss_detail(), paths.join(","), "{kind:?}");
+    }
 }
 
 #[test]

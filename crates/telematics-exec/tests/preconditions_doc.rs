@@ -67,7 +67,8 @@ fn signal(c: Check, pass: bool) -> VehicleSignal {
 struct Row {
     action: Actuate,
     check: Option<Check>,
-    signal: String,
+    /// The paths of the "signal read" cell (backticked, comma-separated).
+    signal: Vec<String>,
     reason: String,
 }
 
@@ -100,7 +101,11 @@ fn doc_rows() -> Vec<Row> {
         rows.push(Row {
             action,
             check,
-            signal: strip(cells[3]),
+            signal: cells[3]
+                .split(',')
+                .map(strip)
+                .filter(|s| !s.is_empty())
+                .collect(),
             reason: strip(cells[4].trim_end_matches('|')),
         });
     }
@@ -144,7 +149,7 @@ fn preconditions_md_matches_rules() {
         let name = format!("{} / {}", action_name(r.action), doc_name(c));
         // The signal read: with no state the check refuses stale_state naming it.
         match c.eval(&VehicleState::default(), &cfg, now) {
-            Err(Reject::StaleState(kind)) => assert_eq!(kind.vss_path(), r.signal, "{name}"),
+            Err(Reject::StaleState(kind)) => assert_eq!(kind.vss_paths(), r.signal, "{name}"),
             other => panic!("{name}: {other:?}"),
         }
         // The reason: every other check of the action passes, this one fails.

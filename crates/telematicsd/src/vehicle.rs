@@ -12,31 +12,10 @@ use telematics_exec::VehicleSignal;
 use crate::config::{CanSourceKind, Config};
 use crate::error::DaemonError;
 
-/// VSS paths the executor's signals are derived from.
-pub mod paths {
-    /// Vehicle speed, km/h.
-    pub const SPEED: &str = "Vehicle.Speed";
-    /// Selected gear (VSS: 126 = park).
-    pub const GEAR: &str = "Vehicle.Powertrain.Transmission.SelectedGear";
-    /// Hood open.
-    pub const HOOD_OPEN: &str = "Vehicle.Body.Hood.IsOpen";
-    /// Key present in the cabin.
-    pub const KEY_PRESENT: &str = "Vehicle.Cabin.IsKeyPresent";
-    /// Engine running.
-    pub const ENGINE_RUNNING: &str = "Vehicle.Powertrain.CombustionEngine.IsRunning";
-    /// Brake pedal position, percent (optional: the demo car does not map it).
-    pub const BRAKE_PEDAL: &str = "Vehicle.Chassis.Brake.PedalPosition";
-    /// The four doors.
-    pub const DOORS: [&str; 4] = [
-        "Vehicle.Cabin.Door.Row1.DriverSide",
-        "Vehicle.Cabin.Door.Row1.PassengerSide",
-        "Vehicle.Cabin.Door.Row2.DriverSide",
-        "Vehicle.Cabin.Door.Row2.PassengerSide",
-    ];
-}
-
-/// VSS encoding of "park" in `Transmission.SelectedGear`.
-pub const GEAR_PARK: i64 = 126;
+/// VSS paths the executor's signals are derived from (shared with the executor, which names
+/// them in `stale_state` details).
+pub use telematics_exec::paths;
+use telematics_exec::paths::GEAR_PARK;
 
 /// DBC, mapping and the decoded signal store.
 #[derive(Debug)]
@@ -168,10 +147,10 @@ impl VehicleModel {
         self.state.get_fresh(path, Timestamp(now_ms))
     }
 
-    fn all_fresh_bool(&self, leaf: &str, now_ms: u64) -> Option<Vec<bool>> {
-        paths::DOORS
+    fn all_fresh_bool(&self, doors: &[&str], now_ms: u64) -> Option<Vec<bool>> {
+        doors
             .iter()
-            .map(|d| self.fresh(&format!("{d}.{leaf}"), now_ms).and_then(as_bool))
+            .map(|d| self.fresh(d, now_ms).and_then(as_bool))
             .collect()
     }
 
@@ -180,16 +159,22 @@ impl VehicleModel {
     /// `stale_state`.
     pub fn exec_signals(&self, now_ms: u64) -> Vec<VehicleSignal> {
         let mut out = Vec::with_capacity(8);
-        if let Some(s) = self.fresh(paths::SPEED, now_ms).and_then(as_f64) {
+        if let Some(s) = self
+            .fresh(paths::SPEED, now_ms)
+            .and_then(SignalValue::as_f64)
+        {
             out.push(VehicleSignal::SpeedKmh(s));
         }
-        if let Some(g) = self.fresh(paths::GEAR, now_ms).and_then(as_f64) {
+        if let Some(g) = self
+            .fresh(paths::GEAR, now_ms)
+            .and_then(SignalValue::as_f64)
+        {
             out.push(VehicleSignal::InPark(g as i64 == GEAR_PARK));
         }
-        if let Some(open) = self.all_fresh_bool("IsOpen", now_ms) {
+        if let Some(open) = self.all_fresh_bool(&paths::DOORS_OPEN, now_ms) {
             out.push(VehicleSignal::DoorsClosed(open.iter().all(|o| !o)));
         }
-        if let Some(locked) = self.all_fresh_bool("IsLocked", now_ms) {
+        if let Some(locked) = self.all_fresh_bool(&paths::DOORS_LOCKED, now_ms) {
             out.push(VehicleSignal::DoorsLocked(locked.iter().all(|l| *l)));
         }
         if let Some(h) = self.fresh(paths::HOOD_OPEN, now_ms).and_then(as_bool) {
@@ -201,7 +186,10 @@ impl VehicleModel {
         if let Some(e) = self.fresh(paths::ENGINE_RUNNING, now_ms).and_then(as_bool) {
             out.push(VehicleSignal::EngineRunning(e));
         }
-        if let Some(b) = self.fresh(paths::BRAKE_PEDAL, now_ms).and_then(as_f64) {
+        if let Some(b) = self
+            .fresh(paths::BRAKE_PEDAL, now_ms)
+            .and_then(SignalValue::as_f64)
+        {
             out.push(VehicleSignal::BrakePressed(b > 0.0));
         }
         out
@@ -236,6 +224,24 @@ mod tests {
                 m.on_frame(&f, now);
             }
         }
+    }
+
+    /// The paths the executor names in `stale_state` are the ones the model reads, and the demo
+    /// car provides each of them (the brake pedal is optional and not mapped there).
+    #[test]
+    fn exec_paths_are_the_paths_the_model_reads() {
+        let mut m = VehicleModel::demo().expect("demo model");
+        feed(&mut m, &CarState::default(), 1_000);
+        let provided: Vec<String> = m.fresh_values(1_000).into_iter().map(|(p, _)| p).collect();
+        for kind in telematics_exec::SignalKind::ALL {
+            for path in kind.vss_paths() {
+                if *path == paths::BRAKE_PEDAL {
+                    continue;
+                }
+                assert!(provided.iter().any(|p| p == path), "{kind:?}: {path}");
+            }
+        }
+        assert!(!provided.iter().any(|p| p == paths::BRAKE_PEDAL));
     }
 
     #[test]
