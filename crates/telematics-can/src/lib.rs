@@ -17,7 +17,6 @@ pub mod expr;
 pub mod frame;
 pub mod sim;
 pub mod state;
-pub mod value;
 pub mod vss;
 
 pub use candump::{CandumpReader, GarbageLine, LogFrame, format_line, parse_line};
@@ -28,5 +27,8 @@ pub use dbc::{
 pub use error::{CanError, CandumpError};
 pub use frame::{CanFrame, CanId};
 pub use state::{Change, Reading, SnapshotEntry, Timestamp, VehicleState};
-pub use value::SignalValue;
+/// A VSS signal value: the one type for decoded values, vehicle state and telemetry payloads,
+/// defined by `telematics-telemetry` (which has no CAN dependencies, so telematicsctl decodes
+/// payloads without linking the DBC parser).
+pub use telematics_telemetry::SignalValue;
 pub use vss::{BoundMapping, MapKey, Transform, VssEntry, VssMapping, VssType, VssUpdate};

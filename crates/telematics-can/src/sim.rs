@@ -463,10 +463,10 @@ fn next_after(prev: u64, period: u64, now: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::SignalValue;
     use crate::dbc::DecodeOutcome;
     use crate::demo::{DEMO_VSS_TOML, encode_body_command};
     use crate::state::{Timestamp, VehicleState};
-    use crate::value::SignalValue;
     use crate::vss::{BoundMapping, VssMapping};
 
     const LOCKED_FL: &str = "Vehicle.Cabin.Door.Row1.DriverSide.IsLocked";

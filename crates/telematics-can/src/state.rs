@@ -7,8 +7,8 @@
 
 use std::collections::HashMap;
 
+use crate::SignalValue;
 use crate::dbc::DecodedMessage;
-use crate::value::SignalValue;
 use crate::vss::{BoundMapping, DEFAULT_MAX_AGE_MS};
 
 /// Monotonic time in milliseconds (caller-defined epoch).

@@ -4,11 +4,11 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 
+use crate::SignalValue;
 use crate::dbc::{Dbc, DecodedMessage, DecodedSignal, RawValue};
 use crate::error::CanError;
 use crate::expr::Expr;
 use crate::frame::CanId;
-use crate::value::SignalValue;
 
 /// Output type of a VSS signal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,7 +5,8 @@ use crate::TelemetryError;
 use ciborium::Value;
 use std::collections::BTreeMap;
 
-/// A signal value, keyed by VSS path.
+/// A VSS signal value, keyed by VSS path: the one value type of the workspace (decoded CAN
+/// values and the vehicle state in `telematics-can` re-export it).
 #[derive(Clone, Debug, PartialEq)]
 pub enum SignalValue {
     /// Boolean.
@@ -19,6 +20,14 @@ pub enum SignalValue {
 }
 
 impl SignalValue {
+    /// Boolean value, if this is a `Bool`.
+    pub fn as_bool(&self) -> Option<bool> {
+        match self {
+            SignalValue::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+
     /// Numeric view (bools as 0/1, text `None`).
     pub fn as_f64(&self) -> Option<f64> {
         match self {

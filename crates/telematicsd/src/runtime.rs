@@ -789,7 +789,7 @@ impl Core {
         if !changes.is_empty() {
             let updates: Vec<_> = changes
                 .iter()
-                .map(|c| (c.path.clone(), crate::vehicle::to_payload_value(&c.new)))
+                .map(|c| (c.path.clone(), c.new.clone()))
                 .collect();
             let mut alerts = Vec::new();
             for (p, v) in &updates {

@@ -28,25 +28,6 @@ pub struct VehicleModel {
     errors: u64,
 }
 
-/// Converts a decoded CAN value to the telemetry payload's value type.
-pub fn to_payload_value(v: &SignalValue) -> telematics_telemetry::SignalValue {
-    match v {
-        SignalValue::Bool(b) => telematics_telemetry::SignalValue::Bool(*b),
-        SignalValue::Int(i) => telematics_telemetry::SignalValue::Int(*i),
-        SignalValue::Float(f) => telematics_telemetry::SignalValue::Float(*f),
-        SignalValue::Text(t) => telematics_telemetry::SignalValue::Text(t.clone()),
-    }
-}
-
-fn as_f64(v: &SignalValue) -> Option<f64> {
-    match v {
-        SignalValue::Bool(b) => Some(f64::from(u8::from(*b))),
-        SignalValue::Int(i) => Some(*i as f64),
-        SignalValue::Float(f) => Some(*f),
-        SignalValue::Text(_) => None,
-    }
-}
-
 fn as_bool(v: &SignalValue) -> Option<bool> {
     match v {
         SignalValue::Bool(b) => Some(*b),
@@ -196,12 +177,12 @@ impl VehicleModel {
     }
 
     /// Every fresh value as telemetry (refreshes the schedule's view of unchanged signals).
-    pub fn fresh_values(&self, now_ms: u64) -> Vec<(String, telematics_telemetry::SignalValue)> {
+    pub fn fresh_values(&self, now_ms: u64) -> Vec<(String, SignalValue)> {
         self.state
             .snapshot(Timestamp(now_ms))
             .into_iter()
             .filter(|e| !e.is_stale)
-            .map(|e| (e.path, to_payload_value(&e.value)))
+            .map(|e| (e.path, e.value))
             .collect()
     }
 }
@@ -226,24 +207,6 @@ mod tests {
         }
     }
 
-    /// The paths the executor names in `stale_state` are the ones the model reads, and the demo
-    /// car provides each of them (the brake pedal is optional and not mapped there).
-    #[test]
-    fn exec_paths_are_the_paths_the_model_reads() {
-        let mut m = VehicleModel::demo().expect("demo model");
-        feed(&mut m, &CarState::default(), 1_000);
-        let provided: Vec<String> = m.fresh_values(1_000).into_iter().map(|(p, _)| p).collect();
-        for kind in telematics_exec::SignalKind::ALL {
-            for path in kind.vss_paths() {
-                if *path == paths::BRAKE_PEDAL {
-                    continue;
-                }
-                assert!(provided.iter().any(|p| p == path), "{kind:?}: {path}");
-            }
-        }
-        assert!(!provided.iter().any(|p| p == paths::BRAKE_PEDAL));
-    }
-
     #[test]
     fn demo_frames_yield_every_exec_signal() {
         let mut m = VehicleModel::demo().expect("demo model");
@@ -265,6 +228,24 @@ mod tests {
         let (frames, unknown, errors) = m.counters();
         assert!(frames > 0);
         assert_eq!((unknown, errors), (0, 0));
+    }
+
+    /// The paths the executor names in `stale_state` are the ones the model reads, and the demo
+    /// car provides each of them (the brake pedal is optional and not mapped there).
+    #[test]
+    fn exec_paths_are_the_paths_the_model_reads() {
+        let mut m = VehicleModel::demo().expect("demo model");
+        feed(&mut m, &CarState::default(), 1_000);
+        let provided: Vec<String> = m.fresh_values(1_000).into_iter().map(|(p, _)| p).collect();
+        for kind in telematics_exec::SignalKind::ALL {
+            for path in kind.vss_paths() {
+                if *path == paths::BRAKE_PEDAL {
+                    continue;
+                }
+                assert!(provided.iter().any(|p| p == path), "{kind:?}: {path}");
+            }
+        }
+        assert!(!provided.iter().any(|p| p == paths::BRAKE_PEDAL));
     }
 
     #[test]
