@@ -465,7 +465,7 @@ fn mqtt_options(config: &LinkConfig, tls: Arc<ClientConfig>) -> MqttOptions {
         state: Presence::Offline,
         agent_version: config.agent_version.clone(),
         config_version: config.config_version.clone(),
-        at: status::unix_now(),
+        at: status::unix_now_ms(),
     };
     o.set_last_will(LastWill::new(
         topics::status(&config.vin),
@@ -495,7 +495,7 @@ impl Session<'_> {
             state,
             agent_version: self.config.agent_version.clone(),
             config_version: self.config.config_version.clone(),
-            at: status::unix_now(),
+            at: status::unix_now_ms(),
         };
         self.client
             .try_publish(
@@ -923,7 +923,7 @@ mod tests {
             state: Presence::Online,
             agent_version: "1.2.3".into(),
             config_version: "7".into(),
-            at: 1_700_000_000,
+            at: 1_700_000_000_000,
         };
         let b = s.to_cbor();
         assert_eq!(Status::from_cbor(&b), Some(s.clone()));

@@ -26,8 +26,8 @@ pub struct Status {
     pub agent_version: String,
     /// Version of the daemon configuration in force.
     pub config_version: String,
-    /// Unix time in seconds when the message was produced (for the last will: when the
-    /// connection was opened).
+    /// Unix time in milliseconds (like every other payload's `at`) when the message was
+    /// produced (for the last will: when the connection was opened).
     pub at: u64,
 }
 
@@ -46,10 +46,10 @@ impl Status {
     }
 }
 
-/// Current Unix time in seconds (0 if the clock is before 1970).
-pub(crate) fn unix_now() -> u64 {
+/// Current Unix time in milliseconds (0 if the clock is before 1970).
+pub(crate) fn unix_now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
 }
