@@ -691,8 +691,10 @@ async fn disk_full_fails_closed_and_loses_nothing_acknowledged() {
         },
     );
     // Fill the disk: telemetry while the broker is unreachable accumulates in the outbox
-    // until the store can no longer grow.
-    w.broker.stop();
+    // until the store can no longer grow. The broker is stopped gracefully: the fault under
+    // test is the disk, and a SIGKILL within mosquitto's 1 s autosave of the daemon's
+    // reconnect could lose the persistent session the outage command below relies on.
+    w.broker.stop_graceful();
     let on_bus = commands_on_bus(&w).await;
     let filling = Instant::now();
     let mut toggle = false;
