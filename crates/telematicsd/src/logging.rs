@@ -148,7 +148,7 @@ fn active_filter(filter: &str) -> Targets {
     parse_filter(&filter).unwrap_or_else(|_| Targets::new().with_default(tracing::Level::INFO))
 }
 
-/// Installs the global tracing subscriber with `filter` (`RUST_LOG` syntax; the `RUST_LOG`
+/// Installs the global tracing subscriber with `filter` ([`parse_filter`] syntax; the `RUST_LOG`
 /// environment variable wins when set) on the sink [`choose_sink`] picks, and returns the
 /// sink in use. A second call keeps the first subscriber and returns its sink.
 pub fn init(filter: &str) -> Sink {
