@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # ARM head units: cross-builds the workspace for aarch64 and armv7 with Debian's cross gcc and
 # runs the unit tests under qemu-user (runner and linker per target in .cargo/config.toml).
-# Ends with one line per target: "<arch> unit tests: N passed, N failed".
+# Then the stripped release sizes (scripts/binary-sizes.sh; CROSS_SIZES=0 skips them). Ends with
+# one line per target: "<arch> unit tests: N passed, N failed".
 #
 # Run: every crate's `--lib` tests, plus the integration tests that are pure logic (no mosquitto,
 # no TCP, no python, no CAN interface): DBC/decode (demo_car, external_dbc, prop), the security
@@ -68,5 +69,11 @@ for a in "${arches[@]}"; do
   summary+=("$line")
   rm -f "$log"
 done
+# Stripped release sizes of both binaries and the issue-14 goals (aarch64 daemon below 3.5 MiB,
+# telematicsctl no larger than the daemon): printed for the CI log, a missed goal fails the run.
+if [ "${CROSS_SIZES:-1}" = 1 ]; then
+  echo "== binary sizes (stripped release): ${arches[*]}"
+  bash scripts/binary-sizes.sh "${arches[@]}" || rc=1
+fi
 for s in "${summary[@]}"; do echo "$s"; done
 exit "$rc"

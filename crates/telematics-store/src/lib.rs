@@ -74,8 +74,9 @@ impl Store {
         let shown = path.as_ref().display().to_string();
         // redb 4.6 still hits internal assertions (`unreachable!` in its b-tree code) on some
         // files with a valid header and a damaged body (upstream cberner/redb#1303, #1333).
-        // Opening must fail closed with a clear error, never crash: contain the panic (the
-        // release profile keeps `panic = "unwind"` for this) and report the file as corrupted.
+        // Opening must fail closed with a clear error, never crash: contain the panic where it
+        // unwinds and report the file as corrupted. The release profile aborts on panic; there
+        // `telematicsd run` opens the store in a child process first (telematicsd store_probe).
         let path = path.as_ref().to_path_buf();
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
             Store::open_inner(path, outbox_config)

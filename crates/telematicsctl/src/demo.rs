@@ -25,6 +25,8 @@ use telematics_testkit::{Mosquitto, TestPki};
 use telematicsd::admin::AccessPolicy;
 use telematicsd::{Config, Daemon};
 use tokio::sync::Mutex;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::mqtt::MqttConn;
 use crate::remote::{CommandOutcome, CommandSpec, format_result, send_command};
@@ -269,10 +271,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     std::fs::write(dir.join("telematicsd.toml"), &toml)?;
     let cfg = Config::from_toml_with_env(&toml, Vec::new())?;
     let log_file = std::fs::File::create(dir.join("daemon.log"))?;
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log))
-        .with_writer(std::sync::Mutex::new(log_file))
-        .with_ansi(false)
+    let filter = telematicsd::logging::parse_filter(&args.log).map_err(|e| anyhow::anyhow!(e))?;
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::sync::Mutex::new(log_file))
+                .with_ansi(false),
+        )
         .try_init();
     let car = Arc::new(Mutex::new(BodyController::demo()));
     let daemon = Daemon::open_with_policy(

@@ -1,4 +1,4 @@
-//! Command-line entry of the daemon (`run`, `check-config`).
+//! Command-line entry of the daemon (`run`, `check-config`, the hidden store probe).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,6 +27,12 @@ enum Cmd {
         #[arg(long)]
         no_files: bool,
     },
+    /// Child side of the start-up store probe (`store_probe`; not for people).
+    #[command(name = crate::store_probe::SUBCOMMAND, hide = true)]
+    ProbeStore {
+        /// The store file.
+        path: PathBuf,
+    },
 }
 
 fn load(path: &std::path::Path) -> Result<Config, crate::DaemonError> {
@@ -46,6 +52,7 @@ pub fn command() -> clap::Command {
 pub fn main_entry() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd.unwrap_or(Cmd::Run) {
+        Cmd::ProbeStore { path } => crate::store_probe::child_main(&path),
         Cmd::CheckConfig { no_files } => {
             let res = load(&cli.config).and_then(|c| {
                 if !no_files {
@@ -82,14 +89,17 @@ fn run(path: &std::path::Path) -> Result<(), crate::DaemonError> {
     let cfg = load(path)?;
     crate::logging::init(&cfg.log.filter);
     cfg.check_files()?;
+    // A redb panic on a damaged file would abort the shipped binary (`panic = "abort"`): open
+    // the store once in a child process first (store_probe).
+    crate::store_probe::probe(&cfg.outbox_path())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        // redb 4.1 asserts on some truncated files; the store contains that panic and reports
-        // `store.corrupted`, but the default hook would still print a panic message first.
-        // Silence it while opening (nothing else runs yet), so stderr carries only our error.
+        // Test builds unwind: the store contains a panic and reports `store.corrupted`, but the
+        // default hook would still print a panic message first. Silence it while opening
+        // (nothing else runs yet), so stderr carries only our error.
         let hook = std::panic::take_hook();
         std::panic::set_hook(Box::new(|_| {}));
         let opened = Daemon::open(cfg);

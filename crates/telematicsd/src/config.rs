@@ -305,7 +305,8 @@ impl Default for StateConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
-    /// `RUST_LOG`-style filter, e.g. `info,telematics_link=debug`.
+    /// Log filter, `RUST_LOG`'s target/level directives, e.g. `info,telematics_link=debug`
+    /// (no span or field filters; [`crate::logging::parse_filter`]).
     pub filter: String,
 }
 
@@ -542,7 +543,7 @@ impl Config {
                 self.state.directory
             ));
         }
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
+        if let Err(e) = crate::logging::parse_filter(&self.log.filter) {
             errs.push(format!(
                 "log.filter: invalid filter {:?}: {e}",
                 self.log.filter

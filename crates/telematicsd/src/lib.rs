@@ -9,6 +9,7 @@
 //! - [`vehicle`]: DBC + VSS model and the executor/telemetry views of it.
 //! - [`runtime`]: the I/O shell: CAN reader, command verification worker, core loop, outbox.
 //! - [`simbus`]: simulated vehicle buses (in-process demo car, TCP virtual bus).
+//! - [`store_probe`]: the start-up store probe in a child process (redb crash → `store.corrupted`).
 
 pub mod admin;
 pub mod cli;
@@ -20,6 +21,7 @@ pub mod logging;
 pub mod runtime;
 pub mod security;
 pub mod simbus;
+pub mod store_probe;
 pub mod vehicle;
 
 pub use config::Config;

@@ -16,6 +16,10 @@
 //!   timestamps and no ANSI colour codes.
 //! - [`Sink::Terminal`]: stderr is a terminal: the coloured human format.
 //!
+//! The filter ([`parse_filter`]) is `RUST_LOG`'s target/level subset, matched by
+//! tracing-subscriber's `Targets`: no span or field directives, so the daemon links no regex
+//! engine (`EnvFilter` pulled in regex-automata and regex-syntax; BENCHMARKS.md, binary sizes).
+//!
 //! A fatal start-up error is reported by [`report_fatal`]: as an error event (priority 3 and
 //! `F_CODE`) on the journal sink, as the stable `telematicsd: error[<code>]: ...` line on
 //! stderr otherwise.
@@ -27,7 +31,7 @@ use std::os::unix::fs::MetadataExt;
 use std::sync::OnceLock;
 
 use tracing_journald::{Priority, PriorityMappings};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -110,14 +114,41 @@ pub fn journal_layer(identifier: &str) -> std::io::Result<tracing_journald::Laye
         .with_priority_mappings(PRIORITIES))
 }
 
-fn env_filter(filter: &str) -> EnvFilter {
+/// Parses a log filter: comma-separated directives `level`, `target` or `target=level`
+/// (`info,telematics_link=debug`; a target matches itself and the modules below it, the most
+/// specific directive wins, levels are `off`, `error`, `warn`, `info`, `debug`, `trace`).
+/// Empty directives are skipped; span and field directives (`target[span{field}]=level`) of
+/// `RUST_LOG` are refused: the daemon's filter has no regex engine.
+pub fn parse_filter(filter: &str) -> Result<Targets, String> {
+    let mut directives = Vec::new();
+    for d in filter.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        if d.contains(['[', ']', '{', '}']) {
+            return Err(format!(
+                "span and field filters are not supported: {d:?} (use target=level)"
+            ));
+        }
+        directives.push(d);
+    }
+    if directives.is_empty() {
+        // `Targets` would read "" as the empty target at every level: all of it.
+        return Ok(Targets::new());
+    }
+    directives
+        .join(",")
+        .parse::<Targets>()
+        .map_err(|e| e.to_string())
+}
+
+/// The filter in force: `RUST_LOG` when set, else `filter`; `info` when it does not parse
+/// (the configured one was checked by `Config::validate`).
+fn active_filter(filter: &str) -> Targets {
     let filter = std::env::var("RUST_LOG")
         .ok()
         .unwrap_or_else(|| filter.to_string());
-    EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"))
+    parse_filter(&filter).unwrap_or_else(|_| Targets::new().with_default(tracing::Level::INFO))
 }
 
-/// Installs the global tracing subscriber with `filter` (`RUST_LOG` syntax; the `RUST_LOG`
+/// Installs the global tracing subscriber with `filter` ([`parse_filter`] syntax; the `RUST_LOG`
 /// environment variable wins when set) on the sink [`choose_sink`] picks, and returns the
 /// sink in use. A second call keeps the first subscriber and returns its sink.
 pub fn init(filter: &str) -> Sink {
@@ -133,7 +164,7 @@ pub fn init(filter: &str) -> Sink {
         Sink::Journal => match journal_layer(SYSLOG_IDENTIFIER) {
             Ok(layer) => {
                 let res = tracing_subscriber::registry()
-                    .with(env_filter(filter))
+                    .with(active_filter(filter))
                     .with(layer)
                     .try_init();
                 (Sink::Journal, res, None)
@@ -141,7 +172,7 @@ pub fn init(filter: &str) -> Sink {
             // stderr is still the journal stream: plain lines, the journal adds the time.
             Err(e) => {
                 let res = tracing_subscriber::registry()
-                    .with(env_filter(filter))
+                    .with(active_filter(filter))
                     .with(fmt.with_ansi(false).without_time())
                     .try_init();
                 (Sink::Plain, res, Some(e))
@@ -149,14 +180,14 @@ pub fn init(filter: &str) -> Sink {
         },
         Sink::Plain => {
             let res = tracing_subscriber::registry()
-                .with(env_filter(filter))
+                .with(active_filter(filter))
                 .with(fmt.with_ansi(false))
                 .try_init();
             (Sink::Plain, res, None)
         }
         Sink::Terminal => {
             let res = tracing_subscriber::registry()
-                .with(env_filter(filter))
+                .with(active_filter(filter))
                 .with(fmt.with_ansi(true))
                 .try_init();
             (Sink::Terminal, res, None)
@@ -197,6 +228,39 @@ mod tests {
     fn stream_of(file: &std::fs::File) -> OsString {
         let meta = file.metadata().unwrap();
         OsString::from(format!("{}:{}", meta.dev(), meta.ino()))
+    }
+
+    #[test]
+    fn filter_is_targets_and_levels() {
+        use tracing::Level;
+        let f = parse_filter("info,telematics_link=debug").unwrap();
+        assert!(f.would_enable("telematicsd::daemon", &Level::INFO));
+        assert!(!f.would_enable("telematicsd::daemon", &Level::DEBUG));
+        assert!(f.would_enable("telematics_link", &Level::DEBUG));
+        assert!(f.would_enable("telematics_link::session", &Level::DEBUG));
+        assert!(!f.would_enable("telematics_link", &Level::TRACE));
+        // The most specific directive wins, whatever the order.
+        let f = parse_filter("telematics_link=off, warn ,").unwrap();
+        assert!(!f.would_enable("telematics_link::session", &Level::ERROR));
+        assert!(f.would_enable("telematics_store", &Level::WARN));
+        assert!(!f.would_enable("telematics_store", &Level::INFO));
+        // A bare target: every level of it, nothing else.
+        let f = parse_filter("telematics_store").unwrap();
+        assert!(f.would_enable("telematics_store", &Level::TRACE));
+        assert!(!f.would_enable("telematicsd", &Level::ERROR));
+        assert!(
+            !parse_filter("")
+                .unwrap()
+                .would_enable("telematicsd", &Level::ERROR)
+        );
+        for bad in [
+            "info,telematics_link=loud",
+            "a=b=c",
+            "telematics_link[session]=debug",
+            "[{vin}]=trace",
+        ] {
+            assert!(parse_filter(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

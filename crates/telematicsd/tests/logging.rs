@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 
 const DAEMON: &str = env!("CARGO_BIN_EXE_telematicsd");
@@ -176,7 +176,7 @@ fn journal_capture_in_namespace() {
     // 1. The layer: priority per level, MESSAGE, tracing fields as F_<FIELD>.
     let layer = telematicsd::logging::journal_layer("telematicsd-test").expect("journal layer");
     let subscriber = tracing_subscriber::registry()
-        .with(EnvFilter::new("trace"))
+        .with(Targets::new().with_default(tracing::Level::TRACE))
         .with(layer);
     tracing::subscriber::with_default(subscriber, || {
         tracing::error!(
