@@ -186,21 +186,11 @@ impl Runtime {
         shutdown: CancellationToken,
         drain: Duration,
     ) -> Result<(), DaemonError> {
-        let Runtime {
-            cfg,
-            store,
-            security,
-            link,
-            incoming,
-            connector,
-            clock,
-            health,
-            mut core,
-        } = self;
+        let (security, link, health, mut core) = (self.security, self.link, self.health, self.core);
         let (frame_tx, frame_rx) = mpsc::channel::<CanFrame>(FRAME_QUEUE);
         let (sink_tx, sink_rx) = watch::channel::<Option<Arc<dyn CanSink>>>(None);
         let reader = tokio::spawn(can_reader::can_reader(
-            connector,
+            self.connector,
             frame_tx,
             sink_tx,
             health.clone(),
@@ -208,16 +198,21 @@ impl Runtime {
         ));
         let (verified_tx, verified_rx) = mpsc::channel::<SecurityOutput>(16);
         let verifier = tokio::spawn(verifier::verify_worker(
-            incoming,
+            self.incoming,
             security.clone(),
             verified_tx,
-            cfg.vehicle.vin.clone(),
+            self.cfg.vehicle.vin.clone(),
             shutdown.clone(),
         ));
         let (commit_tx, commit_rx) = mpsc::unbounded_channel();
         let (outcome_tx, outcome_rx) = mpsc::unbounded_channel();
-        let store_thread =
-            committer::spawn(store, link.clone(), health.clone(), commit_rx, outcome_tx)?;
+        let store_thread = committer::spawn(
+            self.store,
+            link.clone(),
+            health.clone(),
+            commit_rx,
+            outcome_tx,
+        )?;
         let (act_tx, act_rx) = mpsc::unbounded_channel();
         let actuator = tokio::spawn(actuator::run(act_rx, sink_rx));
         let (audit_tx, audit_rx) = mpsc::unbounded_channel();
@@ -229,7 +224,7 @@ impl Runtime {
         };
         let shell = Shell {
             security: security.clone(),
-            clock,
+            clock: self.clock,
             health,
         };
         let result = shell
@@ -339,5 +334,126 @@ impl Shell {
                 core.handle_timeout(now);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admin::{AdminHandler, Request, Response, Secret};
+    use crate::vehicle::VehicleModel;
+    use telematics_can::demo::CarState;
+    use telematics_security::client::{CommandRequest, build_command};
+    use telematics_security::{Action, CommandId, ExportedCredential};
+
+    /// A code check in progress holds the security mutex through PBKDF2; the shell loop never
+    /// waits for it, so CAN frames keep being decoded meanwhile.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn frames_are_decoded_while_a_code_check_runs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pk = dir.path().join("backend.pub");
+        std::fs::write(&pk, "00".repeat(32)).expect("pk");
+        let toml = format!(
+            "[vehicle]\nvin = \"1M8GDM9AXKP042788\"\n[can]\nsource = \"sim\"\n[security]\n\
+             pbkdf2_iterations = 600000\nmin_pbkdf2_iterations = 600000\n\
+             backend_public_key = {pk:?}\n[state]\ndirectory = {:?}\n",
+            dir.path()
+        );
+        let cfg = Config::from_toml_with_env(&toml, Vec::new()).expect("cfg");
+        let store = Store::open(cfg.outbox_path()).expect("store");
+        let security = Arc::new(SecurityService::open(store.clone(), &cfg).expect("security"));
+        let Response::Paired { credential, .. } = security.handle(Request::Pair {
+            device_name: "phone".into(),
+            code: Secret("2468".into()),
+        }) else {
+            panic!("pairing failed")
+        };
+        let cred = ExportedCredential::from_text(&credential).expect("credential");
+        let now_s = unix_now_s();
+        let bytes = build_command(
+            &cred,
+            &CommandRequest {
+                command_id: CommandId([1; 16]),
+                action: Action::Unlock,
+                counter: 1,
+                issued_at: now_s,
+                expires_at: now_s + 60,
+                code: "2468".into(),
+            },
+            &ring::rand::SystemRandom::new(),
+        )
+        .expect("envelope");
+
+        let clock = Clock::new();
+        let parts =
+            CoreParts::with_model(&cfg, VehicleModel::demo().expect("model"), clock.now_ms())
+                .expect("parts");
+        let mut core = VehicleCore::new(parts, Restored::default(), clock.now_ms());
+        let health = Arc::new(Health::default());
+        let (frame_tx, frame_rx) = mpsc::channel(FRAME_QUEUE);
+        let (_verified_tx, verified_rx) = mpsc::channel(16);
+        let (_outcome_tx, outcome_rx) = mpsc::unbounded_channel();
+        let (commits, _commit_rx) = mpsc::unbounded_channel();
+        let (frames, _act_rx) = mpsc::unbounded_channel();
+        let (audits, _audit_rx) = mpsc::unbounded_channel();
+        let shutdown = CancellationToken::new();
+        let shell = Shell {
+            security: security.clone(),
+            clock,
+            health: health.clone(),
+        };
+        let stop = shutdown.clone();
+        let loop_task = tokio::spawn(async move {
+            let carriers = Carriers {
+                commits,
+                frames,
+                audits,
+            };
+            shell
+                .run(
+                    &mut core,
+                    &carriers,
+                    frame_rx,
+                    verified_rx,
+                    outcome_rx,
+                    stop,
+                )
+                .await
+        });
+
+        // Start a code check; it holds the security mutex from before the pre-count is
+        // persisted until PBKDF2 ends.
+        let before = store.get(crate::security::STATE_KEY).expect("state");
+        let sec = security.clone();
+        let check = tokio::task::spawn_blocking(move || sec.verify(&bytes, unix_now_s()));
+        while store.get(crate::security::STATE_KEY).expect("state") == before {
+            tokio::task::yield_now().await;
+        }
+        // PBKDF2 is running now: feed status frames and see them decoded.
+        let status = CarState::default()
+            .status_frames(VehicleModel::demo().expect("model").dbc(), 1, true)
+            .expect("frames");
+        let mut sent = 0u64;
+        for _ in 0..20 {
+            for f in &status {
+                frame_tx.send(f.clone()).await.expect("send");
+                sent += 1;
+            }
+        }
+        let t0 = std::time::Instant::now();
+        while health.frames_processed.load(Ordering::Relaxed) < sent {
+            assert!(t0.elapsed() < Duration::from_secs(5), "frames not decoded");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert!(
+            !check.is_finished(),
+            "the code check is still running: frames were decoded during PBKDF2"
+        );
+        assert!(matches!(
+            check.await.expect("join"),
+            Verification::Verified(_)
+        ));
+        shutdown.cancel();
+        loop_task.await.expect("join").expect("clean stop");
     }
 }
