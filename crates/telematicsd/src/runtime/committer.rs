@@ -36,7 +36,8 @@ pub fn commit(store: &Store, c: &Commit) -> Result<usize, DaemonError> {
 }
 
 /// Starts the worker thread: commits from `rx`, outcomes to `tx`, the link woken after each
-/// commit that added outbox messages. Ends when `rx` closes (all commits written).
+/// commit that added outbox messages. Ends when `rx` closes, after every commit handed over
+/// was written (also those still queued when the shell loop stopped).
 pub fn spawn(
     store: Store,
     link: LinkHandle,
@@ -81,12 +82,8 @@ pub fn spawn(
                         health.store_failed("commit", e);
                     }
                 }
-                if tx
-                    .send((c.id, r.map(|_| ()).map_err(|e| e.to_string())))
-                    .is_err()
-                {
-                    return;
-                }
+                // After shutdown nobody listens; the remaining commits are still written.
+                let _ = tx.send((c.id, r.map(|_| ()).map_err(|e| e.to_string())));
             }
         })
 }
