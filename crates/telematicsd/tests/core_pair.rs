@@ -717,3 +717,32 @@ fn a_failed_commit_at_every_commit_point_sends_no_frame_and_fails_closed() {
     );
     assert_eq!(p.car.commands_received(), frames);
 }
+
+#[test]
+fn a_result_an_old_daemon_left_unpublished_is_published_once_with_its_entry() {
+    use telematics_exec::CommandState;
+    let rec = ResultRecord {
+        command_id: CommandId([5; 16]),
+        state: CommandState::Executed,
+        reason_code: None,
+        detail: None,
+        at: T0 - 1_000,
+    };
+    let mut core = core_at(
+        T0,
+        Restored {
+            journal: vec![rec.clone()],
+            unpublished: vec![rec.clone()],
+            run_timer: None,
+        },
+    );
+    let Some(Effect::Commit(c)) = core.poll_effect() else {
+        panic!("the first effect is the re-publishing commit")
+    };
+    assert_eq!(c.journal, vec![rec], "re-journaled without the old flag");
+    assert_eq!(c.outbox.len(), 1);
+    let r = CommandResult::decode(&c.outbox[0].payload).expect("result");
+    assert_eq!((r.command_id, r.state), ([5; 16], ResultState::Executed));
+    core.handle_commit(c.id, Ok(()));
+    assert!(core.poll_effect().is_none(), "published once");
+}
