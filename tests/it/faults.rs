@@ -526,6 +526,16 @@ async fn corrupted_or_truncated_state_refuses_to_start_with_a_clear_code() {
         Some(ResultState::Executed)
     );
     assert_eq!(w.stop_daemon().await, Some(0));
+    // The broker is killed below (SIGKILL) and keeps only what it autosaved (every second):
+    // let it save the vehicle's persistent session first, so the command sent during the
+    // outage is queued for the vehicle as this scenario intends.
+    let saves = w.broker.log().matches("Saving in-memory database").count();
+    let saving = Instant::now();
+    while w.broker.log().matches("Saving in-memory database").count() == saves
+        && saving.elapsed() < Duration::from_secs(5)
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let db = telematics_it::state_file(&w);
     let pristine = std::fs::read(&db).expect("state file");
     let len = pristine.len();

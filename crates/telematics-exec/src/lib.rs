@@ -472,6 +472,26 @@ impl Executor {
         self.run.as_ref().map(|r| (r.id, r.deadline))
     }
 
+    /// The run timer to make durable **before** an actuation is sent: the active run timer,
+    /// or, while an EngineStart awaits its confirmation, the latest moment its run could end
+    /// (confirmation deadline + run time). Persisting that one before the start frame goes
+    /// out means a crash between the frame and the confirmation cannot leave a remotely
+    /// started engine running without a timer.
+    pub fn durable_run_timer(&self) -> Option<(CommandId, u64)> {
+        if let Some(f) = self
+            .in_flight
+            .as_ref()
+            .filter(|f| f.actuate == Actuate::EngineStart)
+        {
+            return Some((
+                f.id,
+                f.deadline
+                    .saturating_add(u64::from(f.run_secs).saturating_mul(1000)),
+            ));
+        }
+        self.run_timer()
+    }
+
     /// Re-arm a run timer persisted before a restart. If the deadline has already passed the
     /// automatic stop is issued at the next [`Executor::handle_timeout`].
     pub fn restore_run_timer(&mut self, id: CommandId, deadline: u64) {

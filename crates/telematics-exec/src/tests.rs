@@ -633,8 +633,17 @@ fn run_timer_survives_restart_and_stops_the_engine() {
         T0,
     );
     drain(&mut e);
+    // Before the confirmation the durable timer already covers the whole possible run.
+    assert_eq!(e.run_timer(), None);
+    let confirm = ExecConfig::default().confirm_timeout_ms;
+    assert_eq!(
+        e.durable_run_timer(),
+        Some((id(3), T0 + confirm + 60_000)),
+        "persisted before the start frame"
+    );
     e.on_vehicle_update(VehicleSignal::EngineRunning(true), T0 + 100);
     drain(&mut e);
+    assert_eq!(e.durable_run_timer(), e.run_timer());
     let (rid, deadline) = e.run_timer().expect("run timer armed");
     assert_eq!(rid, id(3));
     assert_eq!(deadline, T0 + 100 + 60_000);

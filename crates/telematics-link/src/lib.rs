@@ -367,6 +367,12 @@ impl LinkHandle {
         Ok(out)
     }
 
+    /// Tells the drain loop that messages were added to the outbox by someone else (the
+    /// daemon commits results together with its journal in one store transaction).
+    pub fn outbox_changed(&self) {
+        self.shared.wake.notify_one();
+    }
+
     /// Re-reads the certificate, key and CA files. On success the next (re)connection uses them
     /// (the current connection is kept). On failure the previous configuration stays in force
     /// and the error names the bad file. Call it on SIGHUP.

@@ -6,6 +6,9 @@
 //!
 //! * Key/value area ([`Store::put`], [`Store::get`], [`Store::delete`]) for the security state
 //!   (pairing, counters, lockout) and the command journal.
+//! * [`Store::commit`]: one decision of the daemon's core made durable at once — key/value
+//!   puts and deletes (command journal entry, run timer) and outbox messages (its results) in
+//!   one transaction, so a crash leaves either all of it or none.
 //! * The [`Outbox`]: a bounded queue of MQTT messages, ordered by a monotonically increasing
 //!   sequence number. When full, the lowest-priority, oldest message is dropped first
 //!   (telemetry first, alerts and results last); drops are counted per [`Priority`].
@@ -181,9 +184,56 @@ impl Store {
         Ok(out)
     }
 
+    /// Writes `batch` (key/value puts and deletes, then the outbox messages in order) in one
+    /// durable transaction: when it returns `Ok` all of it survives a crash, on `Err` none of
+    /// it was written. Returns the outbox outcome of each message.
+    pub fn commit(&self, batch: &Batch) -> Result<Vec<EnqueueOutcome>> {
+        for (k, _) in &batch.puts {
+            check_key(k)?;
+        }
+        for k in &batch.deletes {
+            check_key(k)?;
+        }
+        let mut w = self.db.begin_write().map_err(tx)?;
+        set_immediate(&mut w)?;
+        {
+            let mut t = w.open_table(KV).map_err(tx)?;
+            for k in &batch.deletes {
+                t.remove(k.as_str()).map_err(tx)?;
+            }
+            for (k, v) in &batch.puts {
+                t.insert(k.as_str(), v.as_slice()).map_err(tx)?;
+            }
+        }
+        let mut out = Vec::with_capacity(batch.outbox.len());
+        for m in &batch.outbox {
+            out.push(self.outbox.enqueue_in(&w, m)?);
+        }
+        w.commit().map_err(tx)?;
+        Ok(out)
+    }
+
     /// The outbox handle sharing this database.
     pub fn outbox(&self) -> Outbox {
         self.outbox.clone()
+    }
+}
+
+/// What [`Store::commit`] writes in one transaction.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Batch {
+    /// Key/value records to store (replacing existing values), after the deletes.
+    pub puts: Vec<(String, Vec<u8>)>,
+    /// Keys to remove.
+    pub deletes: Vec<String>,
+    /// Outbox messages to enqueue, in order.
+    pub outbox: Vec<OutboxMessage>,
+}
+
+impl Batch {
+    /// `true` when the batch writes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.puts.is_empty() && self.deletes.is_empty() && self.outbox.is_empty()
     }
 }
 

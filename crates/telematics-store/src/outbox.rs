@@ -331,7 +331,11 @@ impl Outbox {
         Ok(out)
     }
 
-    fn enqueue_in(&self, w: &WriteTransaction, msg: &OutboxMessage) -> Result<EnqueueOutcome> {
+    pub(crate) fn enqueue_in(
+        &self,
+        w: &WriteTransaction,
+        msg: &OutboxMessage,
+    ) -> Result<EnqueueOutcome> {
         let mut messages = w.open_table(MESSAGES).map_err(tx)?;
         let mut by_rank = w.open_table(BY_RANK).map_err(tx)?;
         let mut meta = w.open_table(META).map_err(tx)?;

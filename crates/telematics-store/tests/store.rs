@@ -2,7 +2,7 @@
 #![allow(clippy::unwrap_used, missing_docs)] // test code: a failed unwrap is a failed test
 
 use proptest::prelude::*;
-use telematics_store::{OutboxConfig, OutboxMessage, Priority, Qos, Store, StoreError};
+use telematics_store::{Batch, OutboxConfig, OutboxMessage, Priority, Qos, Store, StoreError};
 
 fn msg(p: Priority, payload: &[u8]) -> OutboxMessage {
     OutboxMessage::new("t", payload.to_vec(), p)
@@ -34,6 +34,47 @@ fn kv_put_get_delete_and_prefix() {
     assert_eq!(s.get("journal/1").unwrap(), None);
     assert_eq!(s.put("", b"").unwrap_err().code(), "store.bad_key");
     assert_eq!(s.get(&"k".repeat(300)).unwrap_err().code(), "store.bad_key");
+}
+
+#[test]
+fn commit_writes_kv_and_outbox_together_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    {
+        let s = Store::open(&path).unwrap();
+        s.put("timer", b"old").unwrap();
+        let batch = Batch {
+            puts: vec![("cmd/1".into(), b"executed".to_vec())],
+            deletes: vec!["timer".into()],
+            outbox: vec![msg(Priority::Result, b"r1"), msg(Priority::Result, b"r2")],
+        };
+        let out = s.commit(&batch).unwrap();
+        assert_eq!(out.len(), 2);
+        assert!(out.iter().all(|o| o.seq.is_some()));
+        // A bad key refuses the whole batch before anything is written.
+        let bad = Batch {
+            puts: vec![
+                ("cmd/2".into(), b"x".to_vec()),
+                (String::new(), b"y".to_vec()),
+            ],
+            deletes: vec![],
+            outbox: vec![msg(Priority::Result, b"r3")],
+        };
+        assert_eq!(s.commit(&bad).unwrap_err().code(), "store.bad_key");
+        assert!(Batch::default().is_empty());
+    }
+    let s = Store::open(&path).unwrap();
+    assert_eq!(s.get("cmd/1").unwrap().as_deref(), Some(&b"executed"[..]));
+    assert_eq!(s.get("cmd/2").unwrap(), None);
+    assert_eq!(s.get("timer").unwrap(), None);
+    let queued: Vec<_> = s
+        .outbox()
+        .peek(10)
+        .unwrap()
+        .into_iter()
+        .map(|m| m.message.payload)
+        .collect();
+    assert_eq!(queued, vec![b"r1".to_vec(), b"r2".to_vec()]);
 }
 
 #[test]

@@ -12,8 +12,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AccessPolicy, AdminHandler};
 use crate::config::{CanSourceKind, Config};
+use crate::core::{CoreParts, Restored};
 use crate::error::DaemonError;
-use crate::runtime::{CanConnector, CanPorts, DiscardSink, Health, Runtime};
+use crate::runtime::{CanConnector, CanPorts, Clock, DiscardSink, Health, Runtime};
 use crate::security::SecurityService;
 
 /// External events fed into the main loop (from signals or tests).
@@ -35,6 +36,10 @@ pub struct Daemon {
     security: Arc<SecurityService>,
     connector: CanConnector,
     health: Option<Arc<Health>>,
+    clock: Clock,
+    /// The core's parts, built (and failed closed) in [`Daemon::open`]; taken by `run`.
+    parts: Option<CoreParts>,
+    restored: Restored,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -173,8 +178,10 @@ pub fn can_connector(cfg: &Config) -> CanConnector {
 }
 
 impl Daemon {
-    /// Opens the store and the security state and prepares the CAN connector; the admin group
-    /// is resolved from the system group database (fail closed).
+    /// Opens the store and the security state, restores the command journal, builds the
+    /// vehicle model (DBC, mapping), executor, telemetry schedule and alerts, and prepares the
+    /// CAN connector: everything that can fail closed fails here, before `READY=1`. The admin
+    /// group is resolved from the system group database (fail closed).
     pub fn open(config: Config) -> Result<Self, DaemonError> {
         let policy = AccessPolicy::from_group_name(&config.admin.group)?;
         Self::open_with_policy(config, policy)
@@ -191,6 +198,12 @@ impl Daemon {
         )?;
         let security = Arc::new(SecurityService::open(store.clone(), &config)?);
         let connector = can_connector(&config);
+        let clock = Clock::new();
+        let (parts, warnings) = CoreParts::from_config(&config, clock.now_ms())?;
+        for w in warnings {
+            tracing::warn!(warning = %w, "vehicle model: DBC or mapping entry not used");
+        }
+        let restored = crate::journal::load(&store)?;
         let notify = std::env::var_os("NOTIFY_SOCKET").is_some();
         Ok(Self {
             config,
@@ -201,6 +214,9 @@ impl Daemon {
             security,
             connector,
             health: None,
+            clock,
+            parts: Some(parts),
+            restored,
         })
     }
 
@@ -234,11 +250,18 @@ impl Daemon {
     /// the head unit), `STATUS=` on link changes, `WATCHDOG=1` only while the core loop is
     /// alive, and `STOPPING=1` on shutdown, after which the outbox is drained (bounded).
     pub async fn run(mut self, mut events: mpsc::Receiver<DaemonEvent>) -> Result<(), DaemonError> {
+        let parts = self
+            .parts
+            .take()
+            .ok_or_else(|| DaemonError::Task("the daemon runs once".into()))?;
         let runtime = Runtime::start(
             self.config.clone(),
             self.store.clone(),
             self.security.clone(),
             self.connector.clone(),
+            self.clock,
+            parts,
+            std::mem::take(&mut self.restored),
         )?;
         let health = runtime.health();
         let gid = self.policy.gid;
@@ -329,7 +352,7 @@ impl Daemon {
         let _ = std::fs::remove_file(&self.config.admin.socket);
         match res {
             Ok(r) => r,
-            Err(e) => Err(DaemonError::Security(format!("core task failed: {e}"))),
+            Err(e) => Err(DaemonError::Task(format!("core task: {e}"))),
         }
     }
 }

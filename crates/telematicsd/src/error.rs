@@ -53,6 +53,18 @@ pub enum DaemonError {
     /// A durable write failed at run time (disk full, I/O error): the daemon stops.
     #[error("store: {0}")]
     StoreFailed(String),
+    /// The command executor's configuration is unusable.
+    #[error("exec: {0}")]
+    Exec(String),
+    /// The telemetry schedule or alert rules are unusable.
+    #[error("telemetry: {0}")]
+    Telemetry(String),
+    /// A command journal entry or the run timer could not be encoded or decoded.
+    #[error("journal: {0}")]
+    Journal(String),
+    /// A task of the runtime panicked or was cancelled.
+    #[error("task failed: {0}")]
+    Task(String),
     /// The MQTT link could not be configured (TLS files, topics).
     #[error("mqtt: {0}")]
     Link(String),
@@ -75,6 +87,10 @@ impl DaemonError {
             DaemonError::Can(_) => "can.setup",
             DaemonError::Link(_) => "mqtt.setup",
             DaemonError::StoreFailed(_) => "store.write_failed",
+            DaemonError::Exec(_) => "exec.config",
+            DaemonError::Telemetry(_) => "telemetry.config",
+            DaemonError::Journal(_) => "journal.encoding",
+            DaemonError::Task(_) => "runtime.task_failed",
         }
     }
 }

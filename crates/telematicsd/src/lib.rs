@@ -7,16 +7,21 @@
 //! - [`logging`]: journald-friendly tracing setup.
 //! - [`security`]: persisted security state, two-phase verification, admin operations, audit.
 //! - [`vehicle`]: DBC + VSS model and the executor/telemetry views of it.
-//! - [`runtime`]: the I/O shell: CAN reader, command verification worker, core loop, outbox.
+//! - [`core`]: `VehicleCore`, the sans-IO decisions of the command and telemetry paths.
+//! - [`journal`]: the durable form of the core's commits (journal, run timer, one batch).
+//! - [`runtime`]: the I/O shell: CAN reader, verification worker, store worker, actuator,
+//!   and the loop that feeds the core and carries out its effects.
 //! - [`simbus`]: simulated vehicle buses (in-process demo car, TCP virtual bus).
 //! - [`store_probe`]: the start-up store probe in a child process (redb crash → `store.corrupted`).
 
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod core;
 pub mod daemon;
 pub mod error;
 pub mod failpoint;
+pub mod journal;
 pub mod logging;
 pub mod runtime;
 pub mod security;

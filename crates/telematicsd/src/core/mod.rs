@@ -1,0 +1,693 @@
+//! `VehicleCore`: every decision of the command path and the telemetry path, sans-IO.
+//!
+//! The core owns the vehicle model (DBC + VSS), the [`Executor`], the telemetry [`Schedule`]
+//! and [`AlertEngine`], the start-up hold, the replay answers and the body-command counter.
+//! It reads no clock (`now`, monotonic ms of the runtime's clock, is an argument), spawns
+//! nothing and holds no store: the runtime feeds inputs (`handle_*`) and carries out the
+//! effects it polls ([`VehicleCore::poll_effect`]), waking at [`VehicleCore::next_deadline`].
+//! The shape is quinn-proto's `Connection` and the project's own [`Executor`].
+//!
+//! # Durability before effect
+//! A decision's durable part (journal entries, results and telemetry for the outbox, the run
+//! timer) is one [`Commit`], written by the runtime in one store transaction. The effects
+//! that depend on it (actuation frames, audit records) are held until the runtime reports
+//! that commit with [`VehicleCore::handle_commit`]`(id, Ok)`. A failed commit drops every
+//! held and queued effect and stops the core: [`Effect::FailClosed`] is the last effect, and
+//! the daemon exits with `store.write_failed`. Commits are reported in the order they were
+//! polled.
+
+mod answered;
+mod build;
+
+pub use answered::{ANSWER_CAPACITY, ANSWER_WINDOW_MS, Answered};
+pub use build::{CoreParts, FEED_PERIOD_MS, JOURNAL_CAPACITY, WARMUP_MS};
+
+use std::collections::VecDeque;
+
+use telematics_can::CanFrame;
+use telematics_can::demo::{BodyCommand, encode_body_command};
+use telematics_exec::{Actuate, CommandState, Executor, Output, ResultRecord, VehicleSignal};
+use telematics_link::topics;
+use telematics_security::{CommandId, Fault, VerifiedCommand};
+use telematics_store::{OutboxMessage, Priority};
+use telematics_telemetry::{AlertEngine, CommandResult, ResultState, Schedule};
+
+use crate::security::{Refusal, Verification};
+use crate::vehicle::VehicleModel;
+
+/// Identifies a [`Commit`] in [`VehicleCore::handle_commit`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CommitId(pub u64);
+
+/// What happens to the persisted remote-start run timer in a commit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunTimerChange {
+    /// Store this timer (EngineStart command, deadline in monotonic ms).
+    Set(CommandId, u64),
+    /// Remove the stored timer.
+    Clear,
+}
+
+/// The durable part of one decision, written in one store transaction.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Commit {
+    /// Its id (report the outcome with [`VehicleCore::handle_commit`]).
+    pub id: CommitId,
+    /// Command journal entries (latest state of each command).
+    pub journal: Vec<ResultRecord>,
+    /// Journal entries to delete (oldest beyond [`JOURNAL_CAPACITY`]).
+    pub forget: Vec<CommandId>,
+    /// Outbox messages (results, telemetry, alerts, session info), in order.
+    pub outbox: Vec<OutboxMessage>,
+    /// Change of the persisted run timer, if any.
+    pub run_timer: Option<RunTimerChange>,
+}
+
+impl Commit {
+    /// `true` when a journal entry in this commit is `accepted` (a command about to actuate).
+    pub fn journals_accepted(&self) -> bool {
+        self.journal.iter().any(|r| !r.state.is_terminal())
+    }
+    /// `true` when a journal entry in this commit is terminal.
+    pub fn journals_terminal(&self) -> bool {
+        self.journal.iter().any(|r| r.state.is_terminal())
+    }
+    fn is_empty(&self) -> bool {
+        self.journal.is_empty()
+            && self.forget.is_empty()
+            && self.outbox.is_empty()
+            && self.run_timer.is_none()
+    }
+}
+
+/// Why the core stopped (fail closed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FailClosed {
+    /// A commit failed; the text is the store's error.
+    CommitFailed {
+        /// The failed commit.
+        id: CommitId,
+        /// What the store reported.
+        error: String,
+    },
+    /// The security layer could not persist its state during a verification.
+    SecurityState,
+}
+
+impl FailClosed {
+    /// The daemon's exit error (`store.write_failed`).
+    pub fn error(&self) -> crate::error::DaemonError {
+        crate::error::DaemonError::StoreFailed(match self {
+            FailClosed::CommitFailed { error, .. } => format!(
+                "a durable write failed ({error}); stopping so the service manager restarts the \
+                 daemon on a reopened store"
+            ),
+            FailClosed::SecurityState => {
+                "the security state could not be made durable; stopping (fail closed)".into()
+            }
+        })
+    }
+}
+
+/// An effect to carry out, polled with [`VehicleCore::poll_effect`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect {
+    /// Write this in one durable transaction, then report it with
+    /// [`VehicleCore::handle_commit`].
+    Commit(Commit),
+    /// Send this actuation frame to the CAN bus (its decision is durable).
+    SendFrame {
+        /// The encoded frame.
+        frame: CanFrame,
+        /// What it asks the body controller to do.
+        command: BodyCommand,
+        /// Its rolling counter.
+        counter: u8,
+    },
+    /// Append an audit record (off the core task: it fsyncs).
+    Audit {
+        /// Record kind (`command.executed`, ...).
+        kind: String,
+        /// Detail text (no secrets).
+        detail: String,
+    },
+    /// The core stopped; nothing follows. The daemon exits with `store.write_failed`.
+    FailClosed(FailClosed),
+}
+
+/// What the runtime restores from the store at start-up.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Restored {
+    /// The command journal, oldest first.
+    pub journal: Vec<ResultRecord>,
+    /// Terminal results an older daemon journaled but never handed to the outbox (journals
+    /// written before results were committed with their journal entry).
+    pub unpublished: Vec<ResultRecord>,
+    /// The persisted run timer.
+    pub run_timer: Option<(CommandId, u64)>,
+}
+
+/// Effects of the decision being built, split at every actuation: the frame of segment `n`
+/// is released after commit `n`, and nothing decided after the frame is durable before it.
+#[derive(Default)]
+struct Segment {
+    commit: Commit,
+    after: Vec<Effect>,
+}
+
+/// The sans-IO core of the daemon; see the [module docs](self).
+pub struct VehicleCore {
+    vin: String,
+    model: VehicleModel,
+    exec: Executor,
+    schedule: Schedule,
+    alerts: AlertEngine,
+    answered: Answered,
+    body_counter: u8,
+    /// The run timer as last committed.
+    durable_run: Option<(CommandId, u64)>,
+    /// Journaled command ids, oldest first (pruning without re-reading the store).
+    journaled: VecDeque<CommandId>,
+    next_feed: u64,
+    next_refresh: u64,
+    /// Verified commands waiting for the first complete vehicle state after start-up.
+    held: Vec<VerifiedCommand>,
+    warmup_until: u64,
+    locked_out: bool,
+    next_commit: u64,
+    building: Segment,
+    /// Segments ready but not yet polled.
+    sealed: VecDeque<Segment>,
+    /// Commits polled, not yet reported, with the effects they release.
+    awaiting: VecDeque<(CommitId, Vec<Effect>)>,
+    ready: VecDeque<Effect>,
+    stopped: bool,
+}
+
+impl std::fmt::Debug for VehicleCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VehicleCore")
+            .field("vin", &self.vin)
+            .field("stopped", &self.stopped)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VehicleCore {
+    /// A core from its parts (built in `Daemon::open`) and the restored durable state, at
+    /// `now`. Commands in flight at the last stop are reported `failed(interrupted)`, results
+    /// an old daemon left unpublished are re-published, in the first commit.
+    pub fn new(parts: CoreParts, restored: Restored, now: u64) -> Self {
+        let CoreParts {
+            vin,
+            model,
+            mut exec,
+            schedule,
+            alerts,
+            warmup_ms,
+        } = parts;
+        let journaled = restored.journal.iter().map(|r| r.command_id).collect();
+        exec.restore(restored.journal, now);
+        if let Some((id, deadline)) = restored.run_timer {
+            tracing::warn!(deadline_ms = deadline, "remote-start run timer restored");
+            exec.restore_run_timer(id, deadline);
+        }
+        let mut core = VehicleCore {
+            vin,
+            model,
+            exec,
+            schedule,
+            alerts,
+            answered: Answered::new(ANSWER_WINDOW_MS, ANSWER_CAPACITY),
+            body_counter: 0,
+            durable_run: restored.run_timer,
+            journaled,
+            next_feed: now,
+            next_refresh: now,
+            held: Vec::new(),
+            warmup_until: now.saturating_add(warmup_ms),
+            locked_out: false,
+            next_commit: 1,
+            building: Segment::default(),
+            sealed: VecDeque::new(),
+            awaiting: VecDeque::new(),
+            ready: VecDeque::new(),
+            stopped: false,
+        };
+        for rec in restored.unpublished {
+            tracing::warn!(
+                command = %hex::encode(rec.command_id.0),
+                state = rec.state.as_str(),
+                "re-publishing a result journaled before a crash"
+            );
+            // Re-journaled in the same commit: the entry no longer carries the old flag.
+            core.building.commit.journal.push(rec.clone());
+            core.result_message(&rec);
+        }
+        core.drain_exec();
+        core.seal();
+        core
+    }
+
+    /// The vehicle model (counters, DBC).
+    pub fn model(&self) -> &VehicleModel {
+        &self.model
+    }
+
+    /// The executor (read-only: busy, run timer, remembered results).
+    pub fn executor(&self) -> &Executor {
+        &self.exec
+    }
+
+    /// `true` once the core failed closed.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// CAN frames received at `now` (a burst is best fed in one call).
+    pub fn handle_frames<'a>(&mut self, frames: impl IntoIterator<Item = &'a CanFrame>, now: u64) {
+        if self.stopped {
+            return;
+        }
+        let mut changes = Vec::new();
+        for f in frames {
+            changes.extend(self.model.on_frame(f, now));
+        }
+        if !changes.is_empty() {
+            let updates: Vec<_> = changes
+                .iter()
+                .map(|c| (c.path.clone(), c.new.clone()))
+                .collect();
+            let mut alerts = Vec::new();
+            for (p, v) in &updates {
+                alerts.extend(self.alerts.on_signal(p, v, now));
+            }
+            for a in alerts {
+                self.alert_message(&a);
+            }
+            let telemetry = self.schedule.on_update(&updates, now);
+            self.telemetry_messages(telemetry);
+            // State changes can confirm an in-flight command right away.
+            self.feed_exec(now);
+            self.drain_exec();
+        }
+        self.seal();
+    }
+
+    /// The lockout as the security layer last persisted it (lock-free snapshot).
+    pub fn handle_lockout(&mut self, locked: bool, now: u64) {
+        if self.stopped {
+            return;
+        }
+        self.locked_out = locked;
+        if let Some(a) = self.alerts.on_lockout(locked, now) {
+            self.alert_message(&a);
+        }
+        self.seal();
+    }
+
+    /// A session info to publish (answering a request on `vehicles/{vin}/session/request`).
+    pub fn handle_session_info(&mut self, info: Vec<u8>) {
+        if self.stopped {
+            return;
+        }
+        self.session_message(info);
+        self.seal();
+    }
+
+    /// The verification worker's outcome for one received command.
+    pub fn handle_verification(&mut self, v: Verification, now: u64) {
+        if self.stopped {
+            return;
+        }
+        match v {
+            Verification::Verified(cmd) => {
+                tracing::info!(
+                    command = %hex::encode(cmd.command_id().0),
+                    action = ?cmd.action(),
+                    "command verified"
+                );
+                if now < self.warmup_until && !self.state_complete(now) {
+                    // Just started (commands queued by the broker while we were offline arrive
+                    // with the CONNACK): wait briefly for the bus instead of refusing
+                    // `stale_state` for a state we simply have not heard yet.
+                    tracing::info!(
+                        command = %hex::encode(cmd.command_id().0),
+                        "command held until the vehicle state is known"
+                    );
+                    self.held.push(cmd);
+                } else {
+                    self.submit(cmd, now);
+                }
+            }
+            Verification::Rejected {
+                refusal,
+                command_id,
+                detail,
+                session_info,
+            } => {
+                let command = command_id.map(|c| hex::encode(c.0));
+                if refusal.audited_in_aggregate() {
+                    tracing::debug!(reason = refusal.code(), ?command, "command refused");
+                } else {
+                    tracing::warn!(reason = refusal.code(), ?command, "command refused");
+                }
+                if refusal == Refusal::StatePersist {
+                    self.fail_closed(FailClosed::SecurityState);
+                    return;
+                }
+                if let Some(info) = session_info {
+                    self.session_message(info);
+                }
+                if let Some(id) = command_id {
+                    self.answer_refusal(id, refusal, detail, now);
+                }
+            }
+        }
+        self.seal();
+    }
+
+    /// Timers: the start-up hold, the executor's feed and timeouts, telemetry. Call at
+    /// [`next_deadline`](Self::next_deadline) (calling it earlier is harmless).
+    pub fn handle_timeout(&mut self, now: u64) {
+        if self.stopped {
+            return;
+        }
+        if !self.held.is_empty() && (now >= self.warmup_until || self.state_complete(now)) {
+            for cmd in std::mem::take(&mut self.held) {
+                self.submit(cmd, now);
+            }
+        }
+        if now >= self.next_feed {
+            self.feed_exec(now);
+            self.next_feed = now + FEED_PERIOD_MS;
+        }
+        if now >= self.next_refresh {
+            // Unchanged but fresh signals keep their telemetry age current; the lockout alert
+            // clears when a back-off wait ends.
+            let fresh = self.model.fresh_values(now);
+            let telemetry = self.schedule.on_update(&fresh, now);
+            self.telemetry_messages(telemetry);
+            if let Some(a) = self.alerts.on_lockout(self.locked_out, now) {
+                self.alert_message(&a);
+            }
+            self.next_refresh = now + 1_000;
+        }
+        self.exec.handle_timeout(now);
+        let telemetry = self.schedule.poll(now);
+        self.telemetry_messages(telemetry);
+        self.drain_exec();
+        self.seal();
+    }
+
+    /// The outcome of commit `id` (reported in the order the commits were polled).
+    pub fn handle_commit(&mut self, id: CommitId, result: Result<(), String>) {
+        if self.stopped {
+            return;
+        }
+        let front = self.awaiting.front().map(|(c, _)| *c);
+        match result {
+            Ok(()) if front == Some(id) => {
+                if let Some((_, after)) = self.awaiting.pop_front() {
+                    self.ready.extend(after);
+                }
+            }
+            Ok(()) => self.fail_closed(FailClosed::CommitFailed {
+                id,
+                error: format!("commit reported out of order (expected {front:?})"),
+            }),
+            Err(error) => {
+                tracing::error!(
+                    code = "store.write_failed",
+                    commit = id.0,
+                    error = %error,
+                    "durable state not written: the decision stops here, nothing is actuated"
+                );
+                self.fail_closed(FailClosed::CommitFailed { id, error });
+            }
+        }
+    }
+
+    /// The next effect to carry out, in order.
+    pub fn poll_effect(&mut self) -> Option<Effect> {
+        if let Some(e) = self.ready.pop_front() {
+            return Some(e);
+        }
+        if self.stopped {
+            return None;
+        }
+        let seg = self.sealed.pop_front()?;
+        let id = seg.commit.id;
+        if seg.commit.is_empty() {
+            // Nothing to make durable: released once the commits before it are.
+            match self.awaiting.back_mut() {
+                Some((_, after)) => after.extend(seg.after),
+                None => self.ready.extend(seg.after),
+            }
+            return self.ready.pop_front().or_else(|| self.poll_effect());
+        }
+        self.awaiting.push_back((id, seg.after));
+        Some(Effect::Commit(seg.commit))
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is next due (monotonic ms).
+    pub fn next_deadline(&self) -> u64 {
+        let mut d = self
+            .next_feed
+            .min(self.next_refresh)
+            .min(self.schedule.next_deadline());
+        if let Some(t) = self.exec.next_timeout() {
+            d = d.min(t);
+        }
+        if !self.held.is_empty() {
+            d = d.min(self.warmup_until);
+        }
+        d
+    }
+
+    fn fail_closed(&mut self, why: FailClosed) {
+        self.stopped = true;
+        self.building = Segment::default();
+        self.sealed.clear();
+        self.awaiting.clear();
+        self.ready.clear();
+        self.held.clear();
+        self.ready.push_back(Effect::FailClosed(why));
+    }
+
+    fn answer_refusal(
+        &mut self,
+        id: CommandId,
+        refusal: Refusal,
+        detail: Option<String>,
+        now: u64,
+    ) {
+        if !self.answered.first(id, now) {
+            tracing::debug!(
+                command = %hex::encode(id.0),
+                "refusal of this command id already answered within the window"
+            );
+            return;
+        }
+        // A re-delivered command (QoS 1 duplicate) is a replay of a known id: answer with its
+        // real result instead of contradicting it.
+        let prior = (refusal == Refusal::Fault(Fault::Replay))
+            .then(|| self.exec.result_of(&id).cloned())
+            .flatten();
+        let mut res = match prior {
+            Some(rec) => to_result(&rec),
+            None => CommandResult {
+                command_id: id.0,
+                state: ResultState::Rejected,
+                reason_code: None,
+                detail,
+                at: now,
+            },
+        };
+        if res.reason_code.is_none() && res.state == ResultState::Rejected {
+            res.reason_code = Some(refusal.code().to_string());
+        }
+        self.encode_result(&res);
+    }
+
+    fn feed_exec(&mut self, now: u64) {
+        for s in self.model.exec_signals(now) {
+            self.exec.on_vehicle_update(s, now);
+        }
+    }
+
+    fn submit(&mut self, cmd: VerifiedCommand, now: u64) {
+        // Feed the freshest state before the preconditions are checked.
+        self.feed_exec(now);
+        self.exec.submit(cmd, now);
+        self.drain_exec();
+    }
+
+    /// Every precondition signal (brake excepted: optional) has been heard and is fresh.
+    fn state_complete(&self, now: u64) -> bool {
+        self.model
+            .exec_signals(now)
+            .iter()
+            .filter(|s| !matches!(s, VehicleSignal::BrakePressed(_)))
+            .count()
+            >= 7
+    }
+
+    fn drain_exec(&mut self) {
+        while let Some(out) = self.exec.poll_output() {
+            match out {
+                Output::JournalCommand(rec) => self.journal(rec),
+                Output::Publish(rec) => {
+                    tracing::info!(
+                        command = %hex::encode(rec.command_id.0),
+                        state = rec.state.as_str(),
+                        reason = rec.reason_code.unwrap_or(""),
+                        "command result"
+                    );
+                    self.building.after.push(Effect::Audit {
+                        kind: format!("command.{}", rec.state.as_str()),
+                        detail: format!(
+                            "command={} {}",
+                            hex::encode(rec.command_id.0),
+                            rec.reason_code.unwrap_or("")
+                        ),
+                    });
+                    self.result_message(&rec);
+                }
+                Output::SendFrames(req) => self.actuate(req.actuate),
+                Output::RunTimerEnded { command_id, reason } => {
+                    tracing::info!(command = %hex::encode(command_id.0), ?reason, "remote-start run ended");
+                }
+            }
+        }
+    }
+
+    fn journal(&mut self, rec: ResultRecord) {
+        if !self.journaled.contains(&rec.command_id) {
+            self.journaled.push_back(rec.command_id);
+        }
+        while self.journaled.len() > JOURNAL_CAPACITY {
+            if let Some(old) = self.journaled.pop_front() {
+                self.building.commit.forget.push(old);
+            }
+        }
+        self.building
+            .commit
+            .journal
+            .retain(|r| r.command_id != rec.command_id);
+        self.building.commit.journal.push(rec);
+    }
+
+    fn actuate(&mut self, a: Actuate) {
+        let command = match a {
+            Actuate::Lock => BodyCommand::Lock,
+            Actuate::Unlock => BodyCommand::Unlock,
+            Actuate::EngineStart => BodyCommand::EngineStart,
+            Actuate::EngineStop => BodyCommand::EngineStop,
+            Actuate::FlashLights => BodyCommand::FlashLights(3),
+            Actuate::Horn => BodyCommand::Horn,
+        };
+        self.body_counter = self.body_counter.wrapping_add(1) & 0xF;
+        let counter = self.body_counter;
+        match encode_body_command(self.model.dbc(), command, counter) {
+            Ok(frame) => {
+                // The run timer covering this start is durable before the frame goes out.
+                self.seal_run_timer();
+                self.building.after.push(Effect::SendFrame {
+                    frame,
+                    command,
+                    counter,
+                });
+                self.seal_segment();
+            }
+            Err(e) => {
+                // The vehicle's DBC has no body-command message: the command times out.
+                tracing::error!(error = %e, ?command, "cannot encode the body command for this DBC");
+            }
+        }
+    }
+
+    fn seal_run_timer(&mut self) {
+        let cur = self.exec.durable_run_timer();
+        if cur != self.durable_run {
+            self.building.commit.run_timer = Some(match cur {
+                Some((id, deadline)) => RunTimerChange::Set(id, deadline),
+                None => RunTimerChange::Clear,
+            });
+            self.durable_run = cur;
+        }
+    }
+
+    /// Ends the current segment (after an actuation, and at the end of every input).
+    fn seal_segment(&mut self) {
+        let mut seg = std::mem::take(&mut self.building);
+        if seg.commit.is_empty() && seg.after.is_empty() {
+            return;
+        }
+        seg.commit.id = CommitId(self.next_commit);
+        self.next_commit += 1;
+        self.sealed.push_back(seg);
+    }
+
+    fn seal(&mut self) {
+        if self.stopped {
+            return;
+        }
+        self.seal_run_timer();
+        self.seal_segment();
+    }
+
+    fn push(&mut self, topic: String, payload: Vec<u8>, priority: Priority) {
+        self.building
+            .commit
+            .outbox
+            .push(OutboxMessage::new(topic, payload, priority));
+    }
+
+    fn result_message(&mut self, rec: &ResultRecord) {
+        self.encode_result(&to_result(rec));
+    }
+
+    fn encode_result(&mut self, res: &CommandResult) {
+        match res.encode() {
+            Ok(b) => self.push(topics::results(&self.vin), b, Priority::Result),
+            Err(e) => tracing::error!(error = %e, "result encode failed"),
+        }
+    }
+
+    fn session_message(&mut self, info: Vec<u8>) {
+        self.push(topics::session(&self.vin), info, Priority::Result);
+    }
+
+    fn alert_message(&mut self, a: &telematics_telemetry::Alert) {
+        match a.encode() {
+            Ok(b) => self.push(topics::alerts(&self.vin), b, Priority::Alert),
+            Err(e) => tracing::error!(error = %e, "alert encode failed"),
+        }
+    }
+
+    fn telemetry_messages(&mut self, messages: Vec<telematics_telemetry::Telemetry>) {
+        for t in messages {
+            match t.encode() {
+                Ok(b) => self.push(topics::telemetry(&self.vin), b, Priority::Telemetry),
+                Err(e) => tracing::error!(error = %e, "telemetry encode failed"),
+            }
+        }
+    }
+}
+
+/// The published form of an executor result (the one mapping).
+pub fn to_result(rec: &ResultRecord) -> CommandResult {
+    CommandResult {
+        command_id: rec.command_id.0,
+        state: match rec.state {
+            CommandState::Accepted => ResultState::Accepted,
+            CommandState::Executed => ResultState::Executed,
+            CommandState::Failed => ResultState::Failed,
+            CommandState::Rejected => ResultState::Rejected,
+        },
+        reason_code: rec.reason_code.map(str::to_string),
+        detail: rec.detail.clone(),
+        at: rec.at,
+    }
+}

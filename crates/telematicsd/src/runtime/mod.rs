@@ -1,0 +1,459 @@
+//! The vehicle runtime: the I/O shell around [`VehicleCore`].
+//!
+//! ```text
+//!  CAN source ─▶ can_reader ──frames──▶ ┌──────────────────┐ ──Commit──▶ committer ─▶ store
+//!  (bounded, drops counted)             │ shell loop:      │ ◀─outcome──  (one redb txn each,
+//!  MQTT ─▶ verifier (blocking pool) ──▶ │  VehicleCore     │               own thread)
+//!         PBKDF2, security state        │  (sans-IO)       │ ──SendFrame─▶ actuator ─▶ CAN sink
+//!                                       └──────────────────┘ ──Audit────▶ auditor (blocking)
+//! ```
+//!
+//! The shell loop only feeds the core (frames, verification outcomes, commit outcomes, the
+//! lock-free lockout snapshot, timers) and hands its effects to the carrier tasks over
+//! unbounded channels: nothing on it blocks, waits on the security mutex or fsyncs.
+//!
+//! Time: the core runs on a monotonic clock anchored to the wall clock at start ([`Clock`]);
+//! the security layer compares with the sender's wall clock (seconds).
+
+mod actuator;
+mod auditor;
+mod can_reader;
+mod clock;
+mod committer;
+mod health;
+mod verifier;
+
+pub use can_reader::{CanConnector, CanPorts, DiscardSink, FRAME_QUEUE, SinkSlot};
+pub use clock::Clock;
+pub use committer::commit;
+pub use health::Health;
+pub use verifier::{REFUSAL_FLUSH_MS, SecurityOutput, VERIFY_BATCH};
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use telematics_can::CanFrame;
+use telematics_canio::CanSink;
+use telematics_link::{Incoming, LinkConfig, LinkHandle, LinkState, TlsFiles};
+use telematics_store::Store;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::core::{CoreParts, Effect, Restored, VehicleCore};
+use crate::error::DaemonError;
+use crate::security::{SecurityService, Verification, unix_now_s};
+
+/// Most frames fed to the core in one call (a burst is coalesced, bounded).
+pub const FRAME_BURST: usize = 256;
+
+/// Everything the shell needs, built before the loop starts.
+pub struct Runtime {
+    cfg: Config,
+    store: Store,
+    security: Arc<SecurityService>,
+    link: LinkHandle,
+    incoming: mpsc::Receiver<Incoming>,
+    connector: CanConnector,
+    clock: Clock,
+    health: Arc<Health>,
+    core: VehicleCore,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").finish_non_exhaustive()
+    }
+}
+
+/// Builds the MQTT link configuration from `[mqtt]`.
+pub fn link_config(cfg: &Config) -> LinkConfig {
+    let mut lc = LinkConfig::new(
+        cfg.vehicle.vin.clone(),
+        cfg.mqtt.host.clone(),
+        cfg.mqtt.port,
+        TlsFiles {
+            cert_chain: cfg.mqtt.cert.clone(),
+            key: cfg.mqtt.key.clone(),
+            ca: cfg.mqtt.ca.clone(),
+        },
+    );
+    lc.client_id = cfg.client_id().to_string();
+    lc.keep_alive = Duration::from_secs(cfg.mqtt.keepalive_s);
+    lc.max_incoming_packet = cfg.mqtt.max_incoming_packet;
+    lc.backoff_min = Duration::from_millis(cfg.mqtt.reconnect_min_ms);
+    lc.backoff_max = Duration::from_secs(cfg.mqtt.reconnect_max_s);
+    lc.stable_after = Duration::from_secs(cfg.mqtt.reconnect_stable_s);
+    lc
+}
+
+/// The senders the shell hands effects to.
+struct Carriers {
+    commits: mpsc::UnboundedSender<crate::core::Commit>,
+    frames: mpsc::UnboundedSender<actuator::Actuation>,
+    audits: mpsc::UnboundedSender<(String, String)>,
+}
+
+impl Carriers {
+    /// Hands every effect the core has ready to its carrier; `Err` once the core failed closed.
+    fn carry(&self, core: &mut VehicleCore) -> Result<(), DaemonError> {
+        let gone = |what: &str| DaemonError::Task(format!("{what} task stopped"));
+        while let Some(effect) = core.poll_effect() {
+            match effect {
+                Effect::Commit(c) => self.commits.send(c).map_err(|_| gone("store"))?,
+                Effect::SendFrame {
+                    frame,
+                    command,
+                    counter,
+                } => self
+                    .frames
+                    .send(actuator::Actuation {
+                        frame,
+                        command,
+                        counter,
+                    })
+                    .map_err(|_| gone("actuator"))?,
+                Effect::Audit { kind, detail } => {
+                    self.audits
+                        .send((kind, detail))
+                        .map_err(|_| gone("audit"))?;
+                }
+                Effect::FailClosed(why) => return Err(why.error()),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Runtime {
+    /// Starts the MQTT link (TLS files are loaded now: missing or invalid ones refuse to start)
+    /// and builds the core from its parts and the restored state. Must run inside a tokio
+    /// runtime.
+    pub fn start(
+        cfg: Config,
+        store: Store,
+        security: Arc<SecurityService>,
+        connector: CanConnector,
+        clock: Clock,
+        parts: CoreParts,
+        restored: Restored,
+    ) -> Result<Self, DaemonError> {
+        // Alive from the start: the watchdog must not see a stale beat before the core runs.
+        let health = Arc::new(Health::default());
+        let now = clock.now_ms();
+        health.heartbeat_ms.store(now, Ordering::Relaxed);
+        let (link, incoming) = telematics_link::Link::start(link_config(&cfg), store.outbox())
+            .map_err(|e| DaemonError::Link(e.to_string()))?;
+        tracing::info!(entries = restored.journal.len(), "command journal restored");
+        let core = VehicleCore::new(parts, restored, now);
+        Ok(Runtime {
+            cfg,
+            store,
+            security,
+            link,
+            incoming,
+            connector,
+            clock,
+            health,
+            core,
+        })
+    }
+
+    /// Shared health counters.
+    pub fn health(&self) -> Arc<Health> {
+        self.health.clone()
+    }
+
+    /// The clock the core runs on.
+    pub fn clock(&self) -> Clock {
+        self.clock
+    }
+
+    /// A handle to the MQTT link (TLS reload on SIGHUP).
+    pub fn link_handle(&self) -> LinkHandle {
+        self.link.clone()
+    }
+
+    /// The MQTT link state.
+    pub fn link_state(&self) -> watch::Receiver<LinkState> {
+        self.link.state()
+    }
+
+    /// Runs until `shutdown`; then drains the outbox for up to `drain` and stops the link.
+    pub async fn run(
+        self,
+        shutdown: CancellationToken,
+        drain: Duration,
+    ) -> Result<(), DaemonError> {
+        let (security, link, health, mut core) = (self.security, self.link, self.health, self.core);
+        let (frame_tx, frame_rx) = mpsc::channel::<CanFrame>(FRAME_QUEUE);
+        let (sink_tx, sink_rx) = watch::channel::<Option<Arc<dyn CanSink>>>(None);
+        let reader = tokio::spawn(can_reader::can_reader(
+            self.connector,
+            frame_tx,
+            sink_tx,
+            health.clone(),
+            shutdown.clone(),
+        ));
+        let (verified_tx, verified_rx) = mpsc::channel::<SecurityOutput>(16);
+        let verifier = tokio::spawn(verifier::verify_worker(
+            self.incoming,
+            security.clone(),
+            verified_tx,
+            self.cfg.vehicle.vin.clone(),
+            shutdown.clone(),
+        ));
+        let (commit_tx, commit_rx) = mpsc::unbounded_channel();
+        let (outcome_tx, outcome_rx) = mpsc::unbounded_channel();
+        let store_thread = committer::spawn(
+            self.store,
+            link.clone(),
+            health.clone(),
+            commit_rx,
+            outcome_tx,
+        )?;
+        let (act_tx, act_rx) = mpsc::unbounded_channel();
+        let actuator = tokio::spawn(actuator::run(act_rx, sink_rx));
+        let (audit_tx, audit_rx) = mpsc::unbounded_channel();
+        let auditor = tokio::spawn(auditor::run(audit_rx, security.clone()));
+        let carriers = Carriers {
+            commits: commit_tx,
+            frames: act_tx,
+            audits: audit_tx,
+        };
+        let shell = Shell {
+            security: security.clone(),
+            clock: self.clock,
+            health,
+        };
+        let result = shell
+            .run(
+                &mut core,
+                &carriers,
+                frame_rx,
+                verified_rx,
+                outcome_rx,
+                shutdown,
+            )
+            .await;
+
+        reader.abort();
+        verifier.abort();
+        // Commits already handed over are written before the outbox is drained.
+        drop(carriers);
+        if tokio::task::spawn_blocking(move || store_thread.join())
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                code = "runtime.task_failed",
+                "store worker did not stop cleanly"
+            );
+        }
+        let _ = actuator.await;
+        let _ = auditor.await;
+        // The refusals counted in the current window are audited before the daemon stops.
+        let _ =
+            tokio::task::spawn_blocking(move || security.flush_refusals(unix_now_s(), true)).await;
+        if result.is_err() {
+            // The store is unusable: nothing to drain.
+            link.abort().await;
+            return result;
+        }
+        tracing::info!(drain_ms = drain.as_millis() as u64, "draining outbox");
+        link.shutdown(drain).await;
+        Ok(())
+    }
+}
+
+/// The loop feeding the core.
+struct Shell {
+    security: Arc<SecurityService>,
+    clock: Clock,
+    health: Arc<Health>,
+}
+
+impl Shell {
+    async fn run(
+        &self,
+        core: &mut VehicleCore,
+        carriers: &Carriers,
+        mut frames: mpsc::Receiver<CanFrame>,
+        mut verified: mpsc::Receiver<SecurityOutput>,
+        mut outcomes: mpsc::UnboundedReceiver<committer::Outcome>,
+        shutdown: CancellationToken,
+    ) -> Result<(), DaemonError> {
+        let mut burst = Vec::with_capacity(FRAME_BURST);
+        loop {
+            carriers.carry(core)?;
+            let now = self.clock.now_ms();
+            self.health.heartbeat_ms.store(now, Ordering::Relaxed);
+            let sleep =
+                tokio::time::sleep_until(self.clock.instant_at(core.next_deadline()).into());
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                f = frames.recv() => {
+                    let Some(f) = f else { return Ok(()) };
+                    burst.clear();
+                    burst.push(f);
+                    while burst.len() < FRAME_BURST {
+                        match frames.try_recv() {
+                            Ok(f) => burst.push(f),
+                            Err(_) => break,
+                        }
+                    }
+                    core.handle_frames(&burst, self.clock.now_ms());
+                    self.health
+                        .frames_processed
+                        .fetch_add(burst.len() as u64, Ordering::Relaxed);
+                }
+                v = verified.recv() => match v {
+                    None => return Ok(()),
+                    Some(SecurityOutput::Command(v)) => {
+                        let counter = match &v {
+                            Verification::Verified(_) => &self.health.commands_verified,
+                            Verification::Rejected { .. } => &self.health.commands_refused,
+                        };
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        let now = self.clock.now_ms();
+                        core.handle_lockout(self.security.locked_out(unix_now_s()), now);
+                        core.handle_verification(v, now);
+                    }
+                    Some(SecurityOutput::SessionInfo(info)) => core.handle_session_info(info),
+                },
+                o = outcomes.recv() => match o {
+                    Some((id, r)) => core.handle_commit(id, r),
+                    None => return Err(DaemonError::Task("store worker stopped".into())),
+                },
+                () = sleep => {}
+            }
+            let now = self.clock.now_ms();
+            if now >= core.next_deadline() {
+                core.handle_lockout(self.security.locked_out(unix_now_s()), now);
+                core.handle_timeout(now);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admin::{AdminHandler, Request, Response, Secret};
+    use crate::vehicle::VehicleModel;
+    use telematics_can::demo::CarState;
+    use telematics_security::client::{CommandRequest, build_command};
+    use telematics_security::{Action, CommandId, ExportedCredential};
+
+    /// A code check in progress holds the security mutex through PBKDF2; the shell loop never
+    /// waits for it, so CAN frames keep being decoded meanwhile.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn frames_are_decoded_while_a_code_check_runs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pk = dir.path().join("backend.pub");
+        std::fs::write(&pk, "00".repeat(32)).expect("pk");
+        let toml = format!(
+            "[vehicle]\nvin = \"1M8GDM9AXKP042788\"\n[can]\nsource = \"sim\"\n[security]\n\
+             pbkdf2_iterations = 600000\nmin_pbkdf2_iterations = 600000\n\
+             backend_public_key = {pk:?}\n[state]\ndirectory = {:?}\n",
+            dir.path()
+        );
+        let cfg = Config::from_toml_with_env(&toml, Vec::new()).expect("cfg");
+        let store = Store::open(cfg.outbox_path()).expect("store");
+        let security = Arc::new(SecurityService::open(store.clone(), &cfg).expect("security"));
+        let Response::Paired { credential, .. } = security.handle(Request::Pair {
+            device_name: "phone".into(),
+            code: Secret("2468".into()),
+        }) else {
+            panic!("pairing failed")
+        };
+        let cred = ExportedCredential::from_text(&credential).expect("credential");
+        let now_s = unix_now_s();
+        let bytes = build_command(
+            &cred,
+            &CommandRequest {
+                command_id: CommandId([1; 16]),
+                action: Action::Unlock,
+                counter: 1,
+                issued_at: now_s,
+                expires_at: now_s + 60,
+                code: "2468".into(),
+            },
+            &ring::rand::SystemRandom::new(),
+        )
+        .expect("envelope");
+
+        let clock = Clock::new();
+        let parts =
+            CoreParts::with_model(&cfg, VehicleModel::demo().expect("model"), clock.now_ms())
+                .expect("parts");
+        let mut core = VehicleCore::new(parts, Restored::default(), clock.now_ms());
+        let health = Arc::new(Health::default());
+        let (frame_tx, frame_rx) = mpsc::channel(FRAME_QUEUE);
+        let (_verified_tx, verified_rx) = mpsc::channel(16);
+        let (_outcome_tx, outcome_rx) = mpsc::unbounded_channel();
+        let (commits, _commit_rx) = mpsc::unbounded_channel();
+        let (frames, _act_rx) = mpsc::unbounded_channel();
+        let (audits, _audit_rx) = mpsc::unbounded_channel();
+        let shutdown = CancellationToken::new();
+        let shell = Shell {
+            security: security.clone(),
+            clock,
+            health: health.clone(),
+        };
+        let stop = shutdown.clone();
+        let loop_task = tokio::spawn(async move {
+            let carriers = Carriers {
+                commits,
+                frames,
+                audits,
+            };
+            shell
+                .run(
+                    &mut core,
+                    &carriers,
+                    frame_rx,
+                    verified_rx,
+                    outcome_rx,
+                    stop,
+                )
+                .await
+        });
+
+        // Start a code check; it holds the security mutex from before the pre-count is
+        // persisted until PBKDF2 ends.
+        let before = store.get(crate::security::STATE_KEY).expect("state");
+        let sec = security.clone();
+        let check = tokio::task::spawn_blocking(move || sec.verify(&bytes, unix_now_s()));
+        while store.get(crate::security::STATE_KEY).expect("state") == before {
+            tokio::task::yield_now().await;
+        }
+        // PBKDF2 is running now: feed status frames and see them decoded.
+        let status = CarState::default()
+            .status_frames(VehicleModel::demo().expect("model").dbc(), 1, true)
+            .expect("frames");
+        let mut sent = 0u64;
+        for _ in 0..20 {
+            for f in &status {
+                frame_tx.send(f.clone()).await.expect("send");
+                sent += 1;
+            }
+        }
+        let t0 = std::time::Instant::now();
+        while health.frames_processed.load(Ordering::Relaxed) < sent {
+            assert!(t0.elapsed() < Duration::from_secs(5), "frames not decoded");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert!(
+            !check.is_finished(),
+            "the code check is still running: frames were decoded during PBKDF2"
+        );
+        assert!(matches!(
+            check.await.expect("join"),
+            Verification::Verified(_)
+        ));
+        shutdown.cancel();
+        loop_task.await.expect("join").expect("clean stop");
+    }
+}

@@ -1,0 +1,92 @@
+//! The verification worker: verifies received commands and answers session requests on the
+//! blocking pool (PBKDF2 and the security-state fsyncs never run on the core task), one
+//! message at a time in arrival order (one code check in flight), and closes the
+//! aggregated-refusal audit window every [`REFUSAL_FLUSH_MS`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use telematics_link::{Incoming, topics};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::security::{SecurityService, Verification, unix_now_s};
+
+/// Most received messages verified in one blocking call (amortises the hand-off to the
+/// blocking pool under a flood of cheap refusals).
+pub const VERIFY_BATCH: usize = 64;
+/// How often the verification worker closes the aggregated-refusal audit window.
+pub const REFUSAL_FLUSH_MS: u64 = 1_000;
+
+/// What the verification worker hands the core.
+#[derive(Debug)]
+pub enum SecurityOutput {
+    /// The outcome of one command received on `vehicles/{vin}/commands`.
+    Command(Verification),
+    /// A session info answering a request on `vehicles/{vin}/session/request`, to publish on
+    /// `vehicles/{vin}/session`.
+    SessionInfo(Vec<u8>),
+}
+
+/// Runs until `shutdown` or until `incoming` closes; up to [`VERIFY_BATCH`] messages per
+/// hand-off to the blocking pool.
+pub async fn verify_worker(
+    mut incoming: mpsc::Receiver<Incoming>,
+    security: Arc<SecurityService>,
+    out: mpsc::Sender<SecurityOutput>,
+    vin: String,
+    shutdown: CancellationToken,
+) {
+    let commands = topics::commands(&vin);
+    let session_request = topics::session_request(&vin);
+    let mut flush = tokio::time::interval(Duration::from_millis(REFUSAL_FLUSH_MS));
+    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        let first = tokio::select! {
+            () = shutdown.cancelled() => return,
+            m = incoming.recv() => match m { Some(m) => m, None => return },
+            _ = flush.tick() => {
+                let sec = security.clone();
+                let _ = tokio::task::spawn_blocking(move || sec.flush_refusals(unix_now_s(), false)).await;
+                continue;
+            }
+        };
+        let mut batch = vec![first];
+        while batch.len() < VERIFY_BATCH {
+            match incoming.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
+        }
+        let sec = security.clone();
+        let tx = out.clone();
+        let (commands, session_request) = (commands.clone(), session_request.clone());
+        let handled = tokio::task::spawn_blocking(move || {
+            for msg in batch {
+                let output = if msg.topic == commands {
+                    SecurityOutput::Command(sec.verify(&msg.payload, unix_now_s()))
+                } else if msg.topic == session_request {
+                    match sec.session_request(&msg.payload, unix_now_s()) {
+                        Some(info) => SecurityOutput::SessionInfo(info),
+                        None => continue,
+                    }
+                } else {
+                    tracing::warn!(topic = %msg.topic, "message on an unexpected topic ignored");
+                    continue;
+                };
+                if tx.blocking_send(output).is_err() {
+                    return false;
+                }
+            }
+            true
+        })
+        .await;
+        match handled {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                tracing::error!(code = "runtime.task_failed", error = %e, "verification task failed")
+            }
+        }
+    }
+}

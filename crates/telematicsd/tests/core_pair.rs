@@ -1,0 +1,748 @@
+//! Virtual-time harness: `VehicleCore` paired with the simulated body controller
+//! (`telematics_can::sim::BodyController`), in the style of quinn-proto's `Pair`. No sockets,
+//! no sleeps, no threads: a millisecond clock that jumps from deadline to deadline, frames
+//! handed over by value, commits answered by a fake durable sink that can be told to fail.
+//! Commands are real COSE envelopes verified by the real `telematics_security::Verifier`
+//! (sans-IO) against an in-memory security state.
+//!
+//! Covers every scenario of `tests/it/main.rs` that reaches the core, plus a failed commit at
+//! every commit point of a command.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::collections::{BTreeMap, VecDeque};
+
+use ring::rand::SystemRandom;
+use telematics_can::CanFrame;
+use telematics_can::demo::{CarState, Gear, LockState};
+use telematics_can::sim::BodyController;
+use telematics_exec::{ResultRecord, SignalKind};
+use telematics_security::client::{CommandRequest, build_command};
+use telematics_security::{Action, CommandId, ExportedCredential, Fault, SecurityState, Verifier};
+use telematics_telemetry::{CommandResult, ResultState, Telemetry};
+use telematicsd::Config;
+use telematicsd::core::{
+    Commit, CoreParts, Effect, FailClosed, Restored, RunTimerChange, VehicleCore,
+};
+use telematicsd::security::{Refusal, Verification};
+use telematicsd::vehicle::VehicleModel;
+
+const VIN: &str = "1M8GDM9AXKP042788";
+const CODE: &str = "2468";
+/// Virtual wall clock (s) at virtual time 0: the security layer compares with issued_at.
+const WALL0_S: u64 = 1_700_000_000;
+/// Virtual monotonic time starts here (the daemon's clock is Unix-ms-like).
+const T0: u64 = WALL0_S * 1000;
+
+fn config() -> Config {
+    // The end-to-end suite's settings (tests/src/lib.rs `Options::default`).
+    let toml = format!(
+        "[vehicle]\nvin = \"{VIN}\"\n[can]\nsource = \"sim\"\nmax_age_ms = 2000\n\
+         [commands]\nconfirm_timeout_ms = 1500\nmax_engine_run_s = 600\n\
+         [telemetry]\nperiod_s = 2\n[security]\nbackend_public_key = \"/nonexistent\"\n\
+         [state]\ndirectory = \"/nonexistent\"\n"
+    );
+    Config::from_toml_with_env(&toml, Vec::new()).expect("config")
+}
+
+fn security_cfg() -> telematics_security::Config {
+    telematics_security::Config {
+        pbkdf2_iterations: 1_000,
+        min_pbkdf2_iterations: 1_000,
+        ..telematics_security::Config::default()
+    }
+}
+
+/// What the fake store made durable.
+#[derive(Default, Clone)]
+struct Durable {
+    journal: BTreeMap<CommandId, ResultRecord>,
+    run_timer: Option<(CommandId, u64)>,
+    results: Vec<CommandResult>,
+    telemetry: usize,
+    commits: usize,
+}
+
+impl Durable {
+    fn apply(&mut self, c: &Commit) {
+        for r in &c.journal {
+            self.journal.insert(r.command_id, r.clone());
+        }
+        for id in &c.forget {
+            self.journal.remove(id);
+        }
+        match c.run_timer {
+            Some(RunTimerChange::Set(id, d)) => self.run_timer = Some((id, d)),
+            Some(RunTimerChange::Clear) => self.run_timer = None,
+            None => {}
+        }
+        for m in &c.outbox {
+            if m.topic.ends_with("/results") {
+                self.results
+                    .push(CommandResult::decode(&m.payload).expect("result payload"));
+            } else if m.topic.ends_with("/telemetry") {
+                Telemetry::decode(&m.payload).expect("telemetry payload");
+                self.telemetry += 1;
+            }
+        }
+        self.commits += 1;
+    }
+
+    fn restored(&self) -> Restored {
+        let mut journal: Vec<_> = self.journal.values().cloned().collect();
+        journal.sort_by_key(|r| r.at);
+        Restored {
+            journal,
+            unpublished: Vec::new(),
+            run_timer: self.run_timer,
+        }
+    }
+}
+
+/// Everything the harness saw, in order.
+#[derive(Debug, Clone, PartialEq)]
+enum Seen {
+    Commit { run_timer: Option<RunTimerChange> },
+    Frame,
+    FailClosed(FailClosed),
+}
+
+/// Frames the bus loses (a silent control unit).
+type FrameFilter = Box<dyn Fn(&CanFrame) -> bool>;
+
+struct Pair {
+    now: u64,
+    core: VehicleCore,
+    car: BodyController,
+    sec: SecurityState,
+    verifier: Verifier,
+    cred: ExportedCredential,
+    counter: u64,
+    durable: Durable,
+    /// Fail the commit with this 1-based index (counted over the pair's life).
+    fail_commit: Option<usize>,
+    seen: Vec<Seen>,
+    /// Frames from the car not yet delivered (filter for partial silence).
+    drop_frame: Option<FrameFilter>,
+    bus: VecDeque<CanFrame>,
+    /// The daemon dies right after handing the next frame to the bus (kill -9).
+    crash_after_frame: bool,
+}
+
+fn core_at(now: u64, restored: Restored) -> VehicleCore {
+    let parts =
+        CoreParts::with_model(&config(), VehicleModel::demo().expect("model"), now).expect("parts");
+    VehicleCore::new(parts, restored, now)
+}
+
+impl Pair {
+    fn new() -> Pair {
+        let rng = SystemRandom::new();
+        let cfg = security_cfg();
+        let mut sec = SecurityState::default();
+        let proof = sec
+            .set_initial_code(&cfg, CODE, &rng, WALL0_S)
+            .expect("code");
+        let cred = sec
+            .add_device(proof, VIN, "phone", &rng, WALL0_S)
+            .expect("device");
+        Pair {
+            now: T0,
+            core: core_at(T0, Restored::default()),
+            car: BodyController::demo(),
+            sec,
+            verifier: Verifier::new(cfg, VIN).expect("verifier"),
+            cred,
+            counter: 0,
+            durable: Durable::default(),
+            fail_commit: None,
+            seen: Vec::new(),
+            drop_frame: None,
+            bus: VecDeque::new(),
+            crash_after_frame: false,
+        }
+    }
+
+    /// A pair whose car has been heard for a second (past the start-up hold).
+    fn warm() -> Pair {
+        let mut p = Pair::new();
+        p.run_for(1_000);
+        p
+    }
+
+    fn wall_s(&self) -> u64 {
+        WALL0_S + (self.now - T0) / 1000
+    }
+
+    /// Restarts the core on what was made durable (a crash: nothing else survives).
+    fn restart(&mut self) {
+        self.core = core_at(self.now, self.durable.restored());
+        self.bus.clear();
+    }
+
+    /// Carries out every ready effect; frames to the car are answered at once.
+    fn drive(&mut self) {
+        loop {
+            while let Some(f) = self.bus.pop_front() {
+                self.core.handle_frames([&f], self.now);
+            }
+            let Some(e) = self.core.poll_effect() else {
+                if self.bus.is_empty() {
+                    return;
+                }
+                continue;
+            };
+            match e {
+                Effect::Commit(c) => {
+                    let n = self.durable.commits + 1;
+                    self.seen.push(Seen::Commit {
+                        run_timer: c.run_timer,
+                    });
+                    if self.fail_commit == Some(n) {
+                        self.durable.commits += 1;
+                        self.core.handle_commit(c.id, Err("injected".into()));
+                    } else {
+                        self.durable.apply(&c);
+                        self.core.handle_commit(c.id, Ok(()));
+                    }
+                }
+                Effect::SendFrame { frame, .. } => {
+                    self.seen.push(Seen::Frame);
+                    let answer = self.car.on_frame(&frame, self.now);
+                    if self.crash_after_frame {
+                        // The car acts; the daemon is gone before it hears the answer.
+                        self.crash_after_frame = false;
+                        self.restart();
+                        return;
+                    }
+                    self.deliver(answer);
+                }
+                Effect::Audit { .. } => {}
+                Effect::FailClosed(why) => self.seen.push(Seen::FailClosed(why)),
+            }
+        }
+    }
+
+    fn deliver(&mut self, frames: Vec<CanFrame>) {
+        for f in frames {
+            if self.drop_frame.as_ref().is_some_and(|d| d(&f)) {
+                continue;
+            }
+            self.bus.push_back(f);
+        }
+    }
+
+    /// Advances virtual time by `ms`, stepping from deadline to deadline.
+    fn run_for(&mut self, ms: u64) {
+        let end = self.now + ms;
+        loop {
+            self.drive();
+            let frames = self.car.tick(self.now);
+            self.deliver(frames);
+            self.drive();
+            if self.now >= self.core.next_deadline() {
+                self.core.handle_timeout(self.now);
+                self.drive();
+            }
+            let next = self
+                .core
+                .next_deadline()
+                .min(self.car.next_tick())
+                .max(self.now + 1);
+            if next > end {
+                self.now = end;
+                self.drive();
+                return;
+            }
+            self.now = next;
+        }
+    }
+
+    fn envelope(&mut self, id: CommandId, action: Action) -> Vec<u8> {
+        self.counter += 1;
+        let req = CommandRequest {
+            command_id: id,
+            action,
+            counter: self.counter,
+            issued_at: self.wall_s(),
+            expires_at: self.wall_s() + 60,
+            code: CODE.into(),
+        };
+        build_command(&self.cred, &req, &SystemRandom::new()).expect("envelope")
+    }
+
+    /// What the verification worker hands the core for these bytes (the two phases of
+    /// `SecurityService::verify`, without its persistence and audit).
+    fn verify(&mut self, bytes: &[u8]) -> Verification {
+        let now = self.wall_s();
+        match self.verifier.begin(&mut self.sec, bytes, now) {
+            Ok(pending) => {
+                let id = pending.command_id();
+                match pending.finish(&mut self.sec, now).result {
+                    Ok(cmd) => Verification::Verified(cmd),
+                    Err(fault) => Verification::Rejected {
+                        refusal: Refusal::Fault(fault),
+                        command_id: Some(id),
+                        detail: None,
+                        session_info: None,
+                    },
+                }
+            }
+            Err(rej) => Verification::Rejected {
+                refusal: Refusal::Fault(rej.fault),
+                command_id: rej.audit.command_id,
+                detail: None,
+                session_info: None,
+            },
+        }
+    }
+
+    fn deliver_bytes(&mut self, bytes: &[u8]) {
+        let v = self.verify(bytes);
+        self.core.handle_verification(v, self.now);
+        self.drive();
+    }
+
+    fn send(&mut self, action: Action) -> CommandId {
+        let id = CommandId(rand_id(self.counter));
+        let bytes = self.envelope(id, action);
+        self.deliver_bytes(&bytes);
+        id
+    }
+
+    fn results(&self, id: CommandId) -> Vec<(ResultState, Option<String>)> {
+        self.durable
+            .results
+            .iter()
+            .filter(|r| r.command_id == id.0)
+            .map(|r| (r.state, r.reason_code.clone()))
+            .collect()
+    }
+
+    fn detail(&self, id: CommandId) -> Option<String> {
+        self.durable
+            .results
+            .iter()
+            .rev()
+            .find(|r| r.command_id == id.0)
+            .and_then(|r| r.detail.clone())
+    }
+
+    fn locked(&self) -> bool {
+        self.car.car().locks.iter().all(|l| *l == LockState::Locked)
+    }
+}
+
+fn rand_id(n: u64) -> [u8; 16] {
+    let mut id = [0xA5; 16];
+    id[..8].copy_from_slice(&n.to_be_bytes());
+    id
+}
+
+fn executed() -> Vec<(ResultState, Option<String>)> {
+    vec![(ResultState::Accepted, None), (ResultState::Executed, None)]
+}
+
+fn rejected(code: &str) -> Vec<(ResultState, Option<String>)> {
+    vec![(ResultState::Rejected, Some(code.to_string()))]
+}
+
+#[test]
+fn unlock_then_lock_are_executed_and_confirmed_on_the_bus() {
+    let mut p = Pair::warm();
+    assert!(p.locked(), "demo car starts locked");
+    let id = p.send(Action::Unlock);
+    p.run_for(300);
+    assert_eq!(p.results(id), executed());
+    assert!(p.car.car().locks.iter().all(|l| *l != LockState::Locked));
+    let telemetry_before = p.durable.telemetry;
+    let id = p.send(Action::Lock);
+    p.run_for(300);
+    assert_eq!(p.results(id), executed());
+    assert!(p.locked());
+    assert!(
+        p.durable.telemetry > telemetry_before,
+        "lock change published"
+    );
+    assert_eq!(p.car.commands_received(), 2);
+    // Nothing left pending: no frame, no commit without a reason.
+    assert!(p.core.poll_effect().is_none());
+}
+
+#[test]
+fn remote_start_runs_until_the_run_timer_stops_the_engine() {
+    let mut p = Pair::warm();
+    let seen_before = p.seen.len();
+    let id = p.send(Action::EngineStart {
+        max_run_secs: Some(2),
+    });
+    p.run_for(100);
+    assert_eq!(p.results(id), executed());
+    assert!(p.car.car().engine_running, "engine started");
+    // The run timer covering the start was committed before the start frame went out.
+    let seen = &p.seen[seen_before..];
+    let timer_set = seen
+        .iter()
+        .position(|s| matches!(s, Seen::Commit { run_timer: Some(RunTimerChange::Set(c, _)) } if *c == id))
+        .expect("run timer committed");
+    let frame = seen
+        .iter()
+        .position(|s| *s == Seen::Frame)
+        .expect("start frame");
+    assert!(timer_set < frame, "{seen:?}");
+    assert_eq!(p.durable.run_timer.map(|(c, _)| c), Some(id));
+    p.run_for(1_800);
+    assert!(p.car.car().engine_running, "still running after 1.9 s");
+    p.run_for(300);
+    assert!(!p.car.car().engine_running, "stopped by the run timer");
+    assert_eq!(p.durable.run_timer, None, "timer cleared");
+    // The clear was durable before the automatic stop frame.
+    let last_frame = p.seen.iter().rposition(|s| *s == Seen::Frame).unwrap();
+    let cleared = Seen::Commit {
+        run_timer: Some(RunTimerChange::Clear),
+    };
+    assert!(p.seen[..last_frame].contains(&cleared));
+}
+
+#[test]
+fn a_crash_right_after_the_start_frame_still_stops_the_engine() {
+    let mut p = Pair::warm();
+    // The car starts the engine; the daemon dies before it hears the confirmation and is
+    // restarted on what it made durable.
+    p.crash_after_frame = true;
+    let id = p.send(Action::EngineStart {
+        max_run_secs: Some(2),
+    });
+    assert!(p.car.car().engine_running);
+    assert!(
+        p.durable.run_timer.is_some(),
+        "timer durable before the frame"
+    );
+    p.run_for(4_000);
+    assert_eq!(
+        p.results(id).last().cloned(),
+        Some((ResultState::Failed, Some("interrupted".into())))
+    );
+    assert!(
+        !p.car.car().engine_running,
+        "restored timer stopped the engine"
+    );
+}
+
+#[test]
+fn remote_start_then_driver_takes_over_keeps_the_engine_running() {
+    let mut p = Pair::warm();
+    let id = p.send(Action::EngineStart {
+        max_run_secs: Some(2),
+    });
+    p.run_for(100);
+    assert_eq!(p.results(id), executed());
+    p.car.car_mut().key_in_cabin = true;
+    p.car.car_mut().gear = Gear::D;
+    p.run_for(4_000);
+    assert!(p.car.car().engine_running, "driver took over: no auto-stop");
+    assert_eq!(p.durable.run_timer, None, "timer ended and cleared");
+    assert_eq!(p.car.commands_received(), 1, "no stop frame");
+}
+
+#[test]
+fn every_precondition_refusal_has_its_reason_code() {
+    type Setup = fn(&mut CarState);
+    let cases: Vec<(&str, Action, Setup)> = vec![
+        ("not_stationary", Action::Unlock, |c| c.speed_kmh = 25.0),
+        (
+            "not_stationary",
+            Action::EngineStart { max_run_secs: None },
+            |c| c.speed_kmh = 8.0,
+        ),
+        (
+            "not_in_park",
+            Action::EngineStart { max_run_secs: None },
+            |c| c.gear = Gear::N,
+        ),
+        (
+            "door_open",
+            Action::EngineStart { max_run_secs: None },
+            |c| c.doors_open[1] = true,
+        ),
+        (
+            "hood_open",
+            Action::EngineStart { max_run_secs: None },
+            |c| c.hood_open = true,
+        ),
+        (
+            "key_in_cabin",
+            Action::EngineStart { max_run_secs: None },
+            |c| c.key_in_cabin = true,
+        ),
+        ("door_open", Action::Lock, |c| c.doors_open[3] = true),
+        ("engine_not_running", Action::EngineStop, |_| {}),
+        (
+            "engine_running",
+            Action::EngineStart { max_run_secs: None },
+            |c| c.engine_running = true,
+        ),
+    ];
+    let mut p = Pair::warm();
+    for (code, action, setup) in cases {
+        let before = p.car.commands_received();
+        *p.car.car_mut() = CarState::default();
+        setup(p.car.car_mut());
+        p.run_for(400);
+        let id = p.send(action.clone());
+        p.run_for(100);
+        assert_eq!(p.results(id), rejected(code), "{action:?}");
+        assert_eq!(
+            p.car.commands_received(),
+            before,
+            "{code}: nothing reached the car"
+        );
+    }
+    // Stale state: the bus goes silent, the state ages out, commands are refused naming the
+    // first stale signal the precondition reads.
+    p.car.silent = true;
+    p.run_for(2_500);
+    let id = p.send(Action::Unlock);
+    p.run_for(100);
+    assert_eq!(p.results(id), rejected("stale_state"));
+    assert_eq!(p.detail(id).as_deref(), Some("Vehicle.Speed"));
+    // One status message silent: the first precondition signal it carries is named, with
+    // the executor's VSS path for it.
+    p.car.silent = false;
+    for (message, action, kind) in [
+        ("BCM_DoorStatus", Action::Lock, SignalKind::DoorsClosed),
+        (
+            "BCM_DoorStatus",
+            Action::EngineStart { max_run_secs: None },
+            SignalKind::DoorsClosed,
+        ),
+        ("PT_Status", Action::EngineStop, SignalKind::EngineRunning),
+        ("PT_Status", Action::Unlock, SignalKind::Speed),
+    ] {
+        *p.car.car_mut() = CarState::default();
+        let id_of = p.car.dbc().message_by_name(message).expect("message").id;
+        p.drop_frame = Some(Box::new(move |f| f.can_id() == id_of));
+        p.run_for(2_500);
+        let before = p.car.commands_received();
+        let id = p.send(action.clone());
+        p.run_for(100);
+        assert_eq!(
+            p.results(id),
+            rejected("stale_state"),
+            "{message} {action:?}"
+        );
+        assert_eq!(
+            p.detail(id).as_deref(),
+            Some(kind.vss_path()),
+            "{message} {action:?}"
+        );
+        assert_eq!(p.car.commands_received(), before);
+        p.drop_frame = None;
+    }
+    assert_eq!(
+        SignalKind::EngineRunning.vss_path(),
+        "Vehicle.Powertrain.CombustionEngine.IsRunning"
+    );
+    // Body controller alive but not actuating: accepted, then failed(timeout).
+    *p.car.car_mut() = CarState::default();
+    p.car.ignore_commands = true;
+    p.run_for(400);
+    let id = p.send(Action::Unlock);
+    p.run_for(2_000);
+    assert_eq!(
+        p.results(id),
+        vec![
+            (ResultState::Accepted, None),
+            (ResultState::Failed, Some("timeout".into()))
+        ]
+    );
+}
+
+#[test]
+fn byte_identical_redelivery_gets_the_original_result_not_a_second_actuation() {
+    let mut p = Pair::warm();
+    let id = CommandId([7; 16]);
+    let bytes = p.envelope(id, Action::Unlock);
+    p.deliver_bytes(&bytes);
+    p.run_for(300);
+    assert_eq!(p.results(id), executed());
+    let n = p.car.commands_received();
+    p.deliver_bytes(&bytes);
+    p.run_for(300);
+    assert_eq!(
+        p.results(id),
+        vec![
+            (ResultState::Accepted, None),
+            (ResultState::Executed, None),
+            (ResultState::Executed, None)
+        ],
+        "the original result, re-published"
+    );
+    assert_eq!(p.car.commands_received(), n, "not actuated twice");
+    // Further copies within the answer window are not answered again.
+    p.deliver_bytes(&bytes);
+    p.run_for(100);
+    assert_eq!(p.results(id).len(), 3);
+    // What the core was told each time: a replay of a known id.
+    let v = p.verify(&bytes);
+    assert!(matches!(
+        v,
+        Verification::Rejected {
+            refusal: Refusal::Fault(Fault::Replay),
+            ..
+        }
+    ));
+}
+
+#[test]
+fn commands_at_start_up_wait_for_the_vehicle_state() {
+    let mut p = Pair::new();
+    // The command arrives with the CONNACK, before any status frame.
+    let id = p.send(Action::Unlock);
+    assert!(p.results(id).is_empty(), "held, not refused stale_state");
+    p.run_for(500);
+    assert_eq!(p.results(id), executed());
+    // Without a bus the hold ends after the warm-up and the command is refused.
+    let mut q = Pair::new();
+    q.car.silent = true;
+    let id = q.send(Action::Unlock);
+    q.run_for(2_900);
+    assert!(q.results(id).is_empty());
+    q.run_for(200);
+    assert_eq!(q.results(id), rejected("stale_state"));
+    assert_eq!(q.car.commands_received(), 0);
+}
+
+#[test]
+fn restart_mid_command_reports_interrupted_and_never_reexecutes() {
+    let mut p = Pair::warm();
+    p.car.ignore_commands = true;
+    let id = p.send(Action::Unlock);
+    assert_eq!(p.results(id), vec![(ResultState::Accepted, None)]);
+    p.car.ignore_commands = false;
+    let on_bus = p.car.commands_received();
+    p.restart();
+    p.run_for(500);
+    assert_eq!(
+        p.results(id).last().cloned(),
+        Some((ResultState::Failed, Some("interrupted".into())))
+    );
+    assert_eq!(p.car.commands_received(), on_bus);
+}
+
+/// Commit points of a command, counted on a clean run; then each one failed in turn.
+fn fail_every_commit(action: Action, settle_ms: u64) -> usize {
+    let clean = {
+        let mut p = Pair::warm();
+        let start = p.durable.commits;
+        p.send(action.clone());
+        p.run_for(settle_ms);
+        p.durable.commits - start
+    };
+    assert!(clean >= 2, "{action:?}: {clean} commits");
+    for k in 1..=clean {
+        let mut p = Pair::warm();
+        let base = p.durable.commits;
+        let frames_before = p.car.commands_received();
+        p.fail_commit = Some(base + k);
+        let from = p.seen.len();
+        p.send(action.clone());
+        p.run_for(settle_ms);
+        let seen = &p.seen[from..];
+        let failed_at = seen
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| matches!(s, Seen::Commit { .. }))
+            .nth(k - 1)
+            .map(|(i, _)| i)
+            .expect("the failing commit");
+        assert!(
+            !seen[failed_at..].contains(&Seen::Frame),
+            "{action:?} commit {k}: a frame after the failed commit: {seen:?}"
+        );
+        assert!(
+            matches!(
+                seen.last(),
+                Some(Seen::FailClosed(FailClosed::CommitFailed { .. }))
+            ),
+            "{action:?} commit {k}: fail-closed stop is the last effect: {seen:?}"
+        );
+        let Some(Seen::FailClosed(why)) = seen.last() else {
+            unreachable!()
+        };
+        assert_eq!(why.error().code(), "store.write_failed");
+        assert!(p.core.is_stopped());
+        // Stopped: a later command does nothing at all.
+        let n = p.car.commands_received();
+        p.send(Action::Lock);
+        p.run_for(500);
+        assert_eq!(p.car.commands_received(), n);
+        assert!(p.core.poll_effect().is_none());
+        if k == 1 {
+            assert_eq!(
+                p.car.commands_received(),
+                frames_before,
+                "the accepted commit failed"
+            );
+        }
+    }
+    clean
+}
+
+#[test]
+fn a_failed_commit_at_every_commit_point_sends_no_frame_and_fails_closed() {
+    let unlock = fail_every_commit(Action::Unlock, 300);
+    let start = fail_every_commit(
+        Action::EngineStart {
+            max_run_secs: Some(1),
+        },
+        1_600,
+    );
+    assert!(unlock >= 2 && start >= 3, "unlock {unlock}, start {start}");
+    // The security state not persisted during a verification: fail closed, nothing sent.
+    let mut p = Pair::warm();
+    let frames = p.car.commands_received();
+    p.core.handle_verification(
+        Verification::Rejected {
+            refusal: Refusal::StatePersist,
+            command_id: Some(CommandId([3; 16])),
+            detail: None,
+            session_info: None,
+        },
+        p.now,
+    );
+    p.drive();
+    assert_eq!(
+        p.seen.last(),
+        Some(&Seen::FailClosed(FailClosed::SecurityState))
+    );
+    assert_eq!(p.car.commands_received(), frames);
+}
+
+#[test]
+fn a_result_an_old_daemon_left_unpublished_is_published_once_with_its_entry() {
+    use telematics_exec::CommandState;
+    let rec = ResultRecord {
+        command_id: CommandId([5; 16]),
+        state: CommandState::Executed,
+        reason_code: None,
+        detail: None,
+        at: T0 - 1_000,
+    };
+    let mut core = core_at(
+        T0,
+        Restored {
+            journal: vec![rec.clone()],
+            unpublished: vec![rec.clone()],
+            run_timer: None,
+        },
+    );
+    let Some(Effect::Commit(c)) = core.poll_effect() else {
+        panic!("the first effect is the re-publishing commit")
+    };
+    assert_eq!(c.journal, vec![rec], "re-journaled without the old flag");
+    assert_eq!(c.outbox.len(), 1);
+    let r = CommandResult::decode(&c.outbox[0].payload).expect("result");
+    assert_eq!((r.command_id, r.state), ([5; 16], ResultState::Executed));
+    core.handle_commit(c.id, Ok(()));
+    assert!(core.poll_effect().is_none(), "published once");
+}
