@@ -444,6 +444,7 @@ impl Runtime {
         health.heartbeat_ms.store(clock.now_ms(), Ordering::Relaxed);
         let (link, incoming) = telematics_link::Link::start(link_config(&cfg), store.outbox())
             .map_err(|e| DaemonError::Link(e.to_string()))?;
+        security.attach_link(link.clone());
         Ok(Runtime {
             cfg,
             store,
@@ -694,6 +695,8 @@ async fn verify_worker(
                         Some(info) => SecurityOutput::SessionInfo(info),
                         None => continue,
                     }
+                } else if sec.devices_message(&msg.topic, &msg.payload, unix_now_s()) {
+                    continue;
                 } else {
                     tracing::warn!(topic = %msg.topic, "message on an unexpected topic ignored");
                     continue;
@@ -963,6 +966,7 @@ impl Core {
                     self.publish_result(res).await;
                 }
             }
+            Verification::Done => {}
         }
         self.lockout_alert(now).await;
     }
