@@ -435,3 +435,84 @@ pub async fn run_revoke_device(
     print(json, text);
     Ok(outcome.exit_code())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::cli::{Cli, Cmd};
+    use clap::Parser;
+    use telematics_telemetry::DeviceEntry;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("telematicsctl").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn subcommands_parse_and_refuse_contradictions() {
+        let c = parse(&["devices", "--remote", "--vin", "V1", "--json"]).unwrap();
+        assert!(
+            matches!(c.cmd, Cmd::Devices(a) if a.remote && a.json && a.vin.as_deref() == Some("V1"))
+        );
+        assert!(parse(&["devices", "--remote"]).is_err(), "--vin required");
+        assert!(matches!(parse(&["devices"]).unwrap().cmd, Cmd::Devices(a) if !a.remote));
+        let c = parse(&[
+            "revoke-device",
+            "0102",
+            "--remote",
+            "--vin",
+            "V",
+            "--backend-key",
+            "k",
+        ]);
+        assert!(matches!(c.unwrap().cmd, Cmd::RevokeDevice(a) if a.backend_key.is_some()));
+        let both = [
+            "revoke-device",
+            "0102",
+            "--remote",
+            "--backend-key",
+            "k",
+            "-c",
+            "cred",
+        ];
+        assert!(parse(&both).is_err(), "back end or device, not both");
+        assert!(parse(&["revoke-device"]).is_err(), "device id required");
+        assert!(parse_key_id("zz").is_err() && parse_key_id("").is_err());
+        assert_eq!(parse_key_id("0A0b").unwrap(), vec![10, 11]);
+    }
+
+    #[test]
+    fn list_prints_every_field_and_no_escape() {
+        let l = DeviceList {
+            vin: "V".into(),
+            at: 5,
+            devices: vec![
+                DeviceEntry {
+                    key_id: vec![1; 8],
+                    name: "a\x1b[31m".into(),
+                    paired_at: 10,
+                    last_command_at: Some(20),
+                    status: DeviceStatus::Active,
+                },
+                DeviceEntry {
+                    key_id: vec![2; 8],
+                    name: "b".into(),
+                    paired_at: 11,
+                    last_command_at: None,
+                    status: DeviceStatus::Revoked { at: 30 },
+                },
+            ],
+        };
+        let t = device_list_table(&l);
+        assert!(
+            t.contains("0101010101010101") && t.contains("revoked at 30"),
+            "{t}"
+        );
+        assert!(!t.contains('\x1b'), "{t}");
+        let j = device_list_json(&l);
+        assert_eq!(j["devices"][0]["last_command_at"], 20);
+        assert_eq!(j["devices"][1]["status"], "revoked");
+        assert_eq!(j["devices"][1]["status_at"], 30);
+        assert!(j["devices"][1]["last_command_at"].is_null());
+    }
+}
