@@ -8,7 +8,7 @@ root="$(cd "$here/.." && pwd)"
 data="$root/crates/telematics-can/data"
 ext="${TELEMATICS_EXTERNAL_FIXTURES:-$root/../shared/fixtures/external}"
 c="$here/corpus"
-mkdir -p "$c"/{dbc_parse,candump_line,can_decode,cose_envelope,reset_auth,config_toml,admin_frame,payload_cbor,cose_plaintext,reset_auth_signed,session_request,deterministic_cbor}
+mkdir -p "$c"/{dbc_parse,candump_line,can_decode,cose_envelope,reset_auth,config_toml,admin_frame,payload_cbor,cose_plaintext,reset_auth_signed,session_request,deterministic_cbor,device_revocation}
 
 # dbc_parse: demo DBC, the crate's test DBCs + external DBCs.
 cp "$data/demo_car.dbc" "$c/dbc_parse/demo_car.dbc"
@@ -89,4 +89,10 @@ done
 printf 'a2014801020304050607080250000102030405060708090a0b0c0d0e0f' | xxd -r -p > "$c/session_request/ok_16"
 printf 'a2014801020304050607080240' | xxd -r -p > "$c/session_request/ok_empty"
 printf 'a1014801020304050607' | xxd -r -p > "$c/session_request/missing"
+# device_revocation: flags || data (see fuzz_targets/device_revocation.rs): the revoke-1
+# payload to be signed (01), and the revoke-1 COSE_Sign1 as raw bytes (00).
+vp=$(vec revoke-1 payload); vs=$(vec revoke-1 sign1)
+[ -n "$vp" ] && [ -n "$vs" ] || { echo "vector revoke-1 missing in $proto" >&2; exit 1; }
+printf '01%s' "$vp" | xxd -r -p > "$c/device_revocation/revoke-1_payload"
+printf '00%s' "$vs" | xxd -r -p > "$c/device_revocation/revoke-1_sign1"
 echo "seeded: $(find "$c" -type f | wc -l) files in $c"

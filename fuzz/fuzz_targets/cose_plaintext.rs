@@ -133,6 +133,7 @@ fn fixture() -> &'static Fixture {
                 created_at: ISSUED_AT - 900,
                 status,
                 last_counter: 0,
+                last_used_at: None,
             });
         }
         let verifier = Verifier::new(cfg.clone(), VIN).expect("verifier");

@@ -2,7 +2,6 @@
 //! session info a client uses to resynchronise (verified by the independent Python COSE
 //! implementation). The daemon binary against mosquitto with mTLS, as in main.rs.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use telematics_it::{CODE, Device, Options, VIN, World};
@@ -11,7 +10,7 @@ use telematics_security::client::{CommandRequest, build_command};
 use telematics_security::{Action, CommandId};
 use telematics_telemetry::ResultState;
 
-use super::{DAEMON, now_s};
+use super::{DAEMON, now_s, python};
 
 async fn world() -> World {
     let mut w = World::new(Options::default(), DAEMON.as_ref()).await;
@@ -127,36 +126,6 @@ async fn two_thousand_replays_of_one_command_get_at_most_one_resent_result() {
     // Session info is rate limited too: not one per replay.
     let sessions = w.inbox.lock().unwrap().session.len();
     assert!(sessions <= 2, "{sessions} session infos");
-}
-
-const INTEROP: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../crates/telematics-security/tests/interop/interop.py"
-);
-
-/// Runs the independent Python implementation (pycose + cbor2) in `mode` on `req`.
-fn python(mode: &str, req: &serde_json::Value) -> serde_json::Value {
-    use std::io::Write;
-    let mut child = Command::new("python3")
-        .args([INTEROP, mode])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 (scripts/install-test-deps.sh installs pycose and cbor2)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(req.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "python {mode} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,6 +5,7 @@
 
 mod abuse;
 mod admin;
+mod devices;
 mod durability;
 mod faults;
 
@@ -468,6 +469,36 @@ async fn byte_identical_redelivery_gets_the_original_result_not_a_second_actuati
         n,
         "not actuated twice"
     );
+}
+
+const INTEROP: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../crates/telematics-security/tests/interop/interop.py"
+);
+
+/// Runs the independent Python implementation (pycose + cbor2) in `mode` on `req`.
+pub(crate) fn python(mode: &str, req: &serde_json::Value) -> serde_json::Value {
+    use std::io::Write;
+    let mut child = std::process::Command::new("python3")
+        .args([INTEROP, mode])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 (scripts/install-test-deps.sh installs pycose and cbor2)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(req.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "python {mode} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 fn now_s() -> u64 {

@@ -21,7 +21,9 @@ use telematics_canio::tcpbus::TcpBusHub;
 use telematics_link::{TlsFiles, client_config, topics};
 use telematics_security::client::{CommandRequest, build_command};
 use telematics_security::{Action, CommandId, ExportedCredential};
-use telematics_telemetry::{Alert, CommandResult, ResultState, Telemetry};
+use telematics_telemetry::{
+    Alert, CommandResult, DeviceList, ResultState, RevocationOutcome, Telemetry,
+};
 use telematics_testkit::{Mosquitto, TestPki};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -40,6 +42,10 @@ pub struct Inbox {
     pub status: Vec<Vec<u8>>,
     /// Session-info replies (COSE_Mac0 bytes) from `vehicles/{vin}/session`.
     pub session: Vec<Vec<u8>>,
+    /// Device lists from `vehicles/{vin}/devices` (the retained one first).
+    pub devices: Vec<DeviceList>,
+    /// Revocation outcomes from `vehicles/{vin}/devices/revocations`.
+    pub revocations: Vec<RevocationOutcome>,
 }
 
 impl Inbox {
@@ -85,6 +91,10 @@ pub struct World {
     pub changed: Arc<Notify>,
     pub backend: AsyncClient,
     pub backend_key: Ed25519KeyPair,
+    /// The back-end key's 32-byte Ed25519 seed (for the Python client).
+    pub backend_seed: [u8; 32],
+    /// The back-end key as a PKCS#8 v1 DER file (mode 0600, for telematicsctl).
+    pub backend_key_path: PathBuf,
     pub config_path: PathBuf,
     pub admin_socket: PathBuf,
     pub log_path: PathBuf,
@@ -117,10 +127,19 @@ impl World {
         ));
 
         // Back end.
-        let backend_key = {
-            let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
-            Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap()
-        };
+        let mut backend_seed = [0u8; 32];
+        ring::rand::SecureRandom::fill(&SystemRandom::new(), &mut backend_seed).unwrap();
+        let backend_key = Ed25519KeyPair::from_seed_unchecked(&backend_seed).unwrap();
+        // PKCS#8 v1 (RFC 8410): the fixed Ed25519 prefix, then the seed.
+        let backend_key_path = dir.path().join("backend.key");
+        let mut der = hex::decode("302e020100300506032b657004220420").unwrap();
+        der.extend_from_slice(&backend_seed);
+        std::fs::write(&backend_key_path, der).unwrap();
+        std::fs::set_permissions(
+            &backend_key_path,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
         let pub_path = dir.path().join("backend.pub");
         std::fs::write(&pub_path, hex::encode(backend_key.public_key().as_ref())).unwrap();
         let inbox = Arc::new(Mutex::new(Inbox::default()));
@@ -200,6 +219,8 @@ filter = "info"
             changed,
             backend,
             backend_key,
+            backend_seed,
+            backend_key_path,
             config_path,
             admin_socket,
             log_path,
@@ -507,6 +528,7 @@ filter = "info"
                 }
                 "command.rejected" => ("command".to_string(), 1),
                 "session_request.rejected" => ("session_request".to_string(), 1),
+                "revocation.rejected" => ("revocation".to_string(), 1),
                 _ => continue,
             };
             *out.entry((source, field("fault"))).or_insert(0) += count;
@@ -658,7 +680,15 @@ async fn mqtt_subscriber(
         loop {
             match ev.poll().await {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    for t in ["results", "telemetry", "alerts", "status", "session"] {
+                    for t in [
+                        "results",
+                        "telemetry",
+                        "alerts",
+                        "status",
+                        "session",
+                        "devices",
+                        "devices/revocations",
+                    ] {
                         sub.subscribe(format!("vehicles/{VIN}/{t}"), QoS::AtLeastOnce)
                             .await
                             .unwrap();
@@ -691,6 +721,16 @@ async fn mqtt_subscriber(
                             }
                             "status" => inbox.status.push(p.payload.to_vec()),
                             "session" => inbox.session.push(p.payload.to_vec()),
+                            "devices" => {
+                                if let Ok(l) = DeviceList::decode(&p.payload) {
+                                    inbox.devices.push(l);
+                                }
+                            }
+                            "revocations" => {
+                                if let Ok(o) = RevocationOutcome::decode(&p.payload) {
+                                    inbox.revocations.push(o);
+                                }
+                            }
                             _ => {}
                         }
                     }

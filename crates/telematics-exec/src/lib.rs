@@ -151,17 +151,19 @@ pub enum Actuate {
     Horn,
 }
 
-impl From<&Action> for Actuate {
-    /// The actuation a command asks for (parameters such as the run time are read separately).
-    fn from(a: &Action) -> Self {
-        match a {
+impl Actuate {
+    /// The actuation a command asks for (parameters such as the run time are read separately);
+    /// `None` for an action that is not an actuation (`revoke_device`).
+    pub fn of(a: &Action) -> Option<Self> {
+        Some(match a {
             Action::Lock => Actuate::Lock,
             Action::Unlock => Actuate::Unlock,
             Action::EngineStart { .. } => Actuate::EngineStart,
             Action::EngineStop => Actuate::EngineStop,
             Action::FlashLights => Actuate::FlashLights,
             Action::Horn => Actuate::Horn,
-        }
+            Action::RevokeDevice { .. } => return None,
+        })
     }
 }
 
@@ -283,23 +285,26 @@ impl Executor {
             self.out.push_back(Output::Publish(prior.clone()));
             return;
         }
-        let actuate = Actuate::from(&req.action);
-        let verdict = if self.in_flight.is_some() {
-            Err(Reject::Busy)
-        } else {
-            check(actuate, &self.state, &self.cfg, now)
+        let actuate = Actuate::of(&req.action);
+        let verdict = match actuate {
+            None => Err(Reject::NotActuation),
+            Some(_) if self.in_flight.is_some() => Err(Reject::Busy),
+            Some(a) => check(a, &self.state, &self.cfg, now).map(|()| a),
         };
-        if let Err(reject) = verdict {
-            let rec = ResultRecord {
-                command_id: req.id,
-                state: CommandState::Rejected,
-                reason_code: Some(reject.code()),
-                detail: reject.detail(),
-                at: now,
-            };
-            self.record(rec);
-            return;
-        }
+        let actuate = match verdict {
+            Ok(a) => a,
+            Err(reject) => {
+                let rec = ResultRecord {
+                    command_id: req.id,
+                    state: CommandState::Rejected,
+                    reason_code: Some(reject.code()),
+                    detail: reject.detail(),
+                    at: now,
+                };
+                self.record(rec);
+                return;
+            }
+        };
         let run_secs = match &req.action {
             Action::EngineStart { max_run_secs } => max_run_secs
                 .unwrap_or(self.cfg.max_run_secs)

@@ -57,6 +57,9 @@ pub enum Reject {
     StaleState(SignalKind),
     /// Another command is actuating.
     Busy,
+    /// The action is not a vehicle actuation (`revoke_device`, carried out by the daemon's
+    /// security service); it never reaches the executor in the daemon.
+    NotActuation,
 }
 
 impl Reject {
@@ -72,6 +75,7 @@ impl Reject {
             Reject::EngineNotRunning => "engine_not_running",
             Reject::StaleState(_) => "stale_state",
             Reject::Busy => "busy",
+            Reject::NotActuation => "not_actuation",
         }
     }
 

@@ -8,7 +8,8 @@
 //! configuration, so [`LinkHandle::reload_tls`] takes effect on the next (re)connection.
 //!
 //! Incoming commands: every publish on `vehicles/{vin}/commands` (and on
-//! `vehicles/{vin}/session/request`, subscribed in the same SUBSCRIBE) up to
+//! `vehicles/{vin}/session/request`, `vehicles/{vin}/devices/request` and
+//! `vehicles/{vin}/devices/revoke`, subscribed in the same SUBSCRIBE) up to
 //! [`LinkConfig::max_incoming_packet`] is accepted, kept in a local queue and handed over to the
 //! daemon's channel without ever blocking the event loop (keep-alives and PUBACKs go on while
 //! the consumer is slow); each is PUBACKed only after its hand-over, so a message is neither lost
@@ -76,6 +77,22 @@ pub mod topics {
     /// `vehicles/{vin}/session/request` (back end -> vehicle, QoS 1): session-info requests.
     pub fn session_request(vin: &str) -> String {
         format!("vehicles/{vin}/session/request")
+    }
+    /// `vehicles/{vin}/devices` (vehicle -> back end, QoS 1, retained): the paired-device list.
+    pub fn devices(vin: &str) -> String {
+        format!("vehicles/{vin}/devices")
+    }
+    /// `vehicles/{vin}/devices/request` (back end -> vehicle, QoS 1): publish the list now.
+    pub fn devices_request(vin: &str) -> String {
+        format!("vehicles/{vin}/devices/request")
+    }
+    /// `vehicles/{vin}/devices/revoke` (back end -> vehicle, QoS 1): signed device revocations.
+    pub fn devices_revoke(vin: &str) -> String {
+        format!("vehicles/{vin}/devices/revoke")
+    }
+    /// `vehicles/{vin}/devices/revocations` (vehicle -> back end, QoS 1): revocation outcomes.
+    pub fn devices_revocations(vin: &str) -> String {
+        format!("vehicles/{vin}/devices/revocations")
     }
 }
 
@@ -229,8 +246,9 @@ pub enum LinkState {
     Stopped,
 }
 
-/// A message received on `vehicles/{vin}/commands` or `vehicles/{vin}/session/request`, handed
-/// to the daemon as raw bytes.
+/// A message received on `vehicles/{vin}/commands`, `vehicles/{vin}/session/request`,
+/// `vehicles/{vin}/devices/request` or `vehicles/{vin}/devices/revoke`, handed to the daemon as
+/// raw bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Incoming {
     /// The topic it arrived on.
@@ -651,14 +669,20 @@ async fn session(
         sent_upto: 0,
     };
     let commands = topics::commands(&config.vin);
-    let session_request = topics::session_request(&config.vin);
-    // One SUBSCRIBE for both inbound topics: the SUBACK's first code is the commands
-    // subscription (decides the link state), the second the session requests (resync only).
+    // One SUBSCRIBE for every inbound topic: the SUBACK's first code is the commands
+    // subscription (decides the link state), the others the session requests (resync only)
+    // and the device-list requests and revocations.
+    let secondary = [
+        topics::session_request(&config.vin),
+        topics::devices_request(&config.vin),
+        topics::devices_revoke(&config.vin),
+    ];
     let subscribe = |client: &AsyncClient| {
-        client.try_subscribe_many([
-            rumqttc::SubscribeFilter::new(commands.clone(), QoS::AtLeastOnce),
-            rumqttc::SubscribeFilter::new(session_request.clone(), QoS::AtLeastOnce),
-        ])
+        client.try_subscribe_many(
+            std::iter::once(&commands)
+                .chain(&secondary)
+                .map(|t| rumqttc::SubscribeFilter::new(t.clone(), QoS::AtLeastOnce)),
+        )
     };
     let mut connected_at: Option<Instant> = None;
     let mut sub = Sub::Pending { refusals: 0 };
@@ -703,12 +727,14 @@ async fn session(
                         let ok = |i: usize| {
                             matches!(ack.return_codes.get(i), Some(SubscribeReasonCode::Success(_)))
                         };
-                        if !ok(1) {
-                            let err = LinkError::SubscribeRefused { topic: session_request.clone() };
-                            tracing::warn!(
-                                code = err.code(),
-                                "{err}: session-info requests will not reach the vehicle"
-                            );
+                        for (i, topic) in secondary.iter().enumerate() {
+                            if !ok(i + 1) {
+                                let err = LinkError::SubscribeRefused { topic: topic.clone() };
+                                tracing::warn!(
+                                    code = err.code(),
+                                    "{err}: messages on it will not reach the vehicle"
+                                );
+                            }
                         }
                         on_suback(&mut s, &mut sub, ok(0), &commands, &policy)
                     }
@@ -718,7 +744,7 @@ async fn session(
                     }
                     Ok(Event::Outgoing(Outgoing::Publish(pkid))) => s.on_outgoing_publish(pkid),
                     Ok(Event::Incoming(Packet::Publish(p))) => {
-                        if p.topic == commands || p.topic == session_request {
+                        if p.topic == commands || secondary.contains(&p.topic) {
                             // Never wait for the consumer here: queue, hand over in the branch
                             // below, acknowledge after the hand-over.
                             Counters::bump(&shared.counters.commands_received);

@@ -1,5 +1,5 @@
 //! Client side (owner's phone / telematicsctl / back end): build command envelopes, sign reset
-//! authorizations, parse session info.
+//! authorizations and device revocations, parse session info.
 
 use ring::rand::SecureRandom;
 
@@ -9,6 +9,7 @@ use crate::state::ExportedCredential;
 use crate::{Action, CommandId};
 
 pub use crate::recovery::ResetAuthorization;
+pub use crate::revocation::DeviceRevocation;
 pub use crate::session::{LockoutReport, SessionInfo, SessionRequest};
 
 /// What to send.
@@ -79,6 +80,20 @@ pub fn sign_reset(
         expires_at,
     }
     .sign(backend_key)
+}
+
+/// Back end: build and sign a device revocation (tagged COSE_Sign1, docs/protocol.md §10) of
+/// `key_id` for `vin` with a fresh 16-byte random nonce; publish it on
+/// `vehicles/{VIN}/devices/revoke`.
+pub fn sign_revocation(
+    backend_key: &ring::signature::Ed25519KeyPair,
+    vin: &str,
+    key_id: &[u8],
+    issued_at: u64,
+    expires_at: u64,
+    rng: &dyn SecureRandom,
+) -> Result<Vec<u8>, Error> {
+    DeviceRevocation::new(vin, key_id, issued_at, expires_at, rng)?.sign(backend_key)
 }
 
 /// Verify and parse a session-info reply for this credential.

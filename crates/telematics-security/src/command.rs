@@ -30,6 +30,12 @@ pub enum Action {
     FlashLights,
     /// Sound the horn.
     Horn,
+    /// Revoke another (or this) paired device of the same car (docs/protocol.md §10). Not an
+    /// actuation: the daemon's security service carries it out after verification.
+    RevokeDevice {
+        /// Key id of the device to revoke.
+        key_id: KeyId,
+    },
 }
 
 /// A command that passed every check: VIN, key, AEAD, expiry, counter, lockout and the

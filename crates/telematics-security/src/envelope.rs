@@ -222,6 +222,7 @@ pub fn action_name(a: &Action) -> &'static str {
         Action::EngineStop => "engine_stop",
         Action::FlashLights => "flash_lights",
         Action::Horn => "horn",
+        Action::RevokeDevice { .. } => "revoke_device",
     }
 }
 
@@ -234,11 +235,14 @@ impl CommandPayload {
             (2, Value::Bytes(self.command_id.0.to_vec())),
             (3, Value::Text(action_name(&self.action).into())),
         ];
-        if let Action::EngineStart {
-            max_run_secs: Some(s),
-        } = self.action
-        {
-            m.push((4, cbor::int_map(vec![(1, Value::Integer(s.into()))])));
+        match &self.action {
+            Action::EngineStart {
+                max_run_secs: Some(s),
+            } => m.push((4, cbor::int_map(vec![(1, Value::Integer((*s).into()))]))),
+            Action::RevokeDevice { key_id } => {
+                m.push((4, cbor::int_map(vec![(1, Value::Bytes(key_id.0.clone()))])));
+            }
+            _ => {}
         }
         m.push((5, Value::Integer(self.counter.into())));
         m.push((6, Value::Integer(self.issued_at.into())));
@@ -279,6 +283,15 @@ impl CommandPayload {
                 let s = p.uint(1).ok_or(Fault::BadPayload)?;
                 Action::EngineStart {
                     max_run_secs: Some(u32::try_from(s).map_err(|_| Fault::BadPayload)?),
+                }
+            }
+            ("revoke_device", Some(p)) => {
+                let kid = p.bytes(1).ok_or(Fault::BadPayload)?;
+                if !crate::revocation::valid_key_id(kid) {
+                    return Err(Fault::BadPayload);
+                }
+                Action::RevokeDevice {
+                    key_id: crate::KeyId(kid.to_vec()),
                 }
             }
             _ => return Err(Fault::BadPayload),

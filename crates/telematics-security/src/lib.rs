@@ -11,6 +11,8 @@
 //! runs PBKDF2 and yields the [`CodeVerified`] proof that [`SecurityState::add_device`] needs.
 //! Recovery is two steps: [`arm_reset`] (signed authorization, from the admin socket or later
 //! from MQTT) and [`confirm_reset`] (new code in the car, within the confirmation window).
+//! A lost device is revoked remotely by a back-end-signed [`DeviceRevocation`]
+//! ([`apply_revocation`], at once) or by another paired device's `revoke_device` command.
 //!
 //! Only this crate can construct a [`VerifiedCommand`].
 
@@ -20,7 +22,9 @@ pub mod command;
 pub mod envelope;
 pub mod error;
 pub mod recovery;
+pub mod revocation;
 pub mod session;
+mod signed;
 pub mod state;
 pub mod verify;
 
@@ -29,6 +33,7 @@ pub use command::{Action, CommandId, KeyId, VerifiedCommand};
 pub use envelope::{CommandPayload, Envelope};
 pub use error::{Error, Fault};
 pub use recovery::{ResetAuthorization, arm_reset, confirm_reset};
+pub use revocation::{DeviceRevocation, RevocationRefused, apply_revocation, revoke_active};
 pub use session::{SessionInfo, SessionRequest, build_session_info};
 pub use state::{
     CodeRule, CodeVerified, Config, CredentialInfo, CredentialStatus, DeviceCredential,

@@ -12,12 +12,11 @@
 //! credentials should not survive anyway; re-pairing happens in the car, where the owner is.
 
 use ciborium::Value;
-use coset::{TaggedCborSerializable, iana};
 use ring::rand::SecureRandom;
-use ring::signature::{ED25519, UnparsedPublicKey};
 
 use crate::cbor::{self, IntMap};
 use crate::error::{Error, Fault};
+use crate::signed;
 use crate::state::{
     Config, CredentialStatus, LockoutState, PairingRecord, PendingReset, SecurityState,
 };
@@ -63,7 +62,7 @@ impl ResetAuthorization {
             return Err(Fault::BadPayload);
         }
         let nonce = m.bytes(2).ok_or(Fault::BadPayload)?;
-        if !(16..=32).contains(&nonce.len()) {
+        if !signed::valid_nonce(nonce) {
             return Err(Fault::BadPayload);
         }
         Ok(ResetAuthorization {
@@ -76,18 +75,7 @@ impl ResetAuthorization {
 
     /// Back-end side: sign into a tagged COSE_Sign1 with the back-end Ed25519 key.
     pub fn sign(&self, key: &ring::signature::Ed25519KeyPair) -> Result<Vec<u8>, Error> {
-        let protected = coset::HeaderBuilder::new()
-            .algorithm(iana::Algorithm::EdDSA)
-            .build();
-        coset::CoseSign1Builder::new()
-            .protected(protected)
-            .payload(self.to_cbor())
-            .create_signature(&reset_aad(&self.vin), |data| {
-                key.sign(data).as_ref().to_vec()
-            })
-            .build()
-            .to_tagged_vec()
-            .map_err(|e| Error::Encoding(e.to_string()))
+        signed::sign(key, self.to_cbor(), &reset_aad(&self.vin))
     }
 }
 
@@ -102,47 +90,19 @@ pub fn arm_reset(
     bytes: &[u8],
     now: u64,
 ) -> Result<ResetAuthorization, Fault> {
-    if bytes.len() > cfg.max_message_size {
-        return Err(Fault::TooLarge);
-    }
-    let msg = coset::CoseSign1::from_tagged_slice(bytes).map_err(|_| Fault::Decode)?;
-    if msg.clone().to_tagged_vec().map_err(|_| Fault::Decode)? != bytes {
-        return Err(Fault::Decode);
-    }
-    let ph = &msg.protected.header;
-    if ph.alg != Some(coset::Algorithm::Assigned(iana::Algorithm::EdDSA))
-        || !ph.crit.is_empty()
-        || !msg.unprotected.is_empty()
-    {
-        return Err(Fault::Decode);
-    }
-    let pk = UnparsedPublicKey::new(&ED25519, backend_public_key);
-    msg.verify_signature(&reset_aad(vin), |sig, data| {
-        pk.verify(data, sig).map_err(|_| Fault::BadSignature)
-    })?;
-    let auth = ResetAuthorization::from_cbor(msg.payload.as_deref().ok_or(Fault::Decode)?)?;
+    let payload = signed::verify(cfg, backend_public_key, bytes, |_| Ok(reset_aad(vin)))?;
+    let auth = ResetAuthorization::from_cbor(&payload)?;
     if auth.vin != vin {
         return Err(Fault::WrongVin);
     }
-    if auth.expires_at < auth.issued_at || auth.expires_at - auth.issued_at > MAX_RESET_TTL_SECS {
-        return Err(Fault::TtlTooLong);
-    }
-    if auth.issued_at > now.saturating_add(cfg.clock_skew_secs) {
-        return Err(Fault::NotYetValid);
-    }
-    if auth.expires_at.saturating_add(cfg.clock_skew_secs) < now {
-        return Err(Fault::Expired);
-    }
-    // Expired nonces can never verify again (time window), so they can be forgotten.
-    state
-        .used_nonces
-        .retain(|(_, exp)| exp.saturating_add(cfg.clock_skew_secs) >= now);
-    if state.used_nonces.iter().any(|(n, _)| *n == auth.nonce) {
-        return Err(Fault::NonceReused);
-    }
-    state
-        .used_nonces
-        .push((auth.nonce.clone(), auth.expires_at));
+    signed::consume_nonce(
+        state,
+        cfg,
+        &auth.nonce,
+        (auth.issued_at, auth.expires_at),
+        MAX_RESET_TTL_SECS,
+        now,
+    )?;
     state.pending_reset = Some(PendingReset {
         nonce: auth.nonce.clone(),
         armed_at: now,

@@ -290,6 +290,10 @@ pub struct DeviceCredential {
     pub status: CredentialStatus,
     /// Highest counter accepted from this device (0 = none yet).
     pub last_counter: u64,
+    /// When a command of this device last passed verification (Unix seconds); `None` before
+    /// the first. Absent in states persisted by older versions.
+    #[serde(default)]
+    pub last_used_at: Option<u64>,
 }
 
 impl std::fmt::Debug for DeviceCredential {
@@ -301,6 +305,7 @@ impl std::fmt::Debug for DeviceCredential {
             .field("created_at", &self.created_at)
             .field("status", &self.status)
             .field("last_counter", &self.last_counter)
+            .field("last_used_at", &self.last_used_at)
             .finish()
     }
 }
@@ -325,6 +330,8 @@ pub struct CredentialInfo {
     pub status: CredentialStatus,
     /// Last accepted counter.
     pub last_counter: u64,
+    /// When a command of this device last passed verification (Unix seconds).
+    pub last_used_at: Option<u64>,
 }
 
 /// Consecutive-failure lockout state.
@@ -631,6 +638,7 @@ impl SecurityState {
             created_at: now,
             status: CredentialStatus::Active,
             last_counter: 0,
+            last_used_at: None,
         };
         self.credentials.push(cred);
         Ok(ExportedCredential {
@@ -651,6 +659,7 @@ impl SecurityState {
                 created_at: c.created_at,
                 status: c.status,
                 last_counter: c.last_counter,
+                last_used_at: c.last_used_at,
             })
             .collect()
     }

@@ -272,6 +272,9 @@ impl PendingCodeCheck {
             };
         }
         state.lockout.clear_failures();
+        if let Some(c) = state.credential_mut(&self.key_id.0) {
+            c.last_used_at = Some(now);
+        }
         let p = self.payload;
         Finished {
             result: Ok(VerifiedCommand {

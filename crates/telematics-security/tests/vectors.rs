@@ -11,6 +11,7 @@ use telematics_security::envelope::{
     CommandPayload, INFO_COMMAND, INFO_SESSION, command_aad, derive_key,
 };
 use telematics_security::recovery::{ResetAuthorization, reset_aad};
+use telematics_security::revocation::{DeviceRevocation, revoke_aad};
 use telematics_security::{
     Action, CommandId, Config, CredentialStatus, DeviceCredential, ExportedCredential, KeyId,
     PairingRecord, SecurityState, Verifier, arm_reset,
@@ -125,6 +126,7 @@ fn check_command(v: &Vector, record: &PairingRecord) {
         created_at: 0,
         status: CredentialStatus::Active,
         last_counter: 0,
+        last_used_at: None,
     });
     let cfg = Config {
         pbkdf2_iterations: record.iterations,
@@ -252,6 +254,7 @@ fn vehicle(v: &Vector, record: &PairingRecord) -> (SecurityState, Verifier) {
         created_at: 0,
         status: CredentialStatus::Active,
         last_counter: 0,
+        last_used_at: None,
     });
     let cfg = Config {
         pbkdf2_iterations: record.iterations,
@@ -291,6 +294,47 @@ fn check_reset(v: &Vector) {
     assert_eq!(got, auth);
 }
 
+fn check_revoke(v: &Vector) {
+    let kp = Ed25519KeyPair::from_seed_unchecked(&h(v, "backend_seed")).unwrap();
+    assert_eq!(
+        hex::encode(kp.public_key().as_ref()),
+        v["backend_public_key"]
+    );
+    let rev = DeviceRevocation {
+        vin: v["vin"].clone(),
+        key_id: h(v, "key_id"),
+        nonce: h(v, "nonce"),
+        issued_at: n(v, "issued_at"),
+        expires_at: n(v, "expires_at"),
+    };
+    assert_eq!(hex::encode(revoke_aad(&rev.vin)), v["external_aad"]);
+    assert_eq!(hex::encode(rev.to_cbor()), v["payload"]);
+    let signed = rev.sign(&kp).unwrap();
+    assert_eq!(hex::encode(&signed), v["sign1"], "sign1");
+    // The vehicle holding that key id revokes it.
+    let mut state = SecurityState::default();
+    state.credentials.push(DeviceCredential {
+        key_id: KeyId(rev.key_id.clone()),
+        secret: [0; 32],
+        name: "vector".into(),
+        created_at: 0,
+        status: CredentialStatus::Active,
+        last_counter: 0,
+        last_used_at: None,
+    });
+    let got = telematics_security::apply_revocation(
+        &mut state,
+        &Config::default(),
+        &rev.vin,
+        &h(v, "backend_public_key"),
+        &signed,
+        rev.issued_at,
+    )
+    .unwrap();
+    assert_eq!(got, rev);
+    assert!(!state.credentials[0].is_active());
+}
+
 #[test]
 fn protocol_md_vectors() {
     let vs = vectors();
@@ -301,6 +345,7 @@ fn protocol_md_vectors() {
     let record = check_pbkdf2(&pb.1);
     let mut commands = 0;
     let mut resets = 0;
+    let mut revokes = 0;
     let mut rejects = Vec::new();
     for (name, v) in &vs {
         if name.starts_with("reject-") {
@@ -317,6 +362,9 @@ fn protocol_md_vectors() {
         } else if name.starts_with("reset") {
             check_reset(v);
             resets += 1;
+        } else if name.starts_with("revoke") {
+            check_revoke(v);
+            revokes += 1;
         }
     }
     assert!(
@@ -324,6 +372,7 @@ fn protocol_md_vectors() {
         "expected at least two command vectors, found {commands}"
     );
     assert_eq!(resets, 1);
+    assert_eq!(revokes, 1);
     // Every layer and rule of docs/protocol.md §4 has a negative vector.
     for want in [
         "protected_nonminimal_int",

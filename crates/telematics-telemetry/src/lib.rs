@@ -1,12 +1,14 @@
 //! Sans-IO telemetry: CBOR payloads, periodic and on-change publishing schedule, alert rules
-//! with hysteresis. No I/O and no clock: `now` is unix milliseconds passed in by the shell.
+//! with hysteresis, the paired-device list and revocation outcomes. No I/O and no clock: `now` is unix milliseconds passed in by the shell.
 
 mod alert;
+mod devices;
 mod error;
 mod payload;
 mod schedule;
 
 pub use alert::{AlertEngine, ThresholdRule};
+pub use devices::{DeviceEntry, DeviceList, DeviceStatus, RevocationOutcome};
 pub use error::TelemetryError;
 pub use payload::{
     Alert, AlertState, CommandResult, ResultState, SignalValue, Telemetry, TelemetryKind,

@@ -150,23 +150,23 @@ pub struct CommandResult {
     pub at: u64,
 }
 
-fn text(s: &str) -> Value {
+pub(crate) fn text(s: &str) -> Value {
     Value::Text(s.to_string())
 }
-fn uint(v: u64) -> Value {
+pub(crate) fn uint(v: u64) -> Value {
     Value::Integer(v.into())
 }
 
-fn to_bytes(v: &Value) -> Result<Vec<u8>, TelemetryError> {
+pub(crate) fn to_bytes(v: &Value) -> Result<Vec<u8>, TelemetryError> {
     let mut out = Vec::new();
     ciborium::ser::into_writer(v, &mut out).map_err(|e| TelemetryError::Encode(e.to_string()))?;
     Ok(out)
 }
 
-struct Fields(Vec<(Value, Value)>);
+pub(crate) struct Fields(pub(crate) Vec<(Value, Value)>);
 
 impl Fields {
-    fn parse(bytes: &[u8]) -> Result<Self, TelemetryError> {
+    pub(crate) fn parse(bytes: &[u8]) -> Result<Self, TelemetryError> {
         let v: Value =
             ciborium::de::from_reader(bytes).map_err(|e| TelemetryError::Decode(e.to_string()))?;
         match v {
@@ -177,19 +177,19 @@ impl Fields {
             }),
         }
     }
-    fn opt(&self, key: &'static str) -> Option<&Value> {
+    pub(crate) fn opt(&self, key: &'static str) -> Option<&Value> {
         self.0
             .iter()
             .find(|(k, _)| matches!(k, Value::Text(t) if t == key))
             .map(|(_, v)| v)
     }
-    fn get(&self, key: &'static str) -> Result<&Value, TelemetryError> {
+    pub(crate) fn get(&self, key: &'static str) -> Result<&Value, TelemetryError> {
         self.opt(key).ok_or(TelemetryError::Schema {
             field: key,
             why: "missing",
         })
     }
-    fn text(&self, key: &'static str) -> Result<String, TelemetryError> {
+    pub(crate) fn text(&self, key: &'static str) -> Result<String, TelemetryError> {
         match self.get(key)? {
             Value::Text(t) => Ok(t.clone()),
             _ => Err(TelemetryError::Schema {
@@ -198,13 +198,13 @@ impl Fields {
             }),
         }
     }
-    fn opt_text(&self, key: &'static str) -> Result<Option<String>, TelemetryError> {
+    pub(crate) fn opt_text(&self, key: &'static str) -> Result<Option<String>, TelemetryError> {
         match self.opt(key) {
             None | Some(Value::Null) => Ok(None),
             Some(_) => self.text(key).map(Some),
         }
     }
-    fn uint(&self, key: &'static str) -> Result<u64, TelemetryError> {
+    pub(crate) fn uint(&self, key: &'static str) -> Result<u64, TelemetryError> {
         match self.get(key)? {
             Value::Integer(i) => u64::try_from(*i).map_err(|_| TelemetryError::Schema {
                 field: key,
@@ -218,7 +218,7 @@ impl Fields {
     }
 }
 
-fn bad(field: &'static str, why: &'static str) -> TelemetryError {
+pub(crate) fn bad(field: &'static str, why: &'static str) -> TelemetryError {
     TelemetryError::Schema { field, why }
 }
 

@@ -295,9 +295,10 @@ impl TestPki {
 }
 
 /// The ACL file the launcher writes (see docs/topics.md): each vehicle (username = certificate
-/// CN = VIN) may publish its own telemetry/alerts/results/status/session info and read its own
-/// commands and session requests; `backend_users` may read `vehicles/#` and write commands
-/// and session requests.
+/// CN = VIN) may publish its own telemetry/alerts/results/status/session info, device list and
+/// revocation outcomes, and read its own commands, session requests, device-list requests and
+/// device revocations; `backend_users` may read `vehicles/#` and write commands, session
+/// requests, device-list requests and device revocations.
 pub fn acl_file(backend_users: &[&str]) -> String {
     let mut acl = String::from(
         "# vehicles: username = certificate CN = VIN\n\
@@ -306,13 +307,19 @@ pub fn acl_file(backend_users: &[&str]) -> String {
          pattern write vehicles/%u/results\n\
          pattern write vehicles/%u/status\n\
          pattern write vehicles/%u/session\n\
+         pattern write vehicles/%u/devices\n\
+         pattern write vehicles/%u/devices/revocations\n\
          pattern read vehicles/%u/commands\n\
-         pattern read vehicles/%u/session/request\n",
+         pattern read vehicles/%u/session/request\n\
+         pattern read vehicles/%u/devices/request\n\
+         pattern read vehicles/%u/devices/revoke\n",
     );
     for u in backend_users {
         acl.push_str(&format!(
             "\nuser {u}\ntopic read vehicles/#\ntopic write vehicles/+/commands\n\
-             topic write vehicles/+/session/request\n"
+             topic write vehicles/+/session/request\n\
+             topic write vehicles/+/devices/request\n\
+             topic write vehicles/+/devices/revoke\n"
         ));
     }
     acl
@@ -740,6 +747,9 @@ mod tests {
         let acl = acl_file(&["backend"]);
         assert!(acl.contains("pattern write vehicles/%u/telemetry"));
         assert!(acl.contains("pattern read vehicles/%u/commands"));
+        assert!(acl.contains("pattern write vehicles/%u/devices\n"));
+        assert!(acl.contains("pattern read vehicles/%u/devices/revoke\n"));
+        assert!(acl.contains("topic write vehicles/+/devices/revoke\n"));
         assert!(acl.contains("user backend"));
     }
 }

@@ -144,8 +144,11 @@ pub enum Cmd {
         #[command(flatten)]
         code: CodeInput,
     },
-    /// List paired devices.
-    Devices,
+    /// List paired devices (admin socket; `--remote`: the list the vehicle publishes).
+    Devices(crate::devices::DevicesArgs),
+    /// Revoke a paired device (admin socket; `--remote`: as the back end or another device).
+    #[command(after_help = EXIT_CODES_HELP)]
+    RevokeDevice(crate::devices::RevokeDeviceArgs),
     /// Revoke a device.
     Revoke {
         /// Device id.
@@ -255,7 +258,7 @@ pub enum Cmd {
     },
 }
 
-fn read_code(input: &CodeInput, prompt: &str) -> anyhow::Result<Secret> {
+pub(crate) fn read_code(input: &CodeInput, prompt: &str) -> anyhow::Result<Secret> {
     let code = if input.code_stdin {
         let mut line = String::new();
         std::io::stdin()
@@ -393,7 +396,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
                 other => print_response(other)?,
             }
         }
-        Cmd::Devices => print_response(admin_call(s, Request::ListDevices).await?)?,
+        Cmd::Devices(a) => return crate::devices::run_devices(a, s).await,
+        Cmd::RevokeDevice(a) => return crate::devices::run_revoke_device(a, s).await,
         Cmd::Revoke { device_id } => {
             print_response(admin_call(s, Request::RevokeDevice { device_id }).await?)?
         }

@@ -132,6 +132,7 @@ async fn remote(
         Action::EngineStop => "stop".to_string(),
         Action::FlashLights => "flash".to_string(),
         Action::Horn => "horn".to_string(),
+        Action::RevokeDevice { key_id } => format!("revoke device {}", hex::encode(&key_id.0)),
     };
     let shown = if code == CODE || code == NEW_CODE {
         "the right code"

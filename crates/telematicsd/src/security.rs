@@ -9,20 +9,26 @@
 //! steps: [`SecurityService::arm_recovery`] (signed authorization, transport-independent) and
 //! `confirm_recovery` (new code in the car within `reset_confirm_window_s`).
 //!
+//! Paired devices seen from the owner's side ([`devices`]): the retained device list on
+//! `vehicles/{vin}/devices`, remote revocation by the back end and the `revoke_device` action.
+//!
 //! All methods are blocking (PBKDF2, fsync); the runtime calls them from `spawn_blocking`.
 //! One mutex serialises every code check and every state change, so parallel commands cannot
 //! multiply guesses and every persisted state is the result of a complete operation.
 
+mod devices;
+
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
 use ring::rand::SystemRandom;
 use serde::{Deserialize, Serialize};
+use telematics_link::LinkHandle;
 use telematics_security::{
-    AuditOutcome, CommandId, CredentialStatus, Fault, RetryAfter, SecurityState, VerifiedCommand,
-    Verifier, validate_device_name,
+    Action, AuditOutcome, CommandId, CredentialStatus, Fault, RetryAfter, SecurityState,
+    VerifiedCommand, Verifier, validate_device_name,
 };
 use telematics_store::Store;
 
@@ -118,6 +124,9 @@ pub enum Verification {
         /// `vehicles/{vin}/session`.
         session_info: Option<Vec<u8>>,
     },
+    /// Verified and carried out by the security service itself (`revoke_device`): its result
+    /// is already in the outbox; nothing for the executor.
+    Done,
 }
 
 /// Where an aggregated refusal came from.
@@ -127,6 +136,10 @@ enum Source {
     Command,
     /// A session request on `vehicles/{vin}/session/request`.
     SessionRequest,
+    /// A device-list request on `vehicles/{vin}/devices/request`.
+    DevicesRequest,
+    /// A device revocation on `vehicles/{vin}/devices/revoke`.
+    Revocation,
 }
 
 impl Source {
@@ -134,6 +147,8 @@ impl Source {
         match self {
             Source::Command => "command",
             Source::SessionRequest => "session_request",
+            Source::DevicesRequest => "devices_request",
+            Source::Revocation => "revocation",
         }
     }
 
@@ -142,6 +157,8 @@ impl Source {
         match self {
             Source::Command => "command.rejected",
             Source::SessionRequest => "session_request.rejected",
+            Source::DevicesRequest => "devices_request.rejected",
+            Source::Revocation => "revocation.rejected",
         }
     }
 }
@@ -168,6 +185,8 @@ struct Inner {
     aggregate: Aggregate,
     /// Key id -> when its last session info was built (Unix s); only paired key ids.
     session_sent: HashMap<Vec<u8>, u64>,
+    /// Device publication bookkeeping (dirty list, request and reply rate limits).
+    devices: devices::Publication,
 }
 
 /// The security service shared by the command path and the admin socket.
@@ -184,6 +203,9 @@ pub struct SecurityService {
     /// Unix second the wait ends), so the core loop never waits on the mutex held through
     /// PBKDF2.
     locked_until: AtomicU64,
+    /// The MQTT link's outbox, attached by the runtime ([`SecurityService::attach_link`]):
+    /// where the device list, revocation outcomes and their alerts and results go.
+    link: OnceLock<LinkHandle>,
 }
 
 impl std::fmt::Debug for SecurityService {
@@ -268,6 +290,7 @@ impl SecurityService {
                 audit_seq,
                 aggregate: Aggregate::default(),
                 session_sent: HashMap::new(),
+                devices: devices::Publication::default(),
             }),
             store,
             verifier,
@@ -277,6 +300,7 @@ impl SecurityService {
             rng: SystemRandom::new(),
             started: Instant::now(),
             locked_until,
+            link: OnceLock::new(),
         })
     }
 
@@ -395,6 +419,12 @@ impl SecurityService {
                         detail: None,
                         session_info: None,
                     };
+                }
+                // Its "last command" time changed: the list goes out with the next flush.
+                inner.devices.dirty = true;
+                if let Action::RevokeDevice { key_id } = cmd.action() {
+                    let target = key_id.0.clone();
+                    return self.revoke_by_command(inner, &cmd, &target, now);
                 }
                 Verification::Verified(cmd)
             }
@@ -549,6 +579,7 @@ impl SecurityService {
     pub fn flush_refusals(&self, now: u64, force: bool) {
         let mut g = self.lock();
         self.close_window(&mut g, now, force);
+        self.publish_devices_if_dirty(&mut g, now);
     }
 
     /// `true` while remote code checks are blocked (back-off or hard lock). Lock-free: reads
@@ -653,6 +684,7 @@ impl SecurityService {
             kind,
             format!("device={device_id} name={name:?}"),
         );
+        self.publish_devices(inner, now);
         Response::Paired {
             device_id,
             credential: exported.to_text(),
@@ -669,12 +701,21 @@ impl SecurityService {
         let mut guard = self.lock();
         let inner = &mut *guard;
         let mut candidate = inner.state.clone();
+        let was_active = candidate.credential(&kid).is_some_and(|c| c.is_active());
         candidate
             .revoke_device(&kid, now)
             .map_err(AdminRefusal::Security)?;
         self.persist(&candidate).map_err(AdminRefusal::Persist)?;
         inner.state = candidate;
-        self.audit(inner, now, "device.revoked", format!("device={device_id}"));
+        self.audit(
+            inner,
+            now,
+            "device.revoked",
+            format!("device={device_id} by=admin"),
+        );
+        if was_active {
+            self.announce_revocation(inner, &kid, now);
+        }
         Ok(Response::Done)
     }
 
@@ -741,6 +782,7 @@ impl SecurityService {
             "recovery.completed",
             "new code set; lockout cleared; all devices voided".into(),
         );
+        self.publish_devices(inner, now);
         Ok(Response::Done)
     }
     fn audit_list(&self, limit: u32) -> Response {
@@ -1238,6 +1280,138 @@ mod tests {
             audit
                 .iter()
                 .any(|(k, d)| k == "recovery.refused" && d == "confirm fault=no_pending_reset"),
+            "{audit:?}"
+        );
+    }
+
+    fn credential(r: Response) -> telematics_security::ExportedCredential {
+        let Response::Paired { credential, .. } = r else {
+            panic!("pairing: {r:?}")
+        };
+        telematics_security::ExportedCredential::from_text(&credential).expect("cred")
+    }
+
+    fn command(
+        cred: &telematics_security::ExportedCredential,
+        counter: u64,
+        action: Action,
+        code: &str,
+    ) -> Vec<u8> {
+        let req = telematics_security::client::CommandRequest {
+            command_id: CommandId([counter as u8; 16]),
+            action,
+            counter,
+            issued_at: T0,
+            expires_at: T0 + 30,
+            code: code.into(),
+        };
+        telematics_security::client::build_command(cred, &req, &SystemRandom::new())
+            .expect("command")
+    }
+
+    fn revoked_ids(s: &SecurityService) -> Vec<String> {
+        match s.handle_at(Request::ListDevices, T0) {
+            Response::Devices { devices } => devices
+                .into_iter()
+                .filter(|d| d.revoked)
+                .map(|d| d.device_id)
+                .collect(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_remote_revocation_is_durable_at_once_audited_and_single_use() {
+        let car = Car::new();
+        let s = car.open();
+        let phone = credential(pair(&s, CODE, T0));
+        let kid = phone.key_id.0.clone();
+        let rev = telematics_security::client::sign_revocation(
+            &car.backend,
+            VIN,
+            &kid,
+            T0,
+            T0 + 600,
+            &SystemRandom::new(),
+        )
+        .expect("sign");
+        let topic = telematics_link::topics::devices_revoke(VIN);
+        assert!(s.devices_message(&topic, &rev, T0 + 1));
+        drop(s);
+        // Durable: a restart finds it revoked, and its commands are refused `revoked_key`.
+        let s = car.open();
+        assert_eq!(revoked_ids(&s), vec![hex::encode(&kid)]);
+        assert!(matches!(
+            s.verify(&command(&phone, 1, Action::Unlock, CODE), T0 + 2),
+            Verification::Rejected {
+                refusal: Refusal::Fault(Fault::RevokedKey),
+                command_id: None,
+                ..
+            }
+        ));
+        // Replayed: refused and audited, nothing changes.
+        assert!(s.devices_message(&topic, &rev, T0 + 3));
+        s.flush_refusals(T0 + 3, true);
+        let audit = audit_kinds(&s);
+        assert!(
+            audit
+                .iter()
+                .any(|(k, d)| k == "device.revoked" && d.contains("by=backend")),
+            "{audit:?}"
+        );
+        assert!(
+            audit
+                .iter()
+                .any(|(k, d)| k == "revocation.rejected" && d.contains("fault=nonce_reused")),
+            "{audit:?}"
+        );
+        assert!(!s.devices_message(&telematics_link::topics::commands(VIN), &rev, T0));
+    }
+
+    #[test]
+    fn revoke_device_needs_the_code_and_revokes_only_its_target() {
+        let car = Car::new();
+        let s = car.open();
+        let a = credential(pair(&s, CODE, T0));
+        let b = credential(pair(&s, CODE, T0));
+        let target = || Action::RevokeDevice {
+            key_id: b.key_id.clone(),
+        };
+        assert!(matches!(
+            s.verify(&command(&a, 1, target(), "9753"), T0),
+            Verification::Rejected {
+                refusal: Refusal::Fault(Fault::WrongCode),
+                ..
+            }
+        ));
+        assert!(revoked_ids(&s).is_empty());
+        assert!(matches!(
+            s.verify(&command(&a, 2, target(), CODE), T0),
+            Verification::Done
+        ));
+        assert_eq!(revoked_ids(&s), vec![hex::encode(&b.key_id.0)]);
+        // B is refused from now on; A keeps working.
+        assert!(matches!(
+            s.verify(&command(&b, 1, Action::Lock, CODE), T0),
+            Verification::Rejected {
+                refusal: Refusal::Fault(Fault::RevokedKey),
+                ..
+            }
+        ));
+        assert!(matches!(
+            s.verify(&command(&a, 3, Action::Lock, CODE), T0),
+            Verification::Verified(_)
+        ));
+        // Again: the target is no longer active.
+        assert!(matches!(
+            s.verify(&command(&a, 4, target(), CODE), T0),
+            Verification::Done
+        ));
+        let audit = audit_kinds(&s);
+        assert!(
+            audit
+                .iter()
+                .any(|(k, d)| k == "device.revoke_refused" && d.contains("fault=revoked_key")),
             "{audit:?}"
         );
     }

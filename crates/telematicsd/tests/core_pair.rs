@@ -530,17 +530,18 @@ fn every_precondition_refusal_has_its_reason_code() {
             rejected("stale_state"),
             "{message} {action:?}"
         );
-        assert_eq!(
-            p.detail(id).as_deref(),
-            Some(kind.vss_path()),
-            "{message} {action:?}"
-        );
+        assert_eq!(p.detail(id), Some(kind.vss_detail()), "{message} {action:?}");
         assert_eq!(p.car.commands_received(), before);
         p.drop_frame = None;
     }
     assert_eq!(
-        SignalKind::EngineRunning.vss_path(),
-        "Vehicle.Powertrain.CombustionEngine.IsRunning"
+        SignalKind::EngineRunning.vss_paths(),
+        ["Vehicle.Powertrain.CombustionEngine.IsRunning"]
+    );
+    assert_eq!(
+        SignalKind::DoorsClosed.vss_detail(),
+        "Vehicle.Cabin.Door.Row1.DriverSide.IsOpen,Vehicle.Cabin.Door.Row1.PassengerSide.IsOpen,\
+         Vehicle.Cabin.Door.Row2.DriverSide.IsOpen,Vehicle.Cabin.Door.Row2.PassengerSide.IsOpen"
     );
     // Body controller alive but not actuating: accepted, then failed(timeout).
     *p.car.car_mut() = CarState::default();

@@ -7,6 +7,8 @@ Usage: interop.py MODE < request.json   (prints one JSON object on stdout)
   open_command    -> {fields...}           decrypt + check a Rust-built envelope
   sign_reset      -> {"sign1": hex}        sign a reset authorization (Ed25519)
   verify_reset    -> {fields...}           verify a Rust-signed reset authorization
+  sign_revocation -> {"sign1": hex}        sign a device revocation (Ed25519, docs/protocol.md §10)
+  verify_revocation -> {fields...}         verify a Rust-signed device revocation
   parse_session   -> {fields...}           verify + parse a Rust-built session info (Mac0)
   session_request -> {"request": hex}      build a session-info request (docs/protocol.md §8)
   build_variant   -> {"envelope": hex}     build_command's message, authentic (AEAD over the
@@ -146,6 +148,39 @@ def verify_reset(r):
     return {"vin": p[1], "nonce": p[2].hex(), "issued_at": p[3], "expires_at": p[4]}
 
 
+def revocation_payload(r):
+    # Deterministic CBOR (cbor2 canonical): keys 1..6 in ascending order.
+    return cbor2.dumps(
+        {1: r["vin"], 2: bytes.fromhex(r["nonce"]), 3: r["issued_at"], 4: r["expires_at"],
+         5: "device_revoke", 6: bytes.fromhex(r["key_id"])},
+        canonical=True,
+    )
+
+
+def sign_revocation(r):
+    key = OKPKey(crv=Ed25519, d=bytes.fromhex(r["seed"]))
+    msg = Sign1Message(
+        phdr={Algorithm: EdDSA},
+        payload=revocation_payload(r),
+        external_aad=f"vehicles/{r['vin']}/devices/revoke".encode(),
+    )
+    msg.key = key
+    return {"sign1": msg.encode(tag=True).hex()}
+
+
+def verify_revocation(r):
+    raw = bytes.fromhex(r["sign1"])
+    msg = cose_decode(Sign1Message, raw, 18)
+    assert msg.phdr[Algorithm] == EdDSA
+    msg.key = OKPKey(crv=Ed25519, x=bytes.fromhex(r["public_key"]))
+    msg.external_aad = f"vehicles/{r['vin']}/devices/revoke".encode()
+    assert msg.verify_signature(), "signature"
+    p = cbor2.loads(msg.payload)
+    assert p[5] == "device_revoke" and p[1] == r["vin"]
+    return {"vin": p[1], "nonce": p[2].hex(), "issued_at": p[3], "expires_at": p[4],
+            "key_id": p[6].hex()}
+
+
 # --- Hand-assembled CBOR, to build encodings cbor2 will not produce -------------------------
 
 def head(major: int, n: int, width: int | None = None) -> bytes:
@@ -244,6 +279,7 @@ if __name__ == "__main__":
     req = json.load(sys.stdin)
     fn = {"build_command": build_command, "open_command": open_command,
           "sign_reset": sign_reset, "verify_reset": verify_reset,
+          "sign_revocation": sign_revocation, "verify_revocation": verify_revocation,
           "parse_session": parse_session, "session_request": session_request,
           "build_variant": build_variant, "variants": variants}[mode]
     print(json.dumps(fn(req)))

@@ -363,6 +363,9 @@ impl VehicleCore {
                     self.answer_refusal(id, refusal, detail, now);
                 }
             }
+            // Carried out by the security service (`revoke_device`): its result is already
+            // in the outbox, nothing for the executor.
+            Verification::Done => {}
         }
         self.seal();
     }

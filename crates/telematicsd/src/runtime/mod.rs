@@ -145,6 +145,7 @@ impl Runtime {
         health.heartbeat_ms.store(now, Ordering::Relaxed);
         let (link, incoming) = telematics_link::Link::start(link_config(&cfg), store.outbox())
             .map_err(|e| DaemonError::Link(e.to_string()))?;
+        security.attach_link(link.clone());
         tracing::info!(entries = restored.journal.len(), "command journal restored");
         let core = VehicleCore::new(parts, restored, now);
         Ok(Runtime {
@@ -312,7 +313,9 @@ impl Shell {
                     None => return Ok(()),
                     Some(SecurityOutput::Command(v)) => {
                         let counter = match &v {
-                            Verification::Verified(_) => &self.health.commands_verified,
+                            Verification::Verified(_) | Verification::Done => {
+                                &self.health.commands_verified
+                            }
                             Verification::Rejected { .. } => &self.health.commands_refused,
                         };
                         counter.fetch_add(1, Ordering::Relaxed);

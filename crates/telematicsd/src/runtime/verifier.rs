@@ -70,6 +70,8 @@ pub async fn verify_worker(
                         Some(info) => SecurityOutput::SessionInfo(info),
                         None => continue,
                     }
+                } else if sec.devices_message(&msg.topic, &msg.payload, unix_now_s()) {
+                    continue;
                 } else {
                     tracing::warn!(topic = %msg.topic, "message on an unexpected topic ignored");
                     continue;
