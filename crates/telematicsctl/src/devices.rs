@@ -13,10 +13,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use clap::Args;
 use ring::rand::SystemRandom;
 use rumqttc::{Event, Packet, QoS, SubscribeReasonCode};
+use telematics_admin::{self as admin, Request, Response};
 use telematics_link::topics;
 use telematics_security::{Action, KeyId};
 use telematics_telemetry::{DeviceList, DeviceStatus, RevocationOutcome};
-use telematics_admin::{self as admin, Request, Response};
 
 use crate::cli::{CodeInput, MqttArgs, read_code};
 use crate::mqtt::{MqttConn, check_connack, connect, disconnect, sanitize};

@@ -530,7 +530,11 @@ fn every_precondition_refusal_has_its_reason_code() {
             rejected("stale_state"),
             "{message} {action:?}"
         );
-        assert_eq!(p.detail(id), Some(kind.vss_detail()), "{message} {action:?}");
+        assert_eq!(
+            p.detail(id),
+            Some(kind.vss_detail()),
+            "{message} {action:?}"
+        );
         assert_eq!(p.car.commands_received(), before);
         p.drop_frame = None;
     }
