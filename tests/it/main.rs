@@ -5,6 +5,7 @@
 
 mod abuse;
 mod admin;
+mod doctor;
 mod durability;
 mod faults;
 

@@ -24,11 +24,15 @@
 #![deny(missing_docs)]
 
 mod backoff;
+mod certinfo;
+pub mod diag;
 mod error;
 mod status;
 mod tls;
 
 pub use backoff::Backoff;
+pub use certinfo::{Validity, certificate_validity};
+pub use diag::{ConnectErrorClass, LastError, LinkDiagnostics};
 pub use error::LinkError;
 pub use status::{Presence, Status};
 pub use tls::{TlsFiles, client_config};
@@ -276,6 +280,9 @@ impl Counters {
 
 struct Shared {
     counters: Counters,
+    /// Unix seconds of the last CONNACK or PUBACK (0 = never).
+    last_connected_at: AtomicU64,
+    last_error: Mutex<Option<LastError>>,
     outbox: Outbox,
     wake: Notify,
     tls: Mutex<Arc<ClientConfig>>,
@@ -283,6 +290,23 @@ struct Shared {
     state: watch::Sender<LinkState>,
     shutdown: watch::Sender<Option<Duration>>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Shared {
+    fn mark_connected(&self) {
+        self.last_connected_at
+            .store(status::unix_now(), Ordering::Relaxed);
+    }
+
+    fn record_error(&self, class: ConnectErrorClass, detail: &str) {
+        if let Ok(mut g) = self.last_error.lock() {
+            *g = Some(LastError {
+                class,
+                at: status::unix_now(),
+                detail: detail.to_string(),
+            });
+        }
+    }
 }
 
 /// Handle to a running link (cheap to clone).
@@ -318,6 +342,8 @@ impl Link {
         let (shutdown, _) = watch::channel(None);
         let shared = Arc::new(Shared {
             counters: Counters::default(),
+            last_connected_at: AtomicU64::new(0),
+            last_error: Mutex::new(None),
             outbox,
             wake: Notify::new(),
             tls: Mutex::new(tls),
@@ -351,6 +377,16 @@ impl LinkHandle {
             commands_handed_over: n(&c.commands_handed_over),
             pending_high_water: n(&c.pending_high_water),
             pending_bytes_high_water: n(&c.pending_bytes_high_water),
+        }
+    }
+
+    /// Troubleshooting facts: when the link last worked and the class of the last connection
+    /// error (see [`diag`]).
+    pub fn diagnostics(&self) -> LinkDiagnostics {
+        let at = self.shared.last_connected_at.load(Ordering::Relaxed);
+        LinkDiagnostics {
+            last_connected_at: (at != 0).then_some(at),
+            last_error: self.shared.last_error.lock().ok().and_then(|g| g.clone()),
         }
     }
 
@@ -410,6 +446,7 @@ enum End {
     Shutdown,
     Failed {
         error: String,
+        class: ConnectErrorClass,
         /// How long the connection was up (`None`: no CONNACK).
         connected_for: Option<Duration>,
     },
@@ -430,8 +467,20 @@ async fn run(config: LinkConfig, shared: Arc<Shared>, incoming: mpsc::Sender<Inc
             End::Shutdown => break,
             End::Failed {
                 error,
+                mut class,
                 connected_for,
             } => {
+                // A name that does not resolve surfaces as an untyped io error: ask the
+                // resolver again to tell DNS from other network failures.
+                if class == ConnectErrorClass::Network
+                    && connected_for.is_none()
+                    && tokio::net::lookup_host((config.host.as_str(), config.port))
+                        .await
+                        .is_err()
+                {
+                    class = ConnectErrorClass::Dns;
+                }
+                shared.record_error(class, &error);
                 failures = policy.failures_after(failures, connected_for);
                 let delay = policy.delay(failures, backoff::random_draw());
                 tracing::warn!(%error, ?delay, failures, ?connected_for, "MQTT connection lost or refused");
@@ -623,6 +672,7 @@ async fn session(
         Err(_) => {
             return End::Failed {
                 error: "TLS state lock poisoned".into(),
+                class: ConnectErrorClass::Internal,
                 connected_for: None,
             };
         }
@@ -664,6 +714,7 @@ async fn session(
         let connected_for = connected_at.map(|t| t.elapsed());
         let fail = |error: String| End::Failed {
             error,
+            class: ConnectErrorClass::Internal,
             connected_for,
         };
         if let Err(e) = inbox.flush_acks(&s.client) {
@@ -684,6 +735,7 @@ async fn session(
                 let step = match ev {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         connected_at = Some(Instant::now());
+                        shared.mark_connected();
                         sub = Sub::Pending { refusals: 0 };
                         Counters::bump(&shared.counters.connects);
                         tracing::info!(host = %config.host, "MQTT connected");
@@ -708,6 +760,7 @@ async fn session(
                     }
                     Ok(Event::Incoming(Packet::PubAck(ack))) => {
                         // Keep draining during a graceful shutdown too (bounded by the deadline).
+                        shared.mark_connected();
                         s.on_puback(ack.pkid).and_then(|_| s.top_up())
                     }
                     Ok(Event::Outgoing(Outgoing::Publish(pkid))) => s.on_outgoing_publish(pkid),
@@ -730,7 +783,13 @@ async fn session(
                         }
                     }
                     Ok(_) => Ok(()),
-                    Err(e) => Err(describe(&e)),
+                    Err(e) => {
+                        return End::Failed {
+                            error: describe(&e),
+                            class: diag::classify(&e),
+                            connected_for,
+                        };
+                    }
                 };
                 if let Err(e) = step {
                     return fail(e);
@@ -815,6 +874,7 @@ fn on_suback(
     let err = LinkError::SubscribeRefused {
         topic: commands.to_string(),
     };
+    shared.record_error(ConnectErrorClass::SubscribeRefused, &err.to_string());
     tracing::error!(
         code = err.code(),
         attempt = refusals,
@@ -833,11 +893,9 @@ fn on_suback(
 }
 
 fn describe(e: &ConnectionError) -> String {
-    match e {
-        ConnectionError::ConnectionRefused(code) => {
-            format!("broker refused the connection: {code:?}")
-        }
-        other => other.to_string(),
+    match diag::refusal_reason(e) {
+        Some(reason) => format!("broker refused the connection: {reason}"),
+        None => e.to_string(),
     }
 }
 

@@ -32,7 +32,9 @@ Exit codes:
   2  usage error
   3  remote command rejected by the vehicle
   4  remote command accepted but failed on the vehicle
-  5  no result within --timeout-s (vehicle offline, or credential unknown/revoked)";
+  5  no result within --timeout-s (vehicle offline, or credential unknown/revoked)
+  6  doctor: the worst check is a warning
+  7  doctor: a check fails (or the daemon cannot be asked)";
 
 /// The command line.
 #[derive(Parser, Debug)]
@@ -51,6 +53,10 @@ pub struct Cli {
         env = "TELEMATICSCTL_SOCKET"
     )]
     pub socket: PathBuf,
+    /// Machine-readable output: one JSON document on stdout (NDJSON, one object per line, for
+    /// `watch` and for remote commands' results); errors as JSON on stderr.
+    #[arg(long, global = true)]
+    pub json: bool,
     /// The subcommand.
     #[command(subcommand)]
     pub cmd: Cmd,
@@ -161,6 +167,10 @@ pub enum Cmd {
     },
     /// Daemon status.
     Status,
+    /// Troubleshoot the local daemon (admin socket, works offline): one line per check with
+    /// ok / warn / fail and what to do; the exit code is the worst result (0, 6, 7).
+    #[command(after_help = EXIT_CODES_HELP)]
+    Doctor,
     /// Recovery step 1: arm a reset with a back-end reset authorization (in the car).
     ArmRecovery {
         /// File with the signed reset authorization (`TMRA1:` text, or raw COSE bytes).
@@ -330,6 +340,7 @@ fn print_response(r: Response) -> anyhow::Result<()> {
                 println!("{} {:<24} {}", e.at, e.kind, e.detail);
             }
         }
+        Response::Diagnostics(facts) => println!("{}", serde_json::to_string_pretty(&facts)?),
         Response::Done => println!("OK"),
         Response::Paired { device_id, .. } => println!("paired {device_id}"),
     }
@@ -400,6 +411,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Cmd::Lockout => print_response(admin_call(s, Request::Lockout).await?)?,
         Cmd::Audit { limit } => print_response(admin_call(s, Request::Audit { limit }).await?)?,
         Cmd::Status => print_response(admin_call(s, Request::Status).await?)?,
+        Cmd::Doctor => {
+            let report = crate::doctor::report(s).await;
+            if cli.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                for c in &report.checks {
+                    println!("{}", crate::doctor::format_check(c));
+                }
+            }
+            return Ok(crate::doctor::exit_code(report.worst));
+        }
         Cmd::ArmRecovery { authorization } => {
             let authorization = read_reset_auth(&authorization)?;
             print_response(admin_call(s, Request::ArmRecovery { authorization }).await?)?

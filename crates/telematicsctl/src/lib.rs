@@ -4,6 +4,7 @@
 //! - [`cli`]: clap types and [`main_entry`] (exit codes in `--help`);
 //! - [`remote`]: authenticated remote commands over mTLS MQTT ([`remote::send_command`]);
 //! - [`watch`]: decoded telemetry / alerts / results / status;
+//! - [`doctor`]: troubleshooting checks of the local daemon;
 //! - [`keys`]: back-end Ed25519 keys, reset authorizations and their `TMRA1:` text form;
 //! - [`counter`]: the crash-safe per-credential command counter;
 //! - [`mqtt`]: the shared broker connection options;
@@ -19,6 +20,7 @@ pub mod cli;
 pub mod counter;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod doctor;
 mod error;
 pub mod keys;
 pub mod mqtt;

@@ -69,6 +69,8 @@ pub enum Request {
         /// At most this many events, newest last.
         limit: u32,
     },
+    /// Troubleshooting facts for `telematicsctl doctor` (see [`crate::diagnostics`]).
+    Diagnostics,
 }
 
 /// A paired device as listed by the daemon.
@@ -140,6 +142,8 @@ pub enum Response {
         /// Confirm the new code in the car until this time (unix seconds).
         confirm_by: u64,
     },
+    /// Troubleshooting facts (see [`crate::diagnostics::Facts`]).
+    Diagnostics(Box<crate::diagnostics::Facts>),
     /// Success without data.
     Done,
     /// Failure with a stable code.
@@ -461,6 +465,7 @@ fn op_name(r: &Request) -> &'static str {
         Request::ConfirmRecovery { .. } => "confirm_recovery",
         Request::Lockout => "lockout",
         Request::Audit { .. } => "audit",
+        Request::Diagnostics => "diagnostics",
     }
 }
 

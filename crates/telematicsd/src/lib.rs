@@ -4,6 +4,7 @@
 //! - [`config`]: TOML + environment configuration with validation.
 //! - [`admin`]: admin Unix socket (length-prefixed CBOR, SO_PEERCRED auth).
 //! - [`daemon`]: the run loop (shutdown, SIGHUP reload hook, sd-notify).
+//! - [`diagnostics`]: `doctor` facts and their pure evaluation into checks.
 //! - [`logging`]: journald-friendly tracing setup.
 //! - [`security`]: persisted security state, two-phase verification, admin operations, audit.
 //! - [`vehicle`]: DBC + VSS model and the executor/telemetry views of it.
@@ -14,6 +15,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod diagnostics;
 pub mod error;
 pub mod failpoint;
 pub mod logging;

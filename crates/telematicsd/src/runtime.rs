@@ -209,6 +209,11 @@ pub struct Health {
     /// first one ends the core loop with `store.write_failed` and systemd restarts the daemon
     /// (fail closed: nothing is executed on state that cannot be made durable).
     pub store_failures: AtomicU64,
+    /// Mapped signals (VSS paths), set once a second.
+    pub signals_mapped: AtomicU64,
+    /// Mapped signals with a fresh value (not older than their `max_age_ms`), set once a
+    /// second.
+    pub signals_fresh: AtomicU64,
 }
 
 impl Health {
@@ -844,6 +849,10 @@ impl Core {
             // Unchanged but fresh signals keep their telemetry age current; the lockout alert
             // clears when a back-off wait ends.
             let fresh = self.model.fresh_values(now);
+            let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+            (self.health.signals_mapped)
+                .store(count(self.model.mapped_signals()), Ordering::Relaxed);
+            (self.health.signals_fresh).store(count(fresh.len()), Ordering::Relaxed);
             let telemetry = self.schedule.on_update(&fresh, now);
             self.publish_telemetry(telemetry).await;
             self.lockout_alert(now).await;
