@@ -5,6 +5,7 @@
 
 mod abuse;
 mod admin;
+mod ctl;
 mod doctor;
 mod durability;
 mod faults;
