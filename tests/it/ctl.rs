@@ -107,6 +107,30 @@ async fn json_output_errors_on_stderr_and_secrets_only_where_asked_for() {
         assert_eq!(code, 0, "{args:?}: {err}");
         assert!(parse(&out)["result"].is_string(), "{args:?}: {out}");
     }
+    // The retained status names the configuration, build, DBC and mapping in force.
+    let status = w
+        .inbox
+        .lock()
+        .unwrap()
+        .status
+        .last()
+        .cloned()
+        .expect("status");
+    let st = telematics_link::Status::from_cbor(&status).expect("status decodes");
+    assert_eq!(st.config_version.len(), 16, "{st:?}");
+    assert_ne!(st.config_version, "0");
+    assert!(
+        !st.build.is_empty() && st.dbc_hash.len() == 16 && st.mapping_hash.len() == 16,
+        "{st:?}"
+    );
+    let (_, out, _) = ctl(&w, &["status"], "").await;
+    assert!(
+        out.contains(&format!(
+            "versions: build={} config={}",
+            st.build, st.config_version
+        )),
+        "{out}"
+    );
     let (_, out, _) = ctl(&w, &["--json", "devices"], "").await;
     assert_eq!(parse(&out)["devices"].as_array().map(Vec::len), Some(2));
 

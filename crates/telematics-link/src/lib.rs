@@ -125,6 +125,12 @@ pub struct LinkConfig {
     pub agent_version: String,
     /// Configuration version for the status message.
     pub config_version: String,
+    /// Git commit of the build, for the status message.
+    pub build: String,
+    /// Hash of the DBC in force, for the status message.
+    pub dbc_hash: String,
+    /// Hash of the VSS mapping in force, for the status message.
+    pub mapping_hash: String,
     /// Capacity of the incoming-command channel.
     pub incoming_capacity: usize,
 }
@@ -132,7 +138,7 @@ pub struct LinkConfig {
 impl LinkConfig {
     /// A configuration with defaults: client id = VIN, keep-alive 30 s, backoff ceiling 1 s ..
     /// 60 s reset after 60 s up, max incoming packet 1 MiB + 4 KiB, window 32, incoming channel
-    /// 16, versions `"0"`.
+    /// 16, versions `"0"`, build `"unknown"`, no DBC / mapping hashes.
     pub fn new(vin: impl Into<String>, host: impl Into<String>, port: u16, tls: TlsFiles) -> Self {
         let vin = vin.into();
         LinkConfig {
@@ -149,7 +155,23 @@ impl LinkConfig {
             inflight_window: 32,
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
             config_version: "0".to_string(),
+            build: "unknown".to_string(),
+            dbc_hash: String::new(),
+            mapping_hash: String::new(),
             incoming_capacity: 16,
+        }
+    }
+
+    /// The status message for `state`, now.
+    fn status(&self, state: Presence) -> Status {
+        Status {
+            state,
+            agent_version: self.agent_version.clone(),
+            config_version: self.config_version.clone(),
+            at: status::unix_now(),
+            build: self.build.clone(),
+            dbc_hash: self.dbc_hash.clone(),
+            mapping_hash: self.mapping_hash.clone(),
         }
     }
 
@@ -510,12 +532,7 @@ fn mqtt_options(config: &LinkConfig, tls: Arc<ClientConfig>) -> MqttOptions {
     let window = u16::try_from(config.inflight_window).unwrap_or(1000);
     o.set_inflight(window.saturating_add(8));
     o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
-    let will = Status {
-        state: Presence::Offline,
-        agent_version: config.agent_version.clone(),
-        config_version: config.config_version.clone(),
-        at: status::unix_now(),
-    };
+    let will = config.status(Presence::Offline);
     o.set_last_will(LastWill::new(
         topics::status(&config.vin),
         will.to_cbor(),
@@ -540,12 +557,7 @@ struct Session<'a> {
 
 impl Session<'_> {
     fn publish_status(&mut self, state: Presence) -> Result<(), String> {
-        let status = Status {
-            state,
-            agent_version: self.config.agent_version.clone(),
-            config_version: self.config.config_version.clone(),
-            at: status::unix_now(),
-        };
+        let status = self.config.status(state);
         self.client
             .try_publish(
                 topics::status(&self.config.vin),
@@ -982,13 +994,44 @@ mod tests {
             agent_version: "1.2.3".into(),
             config_version: "7".into(),
             at: 1_700_000_000,
+            build: "abc123".into(),
+            dbc_hash: "d1".into(),
+            mapping_hash: "m1".into(),
         };
         let b = s.to_cbor();
         assert_eq!(Status::from_cbor(&b), Some(s.clone()));
         let v: ciborium::Value = ciborium::from_reader(b.as_slice()).unwrap();
         let map = v.as_map().unwrap();
         let keys: Vec<&str> = map.iter().map(|(k, _)| k.as_text().unwrap()).collect();
-        assert_eq!(keys, ["state", "agent_version", "config_version", "at"]);
+        assert_eq!(
+            keys,
+            [
+                "state",
+                "agent_version",
+                "config_version",
+                "at",
+                "build",
+                "dbc_hash",
+                "mapping_hash"
+            ]
+        );
+        // A status from before these fields still decodes.
+        let mut old = Vec::new();
+        ciborium::into_writer(
+            &ciborium::Value::Map(
+                map.iter()
+                    .take(4)
+                    .cloned()
+                    .collect::<Vec<(ciborium::Value, ciborium::Value)>>(),
+            ),
+            &mut old,
+        )
+        .unwrap();
+        let decoded = Status::from_cbor(&old).unwrap();
+        assert_eq!(
+            (decoded.config_version.as_str(), decoded.build.as_str()),
+            ("7", "")
+        );
         assert_eq!(map[0].1.as_text(), Some("online"));
         assert_eq!(Status::from_cbor(&[0xff]), None);
         let refused = Status {

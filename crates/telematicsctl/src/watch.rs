@@ -110,9 +110,12 @@ fn status_line(s: &Status) -> String {
         Presence::CommandsRefused => "commands_refused",
     };
     format!(
-        "status {state} agent={} config={} at={}",
+        "status {state} agent={} build={} config={} dbc={} mapping={} at={}",
         sanitize(&s.agent_version),
+        sanitize(&s.build),
         sanitize(&s.config_version),
+        sanitize(&s.dbc_hash),
+        sanitize(&s.mapping_hash),
         rfc3339(s.at)
     )
 }
@@ -322,15 +325,18 @@ mod tests {
             agent_version: "0.1.0".into(),
             config_version: "c1".into(),
             at: 3,
+            build: "g1".into(),
+            dbc_hash: "d1".into(),
+            mapping_hash: "m1".into(),
         };
         assert_eq!(
             format_message(VIN, &topics::status(VIN), &s.to_cbor()),
-            "status offline agent=0.1.0 config=c1 at=1970-01-01T00:00:03Z"
+            "status offline agent=0.1.0 build=g1 config=c1 dbc=d1 mapping=m1 at=1970-01-01T00:00:03Z"
         );
         s.state = Presence::CommandsRefused;
         assert_eq!(
             format_message(VIN, &topics::status(VIN), &s.to_cbor()),
-            "status commands_refused agent=0.1.0 config=c1 at=1970-01-01T00:00:03Z"
+            "status commands_refused agent=0.1.0 build=g1 config=c1 dbc=d1 mapping=m1 at=1970-01-01T00:00:03Z"
         );
     }
 

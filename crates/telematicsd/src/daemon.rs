@@ -75,6 +75,7 @@ struct DaemonAdmin {
     link_handle: LinkHandle,
     store: Store,
     config: Config,
+    versions: crate::config::Versions,
     samples: Arc<Mutex<Samples>>,
 }
 
@@ -208,6 +209,14 @@ impl AdminHandler for DaemonAdmin {
             Err(e) => format!("error: {e}"),
         };
         components.push(("outbox".into(), outbox));
+        let v = &self.versions;
+        components.push((
+            "versions".into(),
+            format!(
+                "build={} config={} dbc={} mapping={}",
+                v.build, v.config, v.dbc, v.mapping
+            ),
+        ));
         admin::Response::Status {
             version,
             vin,
@@ -349,6 +358,7 @@ impl Daemon {
             link_handle: runtime.link_handle(),
             store: self.store.clone(),
             config: self.config.clone(),
+            versions: self.config.versions(),
             samples,
         });
         let admin_task = tokio::spawn(admin::serve(

@@ -389,6 +389,9 @@ pub fn link_config(cfg: &Config) -> LinkConfig {
     lc.backoff_min = Duration::from_millis(cfg.mqtt.reconnect_min_ms);
     lc.backoff_max = Duration::from_secs(cfg.mqtt.reconnect_max_s);
     lc.stable_after = Duration::from_secs(cfg.mqtt.reconnect_stable_s);
+    let v = cfg.versions();
+    (lc.config_version, lc.build, lc.dbc_hash, lc.mapping_hash) =
+        (v.config, v.build, v.dbc, v.mapping);
     lc
 }
 
