@@ -51,15 +51,7 @@ fn unix_now() -> u64 {
 }
 
 fn sign_reset(w: &World) -> Vec<u8> {
-    let now = unix_now();
-    telematics_security::client::sign_reset(
-        &w.backend_key,
-        VIN,
-        now,
-        now + 3600,
-        &ring::rand::SystemRandom::new(),
-    )
-    .unwrap()
+    w.reset_authorization()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,9 @@
 
 mod abuse;
 mod admin;
+mod ctl;
 mod devices;
+mod doctor;
 mod durability;
 mod faults;
 

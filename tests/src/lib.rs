@@ -448,6 +448,22 @@ filter = "info"
         }
     }
 
+    /// A reset authorization for this vehicle signed by the back end, valid for an hour.
+    pub fn reset_authorization(&self) -> Vec<u8> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        telematics_security::client::sign_reset(
+            &self.backend_key,
+            VIN,
+            now,
+            now + 3600,
+            &SystemRandom::new(),
+        )
+        .unwrap()
+    }
+
     /// Publishes a command as the back end; returns its id.
     pub async fn send(&self, dev: &mut Device, action: Action, code: &str) -> CommandId {
         dev.counter += 1;

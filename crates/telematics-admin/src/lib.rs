@@ -6,6 +6,8 @@
 //! may carry several. See `docs/admin.md`. The server (peer credentials, socket, dispatch) is
 //! `telematicsd::admin`; telematicsctl, the benchmarks and the tests need only this crate.
 
+pub mod diagnostics;
+
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -97,6 +99,8 @@ pub enum Request {
         /// At most this many events, newest last.
         limit: u32,
     },
+    /// Troubleshooting facts for `telematicsctl doctor` (see [`diagnostics`]).
+    Diagnostics,
 }
 
 /// A paired device as listed by the daemon.
@@ -168,6 +172,8 @@ pub enum Response {
         /// Confirm the new code in the car until this time (unix seconds).
         confirm_by: u64,
     },
+    /// Troubleshooting facts (see [`diagnostics::Facts`]).
+    Diagnostics(Box<diagnostics::Facts>),
     /// Success without data.
     Done,
     /// Failure with a stable code.

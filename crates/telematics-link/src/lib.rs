@@ -25,11 +25,15 @@
 #![deny(missing_docs)]
 
 mod backoff;
+mod certinfo;
+pub mod diag;
 mod error;
 mod status;
 mod tls;
 
 pub use backoff::Backoff;
+pub use certinfo::{Validity, certificate_validity};
+pub use diag::{ConnectErrorClass, LastError, LinkDiagnostics};
 pub use error::LinkError;
 pub use status::{Presence, Status};
 pub use tls::{TlsFiles, client_config};
@@ -138,6 +142,12 @@ pub struct LinkConfig {
     pub agent_version: String,
     /// Configuration version for the status message.
     pub config_version: String,
+    /// Git commit of the build, for the status message.
+    pub build: String,
+    /// Hash of the DBC in force, for the status message.
+    pub dbc_hash: String,
+    /// Hash of the VSS mapping in force, for the status message.
+    pub mapping_hash: String,
     /// Capacity of the incoming-command channel.
     pub incoming_capacity: usize,
 }
@@ -145,7 +155,7 @@ pub struct LinkConfig {
 impl LinkConfig {
     /// A configuration with defaults: client id = VIN, keep-alive 30 s, backoff ceiling 1 s ..
     /// 60 s reset after 60 s up, max incoming packet 1 MiB + 4 KiB, window 32, incoming channel
-    /// 16, versions `"0"`.
+    /// 16, versions `"0"`, build `"unknown"`, no DBC / mapping hashes.
     pub fn new(vin: impl Into<String>, host: impl Into<String>, port: u16, tls: TlsFiles) -> Self {
         let vin = vin.into();
         LinkConfig {
@@ -162,7 +172,23 @@ impl LinkConfig {
             inflight_window: 32,
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
             config_version: "0".to_string(),
+            build: "unknown".to_string(),
+            dbc_hash: String::new(),
+            mapping_hash: String::new(),
             incoming_capacity: 16,
+        }
+    }
+
+    /// The status message for `state`, now.
+    fn status(&self, state: Presence) -> Status {
+        Status {
+            state,
+            agent_version: self.agent_version.clone(),
+            config_version: self.config_version.clone(),
+            at: status::unix_now_ms(),
+            build: self.build.clone(),
+            dbc_hash: self.dbc_hash.clone(),
+            mapping_hash: self.mapping_hash.clone(),
         }
     }
 
@@ -294,6 +320,9 @@ impl Counters {
 
 struct Shared {
     counters: Counters,
+    /// Unix seconds of the last CONNACK or PUBACK (0 = never).
+    last_connected_at: AtomicU64,
+    last_error: Mutex<Option<LastError>>,
     outbox: Outbox,
     wake: Notify,
     tls: Mutex<Arc<ClientConfig>>,
@@ -301,6 +330,23 @@ struct Shared {
     state: watch::Sender<LinkState>,
     shutdown: watch::Sender<Option<Duration>>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Shared {
+    fn mark_connected(&self) {
+        self.last_connected_at
+            .store(status::unix_now_s(), Ordering::Relaxed);
+    }
+
+    fn record_error(&self, class: ConnectErrorClass, detail: &str) {
+        if let Ok(mut g) = self.last_error.lock() {
+            *g = Some(LastError {
+                class,
+                at: status::unix_now_s(),
+                detail: detail.to_string(),
+            });
+        }
+    }
 }
 
 /// Handle to a running link (cheap to clone).
@@ -336,6 +382,8 @@ impl Link {
         let (shutdown, _) = watch::channel(None);
         let shared = Arc::new(Shared {
             counters: Counters::default(),
+            last_connected_at: AtomicU64::new(0),
+            last_error: Mutex::new(None),
             outbox,
             wake: Notify::new(),
             tls: Mutex::new(tls),
@@ -369,6 +417,16 @@ impl LinkHandle {
             commands_handed_over: n(&c.commands_handed_over),
             pending_high_water: n(&c.pending_high_water),
             pending_bytes_high_water: n(&c.pending_bytes_high_water),
+        }
+    }
+
+    /// Troubleshooting facts: when the link last worked and the class of the last connection
+    /// error (see [`diag`]).
+    pub fn diagnostics(&self) -> LinkDiagnostics {
+        let at = self.shared.last_connected_at.load(Ordering::Relaxed);
+        LinkDiagnostics {
+            last_connected_at: (at != 0).then_some(at),
+            last_error: self.shared.last_error.lock().ok().and_then(|g| g.clone()),
         }
     }
 
@@ -434,6 +492,7 @@ enum End {
     Shutdown,
     Failed {
         error: String,
+        class: ConnectErrorClass,
         /// How long the connection was up (`None`: no CONNACK).
         connected_for: Option<Duration>,
     },
@@ -454,8 +513,20 @@ async fn run(config: LinkConfig, shared: Arc<Shared>, incoming: mpsc::Sender<Inc
             End::Shutdown => break,
             End::Failed {
                 error,
+                mut class,
                 connected_for,
             } => {
+                // A name that does not resolve surfaces as an untyped io error: ask the
+                // resolver again to tell DNS from other network failures.
+                if class == ConnectErrorClass::Network
+                    && connected_for.is_none()
+                    && tokio::net::lookup_host((config.host.as_str(), config.port))
+                        .await
+                        .is_err()
+                {
+                    class = ConnectErrorClass::Dns;
+                }
+                shared.record_error(class, &error);
                 failures = policy.failures_after(failures, connected_for);
                 let delay = policy.delay(failures, backoff::random_draw());
                 tracing::warn!(%error, ?delay, failures, ?connected_for, "MQTT connection lost or refused");
@@ -485,12 +556,7 @@ fn mqtt_options(config: &LinkConfig, tls: Arc<ClientConfig>) -> MqttOptions {
     let window = u16::try_from(config.inflight_window).unwrap_or(1000);
     o.set_inflight(window.saturating_add(8));
     o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
-    let will = Status {
-        state: Presence::Offline,
-        agent_version: config.agent_version.clone(),
-        config_version: config.config_version.clone(),
-        at: status::unix_now_ms(),
-    };
+    let will = config.status(Presence::Offline);
     o.set_last_will(LastWill::new(
         topics::status(&config.vin),
         will.to_cbor(),
@@ -515,12 +581,7 @@ struct Session<'a> {
 
 impl Session<'_> {
     fn publish_status(&mut self, state: Presence) -> Result<(), String> {
-        let status = Status {
-            state,
-            agent_version: self.config.agent_version.clone(),
-            config_version: self.config.config_version.clone(),
-            at: status::unix_now_ms(),
-        };
+        let status = self.config.status(state);
         self.client
             .try_publish(
                 topics::status(&self.config.vin),
@@ -647,6 +708,7 @@ async fn session(
         Err(_) => {
             return End::Failed {
                 error: "TLS state lock poisoned".into(),
+                class: ConnectErrorClass::Internal,
                 connected_for: None,
             };
         }
@@ -694,6 +756,7 @@ async fn session(
         let connected_for = connected_at.map(|t| t.elapsed());
         let fail = |error: String| End::Failed {
             error,
+            class: ConnectErrorClass::Internal,
             connected_for,
         };
         if let Err(e) = inbox.flush_acks(&s.client) {
@@ -714,6 +777,7 @@ async fn session(
                 let step = match ev {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         connected_at = Some(Instant::now());
+                        shared.mark_connected();
                         sub = Sub::Pending { refusals: 0 };
                         Counters::bump(&shared.counters.connects);
                         tracing::info!(host = %config.host, "MQTT connected");
@@ -740,6 +804,7 @@ async fn session(
                     }
                     Ok(Event::Incoming(Packet::PubAck(ack))) => {
                         // Keep draining during a graceful shutdown too (bounded by the deadline).
+                        shared.mark_connected();
                         s.on_puback(ack.pkid).and_then(|_| s.top_up())
                     }
                     Ok(Event::Outgoing(Outgoing::Publish(pkid))) => s.on_outgoing_publish(pkid),
@@ -762,7 +827,13 @@ async fn session(
                         }
                     }
                     Ok(_) => Ok(()),
-                    Err(e) => Err(describe(&e)),
+                    Err(e) => {
+                        return End::Failed {
+                            error: describe(&e),
+                            class: diag::classify(&e),
+                            connected_for,
+                        };
+                    }
                 };
                 if let Err(e) = step {
                     return fail(e);
@@ -847,6 +918,7 @@ fn on_suback(
     let err = LinkError::SubscribeRefused {
         topic: commands.to_string(),
     };
+    shared.record_error(ConnectErrorClass::SubscribeRefused, &err.to_string());
     tracing::error!(
         code = err.code(),
         attempt = refusals,
@@ -865,11 +937,9 @@ fn on_suback(
 }
 
 fn describe(e: &ConnectionError) -> String {
-    match e {
-        ConnectionError::ConnectionRefused(code) => {
-            format!("broker refused the connection: {code:?}")
-        }
-        other => other.to_string(),
+    match diag::refusal_reason(e) {
+        Some(reason) => format!("broker refused the connection: {reason}"),
+        None => e.to_string(),
     }
 }
 
@@ -956,13 +1026,44 @@ mod tests {
             agent_version: "1.2.3".into(),
             config_version: "7".into(),
             at: 1_700_000_000_000,
+            build: "abc123".into(),
+            dbc_hash: "d1".into(),
+            mapping_hash: "m1".into(),
         };
         let b = s.to_cbor();
         assert_eq!(Status::from_cbor(&b), Some(s.clone()));
         let v: ciborium::Value = ciborium::from_reader(b.as_slice()).unwrap();
         let map = v.as_map().unwrap();
         let keys: Vec<&str> = map.iter().map(|(k, _)| k.as_text().unwrap()).collect();
-        assert_eq!(keys, ["state", "agent_version", "config_version", "at"]);
+        assert_eq!(
+            keys,
+            [
+                "state",
+                "agent_version",
+                "config_version",
+                "at",
+                "build",
+                "dbc_hash",
+                "mapping_hash"
+            ]
+        );
+        // A status from before these fields still decodes.
+        let mut old = Vec::new();
+        ciborium::into_writer(
+            &ciborium::Value::Map(
+                map.iter()
+                    .take(4)
+                    .cloned()
+                    .collect::<Vec<(ciborium::Value, ciborium::Value)>>(),
+            ),
+            &mut old,
+        )
+        .unwrap();
+        let decoded = Status::from_cbor(&old).unwrap();
+        assert_eq!(
+            (decoded.config_version.as_str(), decoded.build.as_str()),
+            ("7", "")
+        );
         assert_eq!(map[0].1.as_text(), Some("online"));
         assert_eq!(Status::from_cbor(&[0xff]), None);
         let refused = Status {

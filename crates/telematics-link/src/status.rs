@@ -17,18 +17,29 @@ pub enum Presence {
     CommandsRefused,
 }
 
-/// CBOR map `{state, agent_version, config_version, at}`.
+/// CBOR map `{state, agent_version, config_version, at, build, dbc_hash, mapping_hash}` (the
+/// last three may be absent in messages of older versions: decoded as empty).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
     /// "online" | "offline" | "commands_refused".
     pub state: Presence,
     /// Agent (daemon) version.
     pub agent_version: String,
-    /// Version of the daemon configuration in force.
+    /// Version of the daemon configuration in force: 16 hex digits of the SHA-256 of the
+    /// effective configuration.
     pub config_version: String,
     /// Unix time in milliseconds (like every other payload's `at`) when the message was
     /// produced (for the last will: when the connection was opened).
     pub at: u64,
+    /// Git commit of the agent's build (`unknown` outside a git checkout).
+    #[serde(default)]
+    pub build: String,
+    /// Hash of the DBC file in force (16 hex digits of its SHA-256).
+    #[serde(default)]
+    pub dbc_hash: String,
+    /// Hash of the VSS mapping file in force (16 hex digits of its SHA-256).
+    #[serde(default)]
+    pub mapping_hash: String,
 }
 
 impl Status {
@@ -52,4 +63,9 @@ pub(crate) fn unix_now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
+}
+
+/// Current Unix time in seconds (diagnostics: last error, last success, certificate checks).
+pub(crate) fn unix_now_s() -> u64 {
+    unix_now_ms() / 1000
 }

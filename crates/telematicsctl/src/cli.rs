@@ -19,6 +19,7 @@ use crate::keys::{
     sign_reset_authorization, write_private,
 };
 use crate::mqtt::MqttConn;
+use crate::output::{print_error, result_json, rfc3339, when};
 use crate::remote::{
     CommandSpec, EXIT_ERROR, EXIT_USAGE, format_result, read_credential, send_command,
     timeout_message,
@@ -32,7 +33,9 @@ Exit codes:
   2  usage error
   3  remote command rejected by the vehicle
   4  remote command accepted but failed on the vehicle
-  5  no result within --timeout-s (vehicle offline, or credential unknown/revoked)";
+  5  no result within --timeout-s (vehicle offline, or credential unknown/revoked)
+  6  doctor: the worst check is a warning
+  7  doctor: a check fails (or the daemon cannot be asked)";
 
 /// The command line.
 #[derive(Parser, Debug)]
@@ -51,6 +54,10 @@ pub struct Cli {
         env = "TELEMATICSCTL_SOCKET"
     )]
     pub socket: PathBuf,
+    /// Machine-readable output: one JSON document on stdout (NDJSON, one object per line, for
+    /// `watch` and for remote commands' results); errors as JSON on stderr.
+    #[arg(long, global = true)]
+    pub json: bool,
     /// The subcommand.
     #[command(subcommand)]
     pub cmd: Cmd,
@@ -164,6 +171,10 @@ pub enum Cmd {
     },
     /// Daemon status.
     Status,
+    /// Troubleshoot the local daemon (admin socket, works offline): one line per check with
+    /// ok / warn / fail and what to do; the exit code is the worst result (0, 6, 7).
+    #[command(after_help = EXIT_CODES_HELP)]
+    Doctor,
     /// Recovery step 1: arm a reset with a back-end reset authorization (in the car).
     ArmRecovery {
         /// File with the signed reset authorization (`TMRA1:` text, or raw COSE bytes).
@@ -283,22 +294,57 @@ pub(crate) fn qr_text(data: &str) -> anyhow::Result<String> {
         .build())
 }
 
-fn print_response(r: Response) -> anyhow::Result<()> {
+/// The daemon answered with an admin `error`.
+#[derive(Debug, thiserror::Error)]
+#[error("daemon error [{code}]: {message}{}", retry_text(*.retry_after_s))]
+pub struct DaemonRefusal {
+    /// Stable code (`security.locked_out`, ...).
+    pub code: String,
+    /// Human message.
+    pub message: String,
+    /// Seconds until a code check is allowed again (`u64::MAX`: until recovery).
+    pub retry_after_s: Option<u64>,
+}
+
+fn retry_text(r: Option<u64>) -> String {
     match r {
-        Response::Error {
+        Some(u64::MAX) => " (locked until recovery)".into(),
+        Some(s) => format!(
+            " (retry in {})",
+            telematics_admin::diagnostics::human_duration(s)
+        ),
+        None => String::new(),
+    }
+}
+
+/// Prints an admin response on stdout (JSON under `--json`); an `error` response becomes a
+/// [`DaemonRefusal`] (printed on stderr by [`main_entry`]).
+fn print_response(r: Response, json: bool) -> anyhow::Result<()> {
+    if let Response::Error {
+        code,
+        message,
+        retry_after_s,
+    } = r
+    {
+        return Err(DaemonRefusal {
             code,
             message,
             retry_after_s,
-        } => match retry_after_s {
-            Some(u64::MAX) => bail!("daemon error [{code}]: {message} (locked until recovery)"),
-            Some(s) => bail!("daemon error [{code}]: {message} (retry in {s} s)"),
-            None => bail!("daemon error [{code}]: {message}"),
-        },
+        }
+        .into());
+    }
+    if json {
+        println!("{}", serde_json::to_string(&r)?);
+        return Ok(());
+    }
+    let now = telematics_admin::unix_now_s();
+    match r {
+        Response::Error { .. } => {}
         Response::RecoveryArmed { confirm_by } => {
-            let left = confirm_by.saturating_sub(admin::unix_now_s());
             println!(
-                "recovery armed: confirm the new code in the car within {left} s \
-                 (telematicsctl confirm-recovery)"
+                "recovery armed: confirm the new code in the car by {} \
+                 (telematicsctl confirm-recovery)",
+                when(confirm_by, now)
             );
         }
         Response::Status {
@@ -307,17 +353,23 @@ fn print_response(r: Response) -> anyhow::Result<()> {
             uptime_s,
             components,
         } => {
-            println!("telematicsd {version}  VIN {vin}  up {uptime_s}s");
+            println!(
+                "telematicsd {version}  VIN {vin}  up {}",
+                telematics_admin::diagnostics::human_duration(uptime_s)
+            );
             for (k, v) in components {
                 println!("  {k}: {v}");
             }
         }
         Response::Devices { devices } => {
-            println!("{:<24} {:<20} {:>12} REVOKED", "ID", "NAME", "PAIRED_AT");
+            println!("{:<24} {:<20} {:<20} REVOKED", "ID", "NAME", "PAIRED_AT");
             for d in devices {
                 println!(
-                    "{:<24} {:<20} {:>12} {}",
-                    d.device_id, d.name, d.paired_at, d.revoked
+                    "{:<24} {:<20} {:<20} {}",
+                    d.device_id,
+                    d.name,
+                    rfc3339(d.paired_at),
+                    d.revoked
                 );
             }
         }
@@ -325,14 +377,21 @@ fn print_response(r: Response) -> anyhow::Result<()> {
             failures,
             locked_until,
         } => match locked_until {
-            Some(t) => println!("LOCKED until {t} (unix s), {failures} consecutive failures"),
+            Some(u64::MAX) => {
+                println!("LOCKED until recovery, {failures} consecutive failures")
+            }
+            Some(t) => println!(
+                "LOCKED until {}, {failures} consecutive failures",
+                when(t, now)
+            ),
             None => println!("not locked, {failures} consecutive failures"),
         },
         Response::Audit { events } => {
             for e in events {
-                println!("{} {:<24} {}", e.at, e.kind, e.detail);
+                println!("{} {:<24} {}", rfc3339(e.at), e.kind, e.detail);
             }
         }
+        Response::Diagnostics(facts) => println!("{}", serde_json::to_string_pretty(&facts)?),
         Response::Done => println!("OK"),
         Response::Paired { device_id, .. } => println!("paired {device_id}"),
     }
@@ -345,7 +404,7 @@ async fn admin_call(socket: &Path, req: Request) -> anyhow::Result<Response> {
         .with_context(|| format!("admin socket {}", socket.display()))
 }
 
-async fn remote(action: Action, args: RemoteArgs) -> anyhow::Result<u8> {
+async fn remote(action: Action, args: RemoteArgs, json: bool) -> anyhow::Result<u8> {
     let conn = args.mqtt.conn()?;
     let cred = read_credential(&args.credential)?;
     let counter_file = crate::counter::counter_path(&args.credential);
@@ -358,11 +417,15 @@ async fn remote(action: Action, args: RemoteArgs) -> anyhow::Result<u8> {
         timeout,
     };
     let (outcome, _sent) = send_command(&conn, &cred, &counter_file, &spec, |r| {
-        println!("{}", format_result(r));
+        if json {
+            println!("{}", result_json(r));
+        } else {
+            println!("{}", format_result(r));
+        }
     })
     .await?;
     if let Some(msg) = timeout_message(&outcome, timeout) {
-        println!("{msg}");
+        print_error(json, "no_result", &msg, None);
     }
     Ok(outcome.exit_code())
 }
@@ -370,6 +433,7 @@ async fn remote(action: Action, args: RemoteArgs) -> anyhow::Result<u8> {
 /// Runs a parsed command line; returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     let s = cli.socket.as_path();
+    let json = cli.json;
     match cli.cmd {
         Cmd::Pair { name, out, code } => {
             let code = read_code(&code, "Security code: ")?;
@@ -385,28 +449,74 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
                 Response::Paired {
                     device_id,
                     credential,
-                } => {
-                    println!("Paired device {device_id}. Credential:\n{credential}\n");
-                    println!("{}", qr_text(&credential)?);
-                    if let Some(p) = out {
+                } => match out {
+                    // Written where asked for, and nowhere else (not on stdout).
+                    Some(p) => {
                         write_private(&p, &credential)?;
-                        println!("written to {} (mode 0600)", p.display());
+                        if json {
+                            let v = serde_json::json!({
+                                "result": "paired",
+                                "device_id": device_id,
+                                "written_to": p.display().to_string(),
+                            });
+                            println!("{v}");
+                        } else {
+                            println!(
+                                "Paired device {device_id}; credential written to {} (mode 0600)",
+                                p.display()
+                            );
+                        }
                     }
-                }
-                other => print_response(other)?,
+                    None if json => {
+                        let v = serde_json::json!({
+                            "result": "paired",
+                            "device_id": device_id,
+                            "credential": credential,
+                        });
+                        println!("{v}");
+                    }
+                    None => {
+                        println!("Paired device {device_id}. Credential:\n{credential}\n");
+                        println!("{}", qr_text(&credential)?);
+                    }
+                },
+                other => print_response(other, json)?,
             }
         }
-        Cmd::Devices(a) => return crate::devices::run_devices(a, s).await,
-        Cmd::RevokeDevice(a) => return crate::devices::run_revoke_device(a, s).await,
-        Cmd::Revoke { device_id } => {
-            print_response(admin_call(s, Request::RevokeDevice { device_id }).await?)?
+        Cmd::Devices(mut a) => {
+            a.json = json;
+            return crate::devices::run_devices(a, s).await;
         }
-        Cmd::Lockout => print_response(admin_call(s, Request::Lockout).await?)?,
-        Cmd::Audit { limit } => print_response(admin_call(s, Request::Audit { limit }).await?)?,
-        Cmd::Status => print_response(admin_call(s, Request::Status).await?)?,
+        Cmd::RevokeDevice(mut a) => {
+            a.json = json;
+            return crate::devices::run_revoke_device(a, s).await;
+        }
+        Cmd::Revoke { device_id } => print_response(
+            admin_call(s, Request::RevokeDevice { device_id }).await?,
+            json,
+        )?,
+        Cmd::Lockout => print_response(admin_call(s, Request::Lockout).await?, json)?,
+        Cmd::Audit { limit } => {
+            print_response(admin_call(s, Request::Audit { limit }).await?, json)?
+        }
+        Cmd::Status => print_response(admin_call(s, Request::Status).await?, json)?,
+        Cmd::Doctor => {
+            let report = crate::doctor::report(s).await;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                for c in &report.checks {
+                    println!("{}", crate::doctor::format_check(c));
+                }
+            }
+            return Ok(crate::doctor::exit_code(report.worst));
+        }
         Cmd::ArmRecovery { authorization } => {
             let authorization = read_reset_auth(&authorization)?;
-            print_response(admin_call(s, Request::ArmRecovery { authorization }).await?)?
+            print_response(
+                admin_call(s, Request::ArmRecovery { authorization }).await?,
+                json,
+            )?
         }
         Cmd::ConfirmRecovery {
             authorization,
@@ -415,12 +525,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             let authorization = authorization.map(|p| read_reset_auth(&p)).transpose()?;
             let new_code = read_code(&code, "New security code: ")?;
             if let Some(authorization) = authorization {
-                print_response(admin_call(s, Request::ArmRecovery { authorization }).await?)?;
+                print_response(
+                    admin_call(s, Request::ArmRecovery { authorization }).await?,
+                    json,
+                )?;
             }
-            print_response(admin_call(s, Request::ConfirmRecovery { new_code }).await?)?
+            print_response(
+                admin_call(s, Request::ConfirmRecovery { new_code }).await?,
+                json,
+            )?
         }
-        Cmd::Lock(a) => return remote(Action::Lock, a).await,
-        Cmd::Unlock(a) => return remote(Action::Unlock, a).await,
+        Cmd::Lock(a) => return remote(Action::Lock, a, json).await,
+        Cmd::Unlock(a) => return remote(Action::Unlock, a, json).await,
         Cmd::Start {
             run_secs,
             remote: a,
@@ -430,12 +546,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
                     max_run_secs: run_secs,
                 },
                 a,
+                json,
             )
             .await;
         }
-        Cmd::Stop(a) => return remote(Action::EngineStop, a).await,
-        Cmd::Flash(a) => return remote(Action::FlashLights, a).await,
-        Cmd::Horn(a) => return remote(Action::Horn, a).await,
+        Cmd::Stop(a) => return remote(Action::EngineStop, a, json).await,
+        Cmd::Flash(a) => return remote(Action::FlashLights, a, json).await,
+        Cmd::Horn(a) => return remote(Action::Horn, a, json).await,
         Cmd::Watch {
             vin,
             count,
@@ -443,7 +560,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             mqtt,
         } => {
             let conn = mqtt.conn()?;
-            let spec = WatchSpec { vin, topics, count };
+            let spec = WatchSpec {
+                vin,
+                topics,
+                count,
+                json,
+            };
             watch(&conn, &spec, || {}, |line| println!("{line}")).await?;
         }
         #[cfg(feature = "sim")]
@@ -453,11 +575,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Cmd::Demo(args) => return Ok(u8::from(crate::demo::run(args).await.is_err())),
         Cmd::BackendKeygen { out, public_out } => {
             let public = backend_keygen(&out, &public_out)?;
-            println!(
-                "private key: {} (mode 0600)\npublic key:  {} = {public}",
-                out.display(),
-                public_out.display()
-            );
+            if json {
+                let v = serde_json::json!({
+                    "private_key_file": out.display().to_string(),
+                    "public_key_file": public_out.display().to_string(),
+                    "public_key": public,
+                });
+                println!("{v}");
+            } else {
+                println!(
+                    "private key: {} (mode 0600)\npublic key:  {} = {public}",
+                    out.display(),
+                    public_out.display()
+                );
+            }
         }
         Cmd::ResetAuth {
             vin,
@@ -470,7 +601,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             if let Some(p) = out {
                 write_private(&p, &text)?;
             }
-            println!("{text}");
+            if json {
+                println!("{}", serde_json::json!({ "authorization": text }));
+            } else {
+                println!("{text}");
+            }
         }
     }
     Ok(0)
@@ -505,13 +640,18 @@ pub fn main_entry() -> ExitCode {
             return ExitCode::from(EXIT_ERROR);
         }
     };
+    let json = cli.json;
     match rt.block_on(run(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("telematicsctl: {e:#}");
-            if e.downcast_ref::<UsageError>().is_some() {
+            if let Some(r) = e.downcast_ref::<DaemonRefusal>() {
+                print_error(json, &r.code, &format!("{e:#}"), r.retry_after_s);
+                ExitCode::from(EXIT_ERROR)
+            } else if e.downcast_ref::<UsageError>().is_some() {
+                print_error(json, "usage", &format!("{e:#}"), None);
                 ExitCode::from(EXIT_USAGE)
             } else {
+                print_error(json, "error", &format!("{e:#}"), None);
                 ExitCode::from(EXIT_ERROR)
             }
         }

@@ -323,6 +323,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             vin: VIN.into(),
             topics: vec![WatchTopic::Alerts, WatchTopic::Status],
             count: None,
+            json: false,
         };
         let _ = watch(
             &watch_conn,

@@ -36,8 +36,8 @@ pub struct DevicesArgs {
     /// VIN (with --remote).
     #[arg(long, required_if_eq("remote", "true"))]
     pub vin: Option<String>,
-    /// Print one JSON object.
-    #[arg(long)]
+    /// Print one JSON object: the global `--json` (set by the command dispatch).
+    #[arg(skip)]
     pub json: bool,
     /// Seconds to wait for the list (with --remote).
     #[arg(long, default_value_t = 10)]
@@ -73,8 +73,8 @@ pub struct RevokeDeviceArgs {
     /// Seconds to wait for the outcome.
     #[arg(long, default_value_t = 30)]
     pub timeout_s: u64,
-    /// Print one JSON object.
-    #[arg(long)]
+    /// Print one JSON object: the global `--json` (set by the command dispatch).
+    #[arg(skip)]
     pub json: bool,
     /// Broker connection (with --remote).
     #[command(flatten)]
@@ -452,7 +452,8 @@ mod tests {
     fn subcommands_parse_and_refuse_contradictions() {
         let c = parse(&["devices", "--remote", "--vin", "V1", "--json"]).unwrap();
         assert!(
-            matches!(c.cmd, Cmd::Devices(a) if a.remote && a.json && a.vin.as_deref() == Some("V1"))
+            c.json
+                && matches!(c.cmd, Cmd::Devices(a) if a.remote && a.vin.as_deref() == Some("V1"))
         );
         assert!(parse(&["devices", "--remote"]).is_err(), "--vin required");
         assert!(matches!(parse(&["devices"]).unwrap().cmd, Cmd::Devices(a) if !a.remote));

@@ -5,6 +5,8 @@
 //! - [`remote`]: authenticated remote commands over mTLS MQTT ([`remote::send_command`]);
 //! - [`watch`]: decoded telemetry / alerts / results / status;
 //! - [`devices`]: the paired-device list and device revocation (`--remote`: over MQTT);
+//! - [`doctor`]: troubleshooting checks of the local daemon;
+//! - [`output`]: output conventions (human times, `--json`, errors on stderr);
 //! - [`keys`]: back-end Ed25519 keys, reset authorizations and their `TMRA1:` text form;
 //! - [`counter`]: the crash-safe per-credential command counter;
 //! - [`mqtt`]: the shared broker connection options;
@@ -21,9 +23,11 @@ pub mod counter;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod devices;
+pub mod doctor;
 mod error;
 pub mod keys;
 pub mod mqtt;
+pub mod output;
 pub mod remote;
 #[cfg(feature = "sim")]
 pub mod sim;

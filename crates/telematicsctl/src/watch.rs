@@ -8,10 +8,9 @@ use telematics_telemetry::{
 
 use crate::CtlError;
 use crate::mqtt::{MqttConn, check_connack, connect, disconnect, sanitize};
+use crate::output::{alert_json, result_json, rfc3339, rfc3339_ms, telemetry_json};
 use crate::remote::format_result;
-
-/// Signals shown per telemetry line; the rest is summarised as `+N more`.
-pub const MAX_SIGNALS_SHOWN: usize = 8;
+use serde_json::json;
 
 /// A watchable vehicle topic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -70,12 +69,10 @@ fn telemetry_line(t: &Telemetry) -> String {
         TelemetryKind::Snapshot => "snapshot",
         TelemetryKind::Delta => "delta",
     };
-    let mut line = format!("telemetry {kind} seq={} at={}", t.seq, t.at);
-    for (path, v) in t.signals.iter().take(MAX_SIGNALS_SHOWN) {
+    // Every signal: a snapshot carries them all (the line used to stop after 8).
+    let mut line = format!("telemetry {kind} seq={} at={}", t.seq, rfc3339_ms(t.at));
+    for (path, v) in &t.signals {
         line.push_str(&format!(" {}={}", sanitize(path), value(v)));
-    }
-    if t.signals.len() > MAX_SIGNALS_SHOWN {
-        line.push_str(&format!(" +{} more", t.signals.len() - MAX_SIGNALS_SHOWN));
     }
     if !t.stale.is_empty() {
         let stale: Vec<String> = t.stale.iter().map(|s| sanitize(s)).collect();
@@ -89,7 +86,11 @@ fn alert_line(a: &Alert) -> String {
         AlertState::Raised => "raised",
         AlertState::Cleared => "cleared",
     };
-    let mut line = format!("alert {} {state} at={}", sanitize(&a.kind), a.at);
+    let mut line = format!(
+        "alert {} {state} at={}",
+        sanitize(&a.kind),
+        rfc3339_ms(a.at)
+    );
     if let Some(s) = &a.signal {
         line.push_str(&format!(" signal={}", sanitize(s)));
     }
@@ -109,10 +110,13 @@ fn status_line(s: &Status) -> String {
         Presence::CommandsRefused => "commands_refused",
     };
     format!(
-        "status {state} agent={} config={} at={}",
+        "status {state} agent={} build={} config={} dbc={} mapping={} at={}",
         sanitize(&s.agent_version),
+        sanitize(&s.build),
         sanitize(&s.config_version),
-        s.at
+        sanitize(&s.dbc_hash),
+        sanitize(&s.mapping_hash),
+        rfc3339(s.at)
     )
 }
 
@@ -140,6 +144,34 @@ pub fn format_message(vin: &str, topic: &str, payload: &[u8]) -> String {
     decoded.unwrap_or_else(|code| format!("{}: undecodable ({code})", sanitize(topic)))
 }
 
+/// [`format_message`] as one JSON object (a line of NDJSON): `{"type": "telemetry" | "alert" |
+/// "result" | "status", ...}` with every field, or `{"type": "undecodable", "topic", "code"}`.
+pub fn format_message_json(vin: &str, topic: &str, payload: &[u8]) -> String {
+    let kind = WatchTopic::ALL.into_iter().find(|t| t.topic(vin) == topic);
+    let decoded = match kind {
+        None => Err("unexpected_topic"),
+        Some(WatchTopic::Telemetry) => Telemetry::decode(payload)
+            .map(|t| telemetry_json(&t))
+            .map_err(|e| e.code()),
+        Some(WatchTopic::Alerts) => Alert::decode(payload)
+            .map(|a| alert_json(&a))
+            .map_err(|e| e.code()),
+        Some(WatchTopic::Results) => CommandResult::decode(payload)
+            .map(|r| result_json(&r))
+            .map_err(|e| e.code()),
+        Some(WatchTopic::Status) => Status::from_cbor(payload)
+            .and_then(|s| serde_json::to_value(s).ok())
+            .map(|mut v| {
+                v["type"] = json!("status");
+                v
+            })
+            .ok_or("status_schema"),
+    };
+    decoded
+        .unwrap_or_else(|code| json!({ "type": "undecodable", "topic": topic, "code": code }))
+        .to_string()
+}
+
 /// What to watch.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WatchSpec {
@@ -150,6 +182,8 @@ pub struct WatchSpec {
     /// Stop after this many messages (`None`: until the connection ends or the task is
     /// cancelled).
     pub count: Option<u64>,
+    /// One JSON object per message ([`format_message_json`]) instead of a readable line.
+    pub json: bool,
 }
 
 /// Checks that a VIN can be used inside a topic name.
@@ -212,7 +246,12 @@ pub async fn watch(
                 }
             }
             Event::Incoming(Packet::Publish(p)) => {
-                on_line(&format_message(&spec.vin, &p.topic, &p.payload));
+                let format = if spec.json {
+                    format_message_json
+                } else {
+                    format_message
+                };
+                on_line(&format(&spec.vin, &p.topic, &p.payload));
                 seen += 1;
                 if spec.count.is_some_and(|n| seen >= n) {
                     break;
@@ -253,7 +292,7 @@ mod tests {
         let line = format_message(VIN, &topics::telemetry(VIN), &t.encode().unwrap());
         assert_eq!(
             line,
-            "telemetry delta seq=7 at=1000 Vehicle.Cabin.Door.IsLocked=true \
+            "telemetry delta seq=7 at=1970-01-01T00:00:01.000Z Vehicle.Cabin.Door.IsLocked=true \
              Vehicle.Speed=42.5 stale=[Vehicle.Powertrain.FuelSystem.Level]"
         );
         let a = Alert {
@@ -267,7 +306,7 @@ mod tests {
         };
         assert_eq!(
             format_message(VIN, &topics::alerts(VIN), &a.encode().unwrap()),
-            "alert low_fuel raised at=5 signal=Vehicle.Powertrain.FuelSystem.Level value=9 \
+            "alert low_fuel raised at=1970-01-01T00:00:00.005Z signal=Vehicle.Powertrain.FuelSystem.Level value=9 \
              threshold=10"
         );
         let r = CommandResult {
@@ -286,20 +325,23 @@ mod tests {
             agent_version: "0.1.0".into(),
             config_version: "c1".into(),
             at: 3,
+            build: "g1".into(),
+            dbc_hash: "d1".into(),
+            mapping_hash: "m1".into(),
         };
         assert_eq!(
             format_message(VIN, &topics::status(VIN), &s.to_cbor()),
-            "status offline agent=0.1.0 config=c1 at=3"
+            "status offline agent=0.1.0 build=g1 config=c1 dbc=d1 mapping=m1 at=1970-01-01T00:00:03Z"
         );
         s.state = Presence::CommandsRefused;
         assert_eq!(
             format_message(VIN, &topics::status(VIN), &s.to_cbor()),
-            "status commands_refused agent=0.1.0 config=c1 at=3"
+            "status commands_refused agent=0.1.0 build=g1 config=c1 dbc=d1 mapping=m1 at=1970-01-01T00:00:03Z"
         );
     }
 
     #[test]
-    fn many_signals_are_summarised() {
+    fn every_signal_is_shown_and_json_parses() {
         let signals = (0..12)
             .map(|i| (format!("Vehicle.S{i:02}"), SignalValue::Int(i)))
             .collect();
@@ -312,7 +354,21 @@ mod tests {
             stale: vec![],
         };
         let line = format_message(VIN, &topics::telemetry(VIN), &t.encode().unwrap());
-        assert!(line.ends_with("Vehicle.S07=7 +4 more"), "{line}");
+        assert!(line.ends_with("Vehicle.S10=10 Vehicle.S11=11"), "{line}");
+        assert!(!line.contains("more"), "{line}");
+        let j: serde_json::Value = serde_json::from_str(&format_message_json(
+            VIN,
+            &topics::telemetry(VIN),
+            &t.encode().unwrap(),
+        ))
+        .unwrap();
+        assert_eq!(j["type"], "telemetry");
+        assert_eq!(j["signals"].as_object().map(|m| m.len()), Some(12));
+        assert_eq!(j["signals"]["Vehicle.S11"], 11);
+        let bad: serde_json::Value =
+            serde_json::from_str(&format_message_json(VIN, &topics::telemetry(VIN), b"\xff"))
+                .unwrap();
+        assert_eq!(bad["type"], "undecodable");
     }
 
     #[test]

@@ -336,6 +336,7 @@ async fn watch_prints_decoded_telemetry_and_survives_garbage() {
             vin: VIN.into(),
             topics: vec![WatchTopic::Telemetry, WatchTopic::Alerts],
             count: Some(3),
+            json: false,
         };
         watch(
             &conn,
@@ -392,11 +393,11 @@ async fn watch_prints_decoded_telemetry_and_survives_garbage() {
     assert_eq!(
         lines,
         [
-            "telemetry snapshot seq=41 at=1700000000000 Vehicle.Cabin.Door.IsLocked=false \
+            "telemetry snapshot seq=41 at=2023-11-14T22:13:20.000Z Vehicle.Cabin.Door.IsLocked=false \
              Vehicle.Speed=12.5 stale=[Vehicle.Powertrain.FuelSystem.Level]"
                 .to_string(),
             format!("{}: undecodable (telemetry_decode)", topics::telemetry(VIN)),
-            "telemetry delta seq=42 at=1700000000000 Vehicle.Cabin.Door.IsLocked=false".to_string(),
+            "telemetry delta seq=42 at=2023-11-14T22:13:20.000Z Vehicle.Cabin.Door.IsLocked=false".to_string(),
         ]
     );
 }

@@ -198,6 +198,7 @@ fn op_name(r: &Request) -> &'static str {
         Request::ConfirmRecovery { .. } => "confirm_recovery",
         Request::Lockout => "lockout",
         Request::Audit { .. } => "audit",
+        Request::Diagnostics => "diagnostics",
     }
 }
 

@@ -318,7 +318,56 @@ impl Default for LogConfig {
     }
 }
 
+/// What the retained status and the admin status say about the software and configuration in
+/// force (see docs/topics.md): short SHA-256 hashes, so two vehicles with the same values run
+/// the same configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versions {
+    /// Git commit of the build (`unknown` outside a git checkout).
+    pub build: String,
+    /// Hash of the effective configuration (file + environment overrides, as parsed).
+    pub config: String,
+    /// Hash of the DBC file's contents (`unreadable` if it cannot be read).
+    pub dbc: String,
+    /// Hash of the VSS mapping file's contents (`unreadable` if it cannot be read).
+    pub mapping: String,
+}
+
+/// The first 16 hex digits of the SHA-256 of `bytes`.
+pub fn content_hash(bytes: &[u8]) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, bytes);
+    hex::encode(&d.as_ref()[..8])
+}
+
+/// The build's git commit (from build.rs).
+pub const BUILD_GIT_HASH: &str = env!("TMD_BUILD_GIT_HASH");
+
 impl Config {
+    /// The [`Versions`] of this configuration (reads the DBC and mapping files; the simulated
+    /// car's are the built-in demo texts).
+    pub fn versions(&self) -> Versions {
+        let file = |p: &std::path::Path| {
+            std::fs::read(p).map_or_else(|_| "unreadable".to_string(), |b| content_hash(&b))
+        };
+        let (dbc, mapping) = if self.can.source == CanSourceKind::Sim {
+            (
+                content_hash(telematics_can::demo::DEMO_DBC.as_bytes()),
+                content_hash(telematics_can::demo::DEMO_VSS_TOML.as_bytes()),
+            )
+        } else {
+            (file(&self.can.dbc), file(&self.can.mapping))
+        };
+        // The effective configuration, canonically: the parsed struct serialised again.
+        let config =
+            toml::to_string(self).map_or_else(|_| "unknown".into(), |t| content_hash(t.as_bytes()));
+        Versions {
+            build: BUILD_GIT_HASH.to_string(),
+            config,
+            dbc,
+            mapping,
+        }
+    }
+
     /// Loads `path` (if it exists or `required`), applies the environment
     /// overrides from `env`, and validates.
     pub fn load<I>(path: &Path, required: bool, env: I) -> Result<Config, DaemonError>
@@ -726,6 +775,33 @@ fn vin_value(c: char) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn versions_hash_the_effective_config_and_the_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dbc = dir.path().join("v.dbc");
+        let map = dir.path().join("v.toml");
+        std::fs::write(&dbc, "VERSION \"1\"").expect("dbc");
+        std::fs::write(&map, "x").expect("mapping");
+        let mut a = Config::default();
+        a.can.source = CanSourceKind::Socketcan;
+        a.can.dbc = dbc.clone();
+        a.can.mapping = map.clone();
+        let v = a.versions();
+        assert_eq!(v.config.len(), 16);
+        assert_eq!(v, a.versions(), "stable");
+        assert_eq!(v.dbc, content_hash(b"VERSION \"1\""));
+        assert_eq!(v.build, BUILD_GIT_HASH);
+        let mut b = a.clone();
+        b.security.lockout_threshold += 1;
+        assert_ne!(b.versions().config, v.config, "any setting changes it");
+        std::fs::write(&dbc, "VERSION \"2\"").expect("dbc");
+        let w = a.versions();
+        assert_ne!(w.dbc, v.dbc);
+        assert_eq!((w.config, w.mapping), (v.config, v.mapping));
+        std::fs::remove_file(&map).expect("rm");
+        assert_eq!(a.versions().mapping, "unreadable");
+    }
 
     const VIN: &str = "1M8GDM9AXKP042788"; // valid check digit (X)
 

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use telematics_link::LinkState;
+use std::sync::Mutex;
+
+use telematics_link::{LinkHandle, LinkState};
 use telematics_store::Store;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -13,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::{self, AccessPolicy, AdminHandler};
 use crate::config::{CanSourceKind, Config};
 use crate::core::{CoreParts, Restored};
+use crate::diagnostics::{self, Samples};
 use crate::error::DaemonError;
 use crate::runtime::{CanConnector, CanPorts, Clock, DiscardSink, Health, Runtime};
 use crate::security::SecurityService;
@@ -74,11 +77,100 @@ struct DaemonAdmin {
     security: Arc<SecurityService>,
     health: Arc<Health>,
     link: tokio::sync::watch::Receiver<LinkState>,
+    link_handle: LinkHandle,
     store: Store,
+    config: Config,
+    versions: crate::config::Versions,
+    samples: Arc<Mutex<Samples>>,
+}
+
+impl DaemonAdmin {
+    /// The facts for `doctor` (admin request `diagnostics`).
+    fn diagnostics(&self) -> diagnostics::Facts {
+        let now = crate::security::unix_now_s();
+        let h = &self.health;
+        let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        let samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        let outbox = self.store.outbox();
+        let stats = outbox.stats().ok();
+        let oldest = outbox.peek(1).ok().and_then(|m| m.first().map(|m| m.seq));
+        let cfg = &self.config;
+        let limits = outbox.config();
+        diagnostics::Facts {
+            now,
+            clock_synchronized: diagnostics::clock_synchronized(),
+            security: self.security.diagnostics(now),
+            link: diagnostics::LinkFacts::new(
+                format!("{}:{}", cfg.mqtt.host, cfg.mqtt.port),
+                &self.link.borrow(),
+                self.link_handle.diagnostics(),
+            ),
+            certificate: telematics_link::certificate_validity(&cfg.mqtt.cert)
+                .map_err(|e| e.to_string()),
+            outbox: diagnostics::OutboxFacts {
+                queued: stats.as_ref().map_or(0, |s| s.len),
+                bytes: stats.as_ref().map_or(0, |s| s.bytes),
+                max_messages: limits.max_messages,
+                max_bytes: limits.max_bytes,
+                dropped: stats.as_ref().map_or(0, |s| s.drops.total()),
+                write_failures: n(&h.enqueue_failures) + n(&h.store_failures),
+                oldest_age_s: oldest.and_then(|seq| samples.outbox.age_of(seq, now)),
+            },
+            buses: vec![diagnostics::BusFacts {
+                name: bus_name(cfg),
+                frames_per_s: samples.frames.per_second(),
+                frames: n(&h.frames),
+                signals: n(&h.signals_mapped),
+                fresh: n(&h.signals_fresh),
+                max_age_ms: cfg.can.max_age_ms,
+            }],
+            config: diagnostics::config_facts(cfg),
+        }
+    }
+}
+
+/// The name of the configured bus in `doctor` (interface, replay file or `sim`).
+fn bus_name(cfg: &Config) -> String {
+    match cfg.can.source {
+        CanSourceKind::Socketcan | CanSourceKind::Tcp => cfg.can.interface.clone(),
+        CanSourceKind::Replay => cfg
+            .can
+            .replay_file
+            .as_ref()
+            .map_or_else(|| "replay".into(), |p| p.display().to_string()),
+        CanSourceKind::Sim => "sim".into(),
+    }
+}
+
+/// Samples the frame counter and the outbox's next sequence once a second for `doctor`.
+async fn sample_for_diagnostics(
+    samples: Arc<Mutex<Samples>>,
+    health: Arc<Health>,
+    store: Store,
+    clock: crate::runtime::Clock,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let next_seq = store.outbox().stats().map(|s| s.next_seq).ok();
+        let mut s = samples.lock().unwrap_or_else(|p| p.into_inner());
+        s.frames
+            .sample(health.frames.load(Ordering::Relaxed), clock.now_ms());
+        if let Some(seq) = next_seq {
+            s.outbox.sample(seq, crate::security::unix_now_s());
+        }
+    }
 }
 
 impl AdminHandler for DaemonAdmin {
     fn handle(&self, req: admin::Request) -> admin::Response {
+        if req == admin::Request::Diagnostics {
+            return admin::Response::Diagnostics(Box::new(self.diagnostics()));
+        }
         let resp = self.security.handle(req);
         let admin::Response::Status {
             version,
@@ -122,6 +214,14 @@ impl AdminHandler for DaemonAdmin {
             Err(e) => format!("error: {e}"),
         };
         components.push(("outbox".into(), outbox));
+        let v = &self.versions;
+        components.push((
+            "versions".into(),
+            format!(
+                "build={} config={} dbc={} mapping={}",
+                v.build, v.config, v.dbc, v.mapping
+            ),
+        ));
         admin::Response::Status {
             version,
             vin,
@@ -266,11 +366,23 @@ impl Daemon {
         let health = runtime.health();
         let gid = self.policy.gid;
         let listener = admin::bind(&self.config.admin.socket, gid)?;
+        let samples = Arc::new(Mutex::new(Samples::default()));
+        tokio::spawn(sample_for_diagnostics(
+            samples.clone(),
+            health.clone(),
+            self.store.clone(),
+            runtime.clock(),
+            self.shutdown.clone(),
+        ));
         let handler: Arc<dyn AdminHandler> = Arc::new(DaemonAdmin {
             security: self.security.clone(),
             health: health.clone(),
             link: runtime.link_state(),
+            link_handle: runtime.link_handle(),
             store: self.store.clone(),
+            config: self.config.clone(),
+            versions: self.config.versions(),
+            samples,
         });
         let admin_task = tokio::spawn(admin::serve(
             listener,

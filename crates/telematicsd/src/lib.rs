@@ -4,6 +4,7 @@
 //! - [`config`]: TOML + environment configuration with validation.
 //! - [`admin`]: admin Unix socket server (SO_PEERCRED auth); the protocol is `telematics-admin`.
 //! - [`daemon`]: the run loop (shutdown, SIGHUP reload hook, sd-notify).
+//! - [`diagnostics`]: `doctor` facts and their pure evaluation into checks.
 //! - [`logging`]: journald-friendly tracing setup.
 //! - [`security`]: persisted security state, two-phase verification, admin operations, audit.
 //! - [`vehicle`]: DBC + VSS model and the executor/telemetry views of it.
@@ -19,6 +20,7 @@ pub mod cli;
 pub mod config;
 pub mod core;
 pub mod daemon;
+pub mod diagnostics;
 pub mod error;
 pub mod failpoint;
 pub mod journal;

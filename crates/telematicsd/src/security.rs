@@ -976,8 +976,28 @@ impl SecurityService {
                 })
             }
             Request::Audit { limit } => Ok(self.audit_list(limit.min(AUDIT_CAPACITY as u32))),
+            // Gathered by the daemon (link, outbox, buses); see `daemon.rs`.
+            Request::Diagnostics => Ok(Response::error(
+                "admin.unsupported",
+                "diagnostics are served by the running daemon",
+            )),
         };
         result.unwrap_or_else(AdminRefusal::into_response)
+    }
+}
+
+impl SecurityService {
+    /// Pairing, lockout and recovery at `now` for `doctor`.
+    pub fn diagnostics(&self, now: u64) -> crate::diagnostics::SecurityFacts {
+        let g = self.lock();
+        let st = &g.state;
+        crate::diagnostics::SecurityFacts {
+            paired: st.is_paired(),
+            failures: st.lockout.consecutive_failures,
+            locked_until: st.lockout.locked_until.filter(|t| *t > now),
+            hard_locked: st.lockout.hard_locked,
+            recovery_confirm_by: st.pending_reset.as_ref().map(|p| p.confirm_by),
+        }
     }
 }
 

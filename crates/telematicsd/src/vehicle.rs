@@ -176,6 +176,12 @@ impl VehicleModel {
         out
     }
 
+    /// Number of mapped signals (VSS paths of the mapping); those missing from
+    /// [`VehicleModel::fresh_values`] are stale or never heard.
+    pub fn mapped_signals(&self) -> usize {
+        self.mapping.entries().len()
+    }
+
     /// Every fresh value as telemetry (refreshes the schedule's view of unchanged signals).
     pub fn fresh_values(&self, now_ms: u64) -> Vec<(String, SignalValue)> {
         self.state

@@ -155,6 +155,16 @@ struct Segment {
     after: Vec<Effect>,
 }
 
+/// How many mapped signals the vehicle model has, and how many of them were fresh at the last
+/// once-a-second refresh (`doctor`'s stale-bus check).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SignalCounts {
+    /// Mapped signals (VSS paths).
+    pub mapped: usize,
+    /// Of those, with a value not older than its maximum age.
+    pub fresh: usize,
+}
+
 /// The sans-IO core of the daemon; see the [module docs](self).
 pub struct VehicleCore {
     vin: String,
@@ -169,6 +179,8 @@ pub struct VehicleCore {
     /// Journaled command ids, oldest first (pruning without re-reading the store).
     journaled: VecDeque<CommandId>,
     next_feed: u64,
+    /// Mapped / fresh signal counts at the last refresh (for `doctor`).
+    signals: SignalCounts,
     next_refresh: u64,
     /// Verified commands waiting for the first complete vehicle state after start-up.
     held: Vec<VerifiedCommand>,
@@ -224,6 +236,7 @@ impl VehicleCore {
             journaled,
             next_feed: now,
             next_refresh: now,
+            signals: SignalCounts::default(),
             held: Vec::new(),
             warmup_until: now.saturating_add(warmup_ms),
             locked_out: false,
@@ -389,6 +402,10 @@ impl VehicleCore {
             // Unchanged but fresh signals keep their telemetry age current; the lockout alert
             // clears when a back-off wait ends.
             let fresh = self.model.fresh_values(now);
+            self.signals = SignalCounts {
+                mapped: self.model.mapped_signals(),
+                fresh: fresh.len(),
+            };
             let telemetry = self.schedule.on_update(&fresh, now);
             self.telemetry_messages(telemetry);
             if let Some(a) = self.alerts.on_lockout(self.locked_out, now) {
@@ -451,6 +468,11 @@ impl VehicleCore {
         }
         self.awaiting.push_back((id, seg.after));
         Some(Effect::Commit(seg.commit))
+    }
+
+    /// Mapped and fresh signal counts as of the last refresh.
+    pub fn signal_counts(&self) -> SignalCounts {
+        self.signals
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) is next due (monotonic ms).

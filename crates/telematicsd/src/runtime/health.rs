@@ -28,6 +28,11 @@ pub struct Health {
     /// core with `store.write_failed` and systemd restarts the daemon (fail closed: nothing is
     /// executed on state that cannot be made durable).
     pub store_failures: AtomicU64,
+    /// Mapped signals (VSS paths), set once a second.
+    pub signals_mapped: AtomicU64,
+    /// Mapped signals with a fresh value (not older than their `max_age_ms`), set once a
+    /// second.
+    pub signals_fresh: AtomicU64,
 }
 
 impl Health {

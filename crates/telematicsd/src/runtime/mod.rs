@@ -85,6 +85,9 @@ pub fn link_config(cfg: &Config) -> LinkConfig {
     lc.backoff_min = Duration::from_millis(cfg.mqtt.reconnect_min_ms);
     lc.backoff_max = Duration::from_secs(cfg.mqtt.reconnect_max_s);
     lc.stable_after = Duration::from_secs(cfg.mqtt.reconnect_stable_s);
+    let v = cfg.versions();
+    (lc.config_version, lc.build, lc.dbc_hash, lc.mapping_hash) =
+        (v.config, v.build, v.dbc, v.mapping);
     lc
 }
 
@@ -335,6 +338,10 @@ impl Shell {
             if now >= core.next_deadline() {
                 core.handle_lockout(self.security.locked_out(unix_now_s()), now);
                 core.handle_timeout(now);
+                let signals = core.signal_counts();
+                let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+                (self.health.signals_mapped).store(count(signals.mapped), Ordering::Relaxed);
+                (self.health.signals_fresh).store(count(signals.fresh), Ordering::Relaxed);
             }
         }
     }
