@@ -319,7 +319,7 @@ fn retry_text(r: Option<u64>) -> String {
 
 /// Prints an admin response on stdout (JSON under `--json`); an `error` response becomes a
 /// [`DaemonRefusal`] (printed on stderr by [`main_entry`]).
-fn print_response(r: Response, json: bool) -> anyhow::Result<()> {
+pub(crate) fn print_response(r: Response, json: bool) -> anyhow::Result<()> {
     if let Response::Error {
         code,
         message,

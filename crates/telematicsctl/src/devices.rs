@@ -14,6 +14,8 @@ use clap::Args;
 use ring::rand::SystemRandom;
 use rumqttc::{Event, Packet, QoS, SubscribeReasonCode};
 use telematics_admin::{self as admin, Request, Response};
+
+use crate::output::print_error;
 use telematics_link::topics;
 use telematics_security::{Action, KeyId};
 use telematics_telemetry::{DeviceList, DeviceStatus, RevocationOutcome};
@@ -275,31 +277,9 @@ async fn admin_call(socket: &std::path::Path, req: Request) -> anyhow::Result<Re
 /// Runs `telematicsctl devices`; returns the exit code (5: no list within the timeout).
 pub async fn run_devices(args: DevicesArgs, socket: &std::path::Path) -> anyhow::Result<u8> {
     if !args.remote {
-        let r = admin_call(socket, Request::ListDevices).await?;
-        let Response::Devices { devices } = r else {
-            anyhow::bail!("daemon answered {r:?}");
-        };
-        if args.json {
-            let list: Vec<_> = devices
-                .iter()
-                .map(|d| {
-                    serde_json::json!({"key_id": d.device_id, "name": d.name,
-                        "paired_at": d.paired_at, "revoked": d.revoked})
-                })
-                .collect();
-            println!("{}", serde_json::json!({ "devices": list }));
-        } else {
-            println!(
-                "{:<18} {:<20} {:>12} REVOKED",
-                "KEY_ID", "NAME", "PAIRED_AT"
-            );
-            for d in devices {
-                println!(
-                    "{:<18} {:<20} {:>12} {}",
-                    d.device_id, d.name, d.paired_at, d.revoked
-                );
-            }
-        }
+        // The admin socket's answer, printed like every admin response (`--json`: its serde
+        // form, tagged by `result`).
+        crate::cli::print_response(admin_call(socket, Request::ListDevices).await?, args.json)?;
         return Ok(0);
     }
     let conn = args.mqtt.conn()?;
@@ -308,11 +288,8 @@ pub async fn run_devices(args: DevicesArgs, socket: &std::path::Path) -> anyhow:
         Some(l) if args.json => println!("{}", device_list_json(&l)),
         Some(l) => print!("{}", device_list_table(&l)),
         None => {
-            if args.json {
-                println!("{}", serde_json::json!({"error": "timeout"}));
-            } else {
-                println!("no device list from {vin} within {} s", args.timeout_s);
-            }
+            let msg = format!("no device list from {vin} within {} s", args.timeout_s);
+            print_error(args.json, "no_result", &msg, None);
             return Ok(EXIT_TIMEOUT);
         }
     }
@@ -387,14 +364,12 @@ pub async fn run_revoke_device(
                 }
             },
             None => {
-                print(
-                    serde_json::json!({"outcome": "timeout", "key_id": kid}),
-                    format!(
-                        "no outcome within {} s (vehicle offline? the revocation still takes \
-                         effect when it arrives, until it expires)",
-                        args.timeout_s
-                    ),
+                let msg = format!(
+                    "no outcome for {kid} within {} s (vehicle offline? the revocation still \
+                     takes effect when it arrives, until it expires)",
+                    args.timeout_s
                 );
+                print_error(args.json, "no_result", &msg, None);
                 EXIT_TIMEOUT
             }
         });
@@ -427,10 +402,14 @@ pub async fn run_revoke_device(
             serde_json::json!({"outcome": "refused", "key_id": kid, "reason_code": sanitize(reason), "command_id": command}),
             format!("refused: {}", sanitize(reason)),
         ),
-        CommandOutcome::Timeout { .. } => (
-            serde_json::json!({"outcome": "timeout", "key_id": kid, "command_id": command}),
-            format!("no result within {} s", args.timeout_s),
-        ),
+        CommandOutcome::Timeout { .. } => {
+            let msg = format!(
+                "no result for command {command} within {} s",
+                args.timeout_s
+            );
+            print_error(args.json, "no_result", &msg, None);
+            return Ok(outcome.exit_code());
+        }
     };
     print(json, text);
     Ok(outcome.exit_code())
