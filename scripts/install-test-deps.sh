@@ -18,6 +18,9 @@ command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 command -v deb-systemd-helper >/dev/null 2>&1 || need_apt+=(init-system-helpers)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v man >/dev/null 2>&1 || need_apt+=(man-db)
+# AsyncAPI check (scripts/asyncapi-check.sh): @asyncapi/parser from the npm registry.
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}"
