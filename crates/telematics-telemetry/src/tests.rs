@@ -35,15 +35,20 @@ fn telemetry_roundtrip() {
     assert_eq!(Telemetry::decode(&bytes).expect("decode"), t);
 }
 
+/// A result without detail.
+fn result(id: u8, state: ResultState, reason: Option<&str>, at: u64) -> CommandResult {
+    CommandResult {
+        command_id: [id; 16],
+        state,
+        reason_code: reason.map(str::to_string),
+        detail: None,
+        at,
+    }
+}
+
 #[test]
 fn result_alert_status_roundtrip() {
-    let r = CommandResult {
-        command_id: [9; 16],
-        state: ResultState::Rejected,
-        reason_code: Some("not_stationary".into()),
-        detail: None,
-        at: T0,
-    };
+    let r = result(9, ResultState::Rejected, Some("not_stationary"), T0);
     assert_eq!(
         CommandResult::decode(&r.encode().expect("enc")).expect("dec"),
         r
@@ -117,13 +122,7 @@ fn result_wire_bytes_are_pinned() {
 /// predate the stored id (id from the journal key) with the legacy `reason` key and nulls.
 #[test]
 fn result_serde_form_round_trips_and_reads_legacy_entries() {
-    let r = CommandResult {
-        command_id: [7; 16],
-        state: ResultState::Failed,
-        reason_code: Some("timeout".into()),
-        detail: None,
-        at: T0,
-    };
+    let r = result(7, ResultState::Failed, Some("timeout"), T0);
     let mut buf = Vec::new();
     ciborium::into_writer(&r, &mut buf).expect("enc");
     let back: CommandResult = ciborium::from_reader(buf.as_slice()).expect("dec");
@@ -137,16 +136,7 @@ fn result_serde_form_round_trips_and_reads_legacy_entries() {
     let mut buf = Vec::new();
     ciborium::into_writer(&legacy, &mut buf).expect("enc");
     let old: CommandResult = ciborium::from_reader(buf.as_slice()).expect("legacy entry");
-    assert_eq!(
-        old,
-        CommandResult {
-            command_id: [0; 16],
-            state: ResultState::Rejected,
-            reason_code: Some("busy".into()),
-            detail: None,
-            at: 5,
-        }
-    );
+    assert_eq!(old, result(0, ResultState::Rejected, Some("busy"), 5));
 }
 
 #[test]
