@@ -17,6 +17,9 @@ pub use state::{SignalKind, VehicleSignal, VehicleState};
 
 use std::collections::{HashMap, VecDeque};
 use telematics_security::{Action, CommandId, VerifiedCommand};
+/// The result record and its lifecycle state: one type across the workspace, defined next to
+/// its published encoding (see ARCHITECTURE.md, decisions).
+pub use telematics_telemetry::{CommandResult, ResultState};
 
 /// Executor configuration.
 #[derive(Clone, Debug, PartialEq)]
@@ -85,55 +88,6 @@ pub const REASON_CODES: &[&str] = &[
     "interrupted",
 ];
 
-/// The static reason code equal to `s` (restoring journaled results), if it is one of ours.
-pub fn reason_code_from_str(s: &str) -> Option<&'static str> {
-    REASON_CODES.iter().copied().find(|c| *c == s)
-}
-
-/// Lifecycle state of a command, as published and journaled.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum CommandState {
-    /// Preconditions passed, actuation sent, waiting for confirmation.
-    Accepted,
-    /// Confirmed on the bus (terminal).
-    Executed,
-    /// Timeout or interruption (terminal).
-    Failed,
-    /// Precondition refusal (terminal).
-    Rejected,
-}
-
-impl CommandState {
-    /// Terminal states end a command's lifecycle.
-    pub fn is_terminal(self) -> bool {
-        !matches!(self, CommandState::Accepted)
-    }
-    /// Stable name (`accepted|executed|failed|rejected`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CommandState::Accepted => "accepted",
-            CommandState::Executed => "executed",
-            CommandState::Failed => "failed",
-            CommandState::Rejected => "rejected",
-        }
-    }
-}
-
-/// A result to publish on `vehicles/{vin}/results`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ResultRecord {
-    /// Command id.
-    pub command_id: CommandId,
-    /// Lifecycle state.
-    pub state: CommandState,
-    /// Stable reason code for rejected/failed (`timeout`, `interrupted`, precondition codes).
-    pub reason_code: Option<&'static str>,
-    /// Optional human-readable detail (e.g. the stale signal's VSS path).
-    pub detail: Option<String>,
-    /// Time of the transition (unix ms).
-    pub at: u64,
-}
-
 /// Abstract actuation; the daemon encodes it into DBC frames for the body controller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Actuate {
@@ -193,11 +147,11 @@ pub enum RunEnd {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Output {
     /// Publish a result.
-    Publish(ResultRecord),
+    Publish(CommandResult),
     /// Send an actuation to the bus.
     SendFrames(ActuationRequest),
     /// Persist the command's latest result (idempotency across restarts, reason code kept).
-    JournalCommand(ResultRecord),
+    JournalCommand(CommandResult),
     /// The remote-start run timer of `command_id` ended.
     RunTimerEnded {
         /// The EngineStart command that started it.
@@ -235,7 +189,7 @@ pub struct Executor {
     state: VehicleState,
     in_flight: Option<InFlight>,
     run: Option<RunTimer>,
-    recent: HashMap<CommandId, ResultRecord>,
+    recent: HashMap<CommandId, CommandResult>,
     order: VecDeque<CommandId>,
     out: VecDeque<Output>,
 }
@@ -294,10 +248,10 @@ impl Executor {
         let actuate = match verdict {
             Ok(a) => a,
             Err(reject) => {
-                let rec = ResultRecord {
-                    command_id: req.id,
-                    state: CommandState::Rejected,
-                    reason_code: Some(reject.code()),
+                let rec = CommandResult {
+                    command_id: req.id.0,
+                    state: ResultState::Rejected,
+                    reason_code: Some(reject.code().to_string()),
                     detail: reject.detail(),
                     at: now,
                 };
@@ -311,9 +265,9 @@ impl Executor {
                 .clamp(1, self.cfg.max_run_secs),
             _ => 0,
         };
-        self.record(ResultRecord {
-            command_id: req.id,
-            state: CommandState::Accepted,
+        self.record(CommandResult {
+            command_id: req.id.0,
+            state: ResultState::Accepted,
             reason_code: None,
             detail: None,
             at: now,
@@ -332,7 +286,7 @@ impl Executor {
         }));
         if matches!(actuate, Actuate::FlashLights | Actuate::Horn) {
             // No bus state confirms lights/horn: executed once the frames are handed over.
-            self.finish(req.id, CommandState::Executed, None, now);
+            self.finish(req.id, ResultState::Executed, None, now);
             return;
         }
         self.in_flight = Some(InFlight {
@@ -359,7 +313,7 @@ impl Executor {
             if confirmed {
                 let (id, actuate, run_secs) = (f.id, f.actuate, f.run_secs);
                 self.in_flight = None;
-                self.finish(id, CommandState::Executed, None, now);
+                self.finish(id, ResultState::Executed, None, now);
                 if actuate == Actuate::EngineStart {
                     self.run = Some(RunTimer {
                         id,
@@ -418,7 +372,7 @@ impl Executor {
             .map(|f| f.id)
         {
             self.in_flight = None;
-            self.finish(id, CommandState::Failed, Some("timeout"), now);
+            self.finish(id, ResultState::Failed, Some("timeout"), now);
         }
         if let Some(id) = self
             .run
@@ -449,15 +403,15 @@ impl Executor {
     /// reason `interrupted` and is never re-executed.
     pub fn restore<I>(&mut self, entries: I, now: u64)
     where
-        I: IntoIterator<Item = ResultRecord>,
+        I: IntoIterator<Item = CommandResult>,
     {
         for rec in entries {
             if rec.state.is_terminal() {
                 self.remember(rec);
             } else {
                 self.finish(
-                    rec.command_id,
-                    CommandState::Failed,
+                    CommandId(rec.command_id),
+                    ResultState::Failed,
                     Some("interrupted"),
                     now,
                 );
@@ -467,7 +421,7 @@ impl Executor {
 
     /// The latest result of a remembered command id (idempotency look-up for the daemon, e.g.
     /// when a duplicate delivery of an executed command is refused as a replay).
-    pub fn result_of(&self, id: &CommandId) -> Option<&ResultRecord> {
+    pub fn result_of(&self, id: &CommandId) -> Option<&CommandResult> {
         self.recent.get(id)
     }
 
@@ -505,24 +459,24 @@ impl Executor {
         }
     }
 
-    fn finish(&mut self, id: CommandId, st: CommandState, reason: Option<&'static str>, now: u64) {
-        self.record(ResultRecord {
-            command_id: id,
+    fn finish(&mut self, id: CommandId, st: ResultState, reason: Option<&'static str>, now: u64) {
+        self.record(CommandResult {
+            command_id: id.0,
             state: st,
-            reason_code: reason,
+            reason_code: reason.map(str::to_string),
             detail: None,
             at: now,
         });
     }
 
-    fn record(&mut self, rec: ResultRecord) {
+    fn record(&mut self, rec: CommandResult) {
         self.out.push_back(Output::JournalCommand(rec.clone()));
         self.out.push_back(Output::Publish(rec.clone()));
         self.remember(rec);
     }
 
-    fn remember(&mut self, rec: ResultRecord) {
-        let id = rec.command_id;
+    fn remember(&mut self, rec: CommandResult) {
+        let id = CommandId(rec.command_id);
         if self.recent.insert(id, rec).is_none() {
             self.order.push_back(id);
         }

@@ -37,10 +37,10 @@ fn drain(e: &mut Executor) -> Vec<Output> {
     std::iter::from_fn(|| e.poll_output()).collect()
 }
 
-fn publishes(out: &[Output]) -> Vec<(CommandState, Option<&'static str>)> {
+fn publishes(out: &[Output]) -> Vec<(ResultState, Option<&str>)> {
     out.iter()
         .filter_map(|o| match o {
-            Output::Publish(r) => Some((r.state, r.reason_code)),
+            Output::Publish(r) => Some((r.state, r.reason_code.as_deref())),
             _ => None,
         })
         .collect()
@@ -58,31 +58,11 @@ fn actuations(out: &[Output]) -> Vec<Actuate> {
 fn rejected_with(e: &mut Executor, action: Action, code: &str) {
     e.submit_request(req(99, action), T0 + 10);
     let out = drain(e);
-    assert_eq!(
-        publishes(&out),
-        vec![(CommandState::Rejected, Some(code_static(code)))]
-    );
+    assert_eq!(publishes(&out), vec![(ResultState::Rejected, Some(code))]);
     assert!(
         actuations(&out).is_empty(),
         "a rejected command must not actuate"
     );
-}
-
-fn code_static(code: &str) -> &'static str {
-    [
-        "not_stationary",
-        "not_in_park",
-        "door_open",
-        "hood_open",
-        "key_in_cabin",
-        "engine_running",
-        "engine_not_running",
-        "stale_state",
-        "busy",
-    ]
-    .into_iter()
-    .find(|c| *c == code)
-    .expect("known code")
 }
 
 #[test]
@@ -155,7 +135,7 @@ fn stale_and_missing_state_refuse_naming_the_signal() {
     let Some(Output::Publish(r)) = out.iter().find(|o| matches!(o, Output::Publish(_))) else {
         panic!("no publish");
     };
-    assert_eq!(r.reason_code, Some("stale_state"));
+    assert_eq!(r.reason_code.as_deref(), Some("stale_state"));
     assert_eq!(r.detail.as_deref(), Some("Vehicle.Speed"));
     // Stale: reported, but older than max age.
     let mut e = ready(T0);
@@ -172,7 +152,7 @@ fn stale_and_missing_state_refuse_naming_the_signal() {
         })
         .collect();
     assert_eq!(recs.len(), 1);
-    assert_eq!(recs[0].reason_code, Some("stale_state"));
+    assert_eq!(recs[0].reason_code.as_deref(), Some("stale_state"));
     assert_eq!(
         recs[0].detail.as_deref(),
         Some("Vehicle.Powertrain.Transmission.SelectedGear")
@@ -185,7 +165,7 @@ fn stale_and_missing_state_refuse_naming_the_signal() {
     e.submit_request(req(3, Action::Lock), late);
     let out = drain(&mut e);
     let detail = out.iter().find_map(|o| match o {
-        Output::Publish(r) if r.reason_code == Some("stale_state") => r.detail.clone(),
+        Output::Publish(r) if r.reason_code.as_deref() == Some("stale_state") => r.detail.clone(),
         _ => None,
     });
     assert_eq!(
@@ -251,16 +231,16 @@ fn lock_lifecycle_accepted_then_executed_on_confirmation() {
     drain(&mut e);
     e.submit_request(req(1, Action::Lock), T0 + 1);
     let out = drain(&mut e);
-    assert_eq!(publishes(&out), vec![(CommandState::Accepted, None)]);
+    assert_eq!(publishes(&out), vec![(ResultState::Accepted, None)]);
     assert_eq!(actuations(&out), vec![Actuate::Lock]);
     assert!(out.iter().any(|o| matches!(o, Output::JournalCommand(r)
-        if r.command_id == id(1) && r.state == CommandState::Accepted)));
+        if r.command_id == id(1).0 && r.state == ResultState::Accepted)));
     assert!(e.is_busy());
     e.on_vehicle_update(VehicleSignal::DoorsLocked(true), T0 + 200);
     let out = drain(&mut e);
-    assert_eq!(publishes(&out), vec![(CommandState::Executed, None)]);
+    assert_eq!(publishes(&out), vec![(ResultState::Executed, None)]);
     assert!(out.iter().any(|o| matches!(o, Output::JournalCommand(r)
-        if r.command_id == id(1) && r.state == CommandState::Executed)));
+        if r.command_id == id(1).0 && r.state == ResultState::Executed)));
     assert!(!e.is_busy());
 }
 
@@ -278,7 +258,7 @@ fn confirmation_timeout_fails() {
     let out = drain(&mut e);
     assert_eq!(
         publishes(&out),
-        vec![(CommandState::Failed, Some("timeout"))]
+        vec![(ResultState::Failed, Some("timeout"))]
     );
     assert_eq!(e.next_timeout(), None);
     // A late confirmation changes nothing.
@@ -296,17 +276,14 @@ fn same_id_twice_actuates_once_and_repeats_result() {
     assert_eq!(actuations(&out), vec![Actuate::Unlock]);
     assert_eq!(
         publishes(&out),
-        vec![
-            (CommandState::Accepted, None),
-            (CommandState::Accepted, None)
-        ]
+        vec![(ResultState::Accepted, None), (ResultState::Accepted, None)]
     );
     e.on_vehicle_update(VehicleSignal::DoorsLocked(false), T0 + 50);
     drain(&mut e);
     e.submit_request(req(7, Action::Unlock), T0 + 100);
     let out = drain(&mut e);
     assert!(actuations(&out).is_empty());
-    assert_eq!(publishes(&out), vec![(CommandState::Executed, None)]);
+    assert_eq!(publishes(&out), vec![(ResultState::Executed, None)]);
 }
 
 #[test]
@@ -317,10 +294,7 @@ fn second_command_while_actuating_is_rejected_busy() {
     drain(&mut e);
     e.submit_request(req(2, Action::Horn), T0 + 1);
     let out = drain(&mut e);
-    assert_eq!(
-        publishes(&out),
-        vec![(CommandState::Rejected, Some("busy"))]
-    );
+    assert_eq!(publishes(&out), vec![(ResultState::Rejected, Some("busy"))]);
     assert!(actuations(&out).is_empty());
 }
 
@@ -333,10 +307,7 @@ fn horn_and_lights_execute_without_bus_confirmation() {
     assert_eq!(actuations(&out), vec![Actuate::FlashLights]);
     assert_eq!(
         publishes(&out),
-        vec![
-            (CommandState::Accepted, None),
-            (CommandState::Executed, None)
-        ]
+        vec![(ResultState::Accepted, None), (ResultState::Executed, None)]
     );
     assert!(!e.is_busy());
 }
@@ -348,7 +319,7 @@ fn started(secs: Option<u32>) -> Executor {
     drain(&mut e);
     e.on_vehicle_update(VehicleSignal::EngineRunning(true), T0 + 1_000);
     let out = drain(&mut e);
-    assert_eq!(publishes(&out), vec![(CommandState::Executed, None)]);
+    assert_eq!(publishes(&out), vec![(ResultState::Executed, None)]);
     assert!(e.run_timer_active());
     e
 }
@@ -410,7 +381,7 @@ fn engine_stop_command_cancels_timer() {
     assert_eq!(actuations(&out), vec![Actuate::EngineStop]);
     e.on_vehicle_update(VehicleSignal::EngineRunning(false), T0 + 3_000);
     let out = drain(&mut e);
-    assert_eq!(publishes(&out), vec![(CommandState::Executed, None)]);
+    assert_eq!(publishes(&out), vec![(ResultState::Executed, None)]);
     assert_eq!(e.next_timeout(), None);
 }
 
@@ -433,16 +404,16 @@ fn restart_mid_command_reports_interrupted_and_never_reexecutes() {
     let out = drain(&mut e2);
     assert_eq!(
         publishes(&out),
-        vec![(CommandState::Failed, Some("interrupted"))]
+        vec![(ResultState::Failed, Some("interrupted"))]
     );
     assert!(out.iter().any(|o| matches!(o, Output::JournalCommand(r)
-        if r.command_id == id(1) && r.state == CommandState::Failed && r.reason_code == Some("interrupted"))));
+        if r.command_id == id(1).0 && r.state == ResultState::Failed && r.reason_code.as_deref() == Some("interrupted"))));
     e2.submit_request(req(1, Action::Unlock), T0 + 61_000);
     let out = drain(&mut e2);
     assert!(actuations(&out).is_empty());
     assert_eq!(
         publishes(&out),
-        vec![(CommandState::Failed, Some("interrupted"))]
+        vec![(ResultState::Failed, Some("interrupted"))]
     );
 }
 
@@ -509,12 +480,12 @@ proptest! {
         let mut now = T0;
         let mut e = ready(now);
         drain(&mut e);
-        let mut journal: HashMap<CommandId, ResultRecord> = HashMap::new();
+        let mut journal: HashMap<CommandId, CommandResult> = HashMap::new();
         let mut actuated: HashMap<CommandId, u32> = HashMap::new();
         let mut terminal: HashMap<CommandId, u32> = HashMap::new();
         let mut accepted: Vec<CommandId> = Vec::new();
         let handle = |out: Vec<Output>,
-                          journal: &mut HashMap<CommandId, ResultRecord>,
+                          journal: &mut HashMap<CommandId, CommandResult>,
                           actuated: &mut HashMap<CommandId, u32>,
                           terminal: &mut HashMap<CommandId, u32>,
                           accepted: &mut Vec<CommandId>| {
@@ -524,12 +495,12 @@ proptest! {
                         *actuated.entry(i).or_default() += 1;
                     }
                     Output::JournalCommand(r) => {
-                        if r.state == CommandState::Accepted {
-                            accepted.push(r.command_id);
+                        if r.state == ResultState::Accepted {
+                            accepted.push(CommandId(r.command_id));
                         } else {
-                            *terminal.entry(r.command_id).or_default() += 1;
+                            *terminal.entry(CommandId(r.command_id)).or_default() += 1;
                         }
-                        journal.insert(r.command_id, r);
+                        journal.insert(CommandId(r.command_id), r);
                     }
                     _ => {}
                 }
@@ -575,7 +546,7 @@ fn restored_result_keeps_reason_code_and_is_repeated_for_the_same_id() {
     drain(&mut e);
     e.on_vehicle_update(VehicleSignal::SpeedKmh(40.0), T0);
     e.submit_request(req(7, Action::Unlock), T0);
-    let journal: Vec<ResultRecord> = drain(&mut e)
+    let journal: Vec<CommandResult> = drain(&mut e)
         .into_iter()
         .filter_map(|o| match o {
             Output::JournalCommand(r) => Some(r),
@@ -583,7 +554,7 @@ fn restored_result_keeps_reason_code_and_is_repeated_for_the_same_id() {
         })
         .collect();
     assert_eq!(journal.len(), 1);
-    assert_eq!(journal[0].reason_code, Some("not_stationary"));
+    assert_eq!(journal[0].reason_code.as_deref(), Some("not_stationary"));
     let mut e2 = ready(T0 + 1_000);
     drain(&mut e2);
     e2.restore(journal, T0 + 1_000);
@@ -592,11 +563,11 @@ fn restored_result_keeps_reason_code_and_is_repeated_for_the_same_id() {
         "terminal entries are only remembered"
     );
     let prior = e2.result_of(&id(7)).expect("remembered");
-    assert_eq!(prior.reason_code, Some("not_stationary"));
+    assert_eq!(prior.reason_code.as_deref(), Some("not_stationary"));
     e2.submit_request(req(7, Action::Unlock), T0 + 2_000);
     assert_eq!(
         publishes(&drain(&mut e2)),
-        vec![(CommandState::Rejected, Some("not_stationary"))]
+        vec![(ResultState::Rejected, Some("not_stationary"))]
     );
 }
 
@@ -613,10 +584,16 @@ fn reason_codes_table_covers_every_reject() {
         Reject::StaleState(SignalKind::Speed),
         Reject::Busy,
     ] {
-        assert_eq!(crate::reason_code_from_str(r.code()), Some(r.code()));
+        assert!(
+            REASON_CODES.contains(&r.code()),
+            "{} not in the table",
+            r.code()
+        );
     }
-    assert_eq!(crate::reason_code_from_str("timeout"), Some("timeout"));
-    assert_eq!(crate::reason_code_from_str("bogus"), None);
+    for code in ["timeout", "interrupted"] {
+        assert!(REASON_CODES.contains(&code));
+    }
+    assert!(!REASON_CODES.contains(&"bogus"));
 }
 
 #[test]

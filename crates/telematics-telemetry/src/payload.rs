@@ -3,6 +3,7 @@
 
 use crate::TelemetryError;
 use ciborium::Value;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// A VSS signal value, keyed by VSS path: the one value type of the workspace (decoded CAN
@@ -122,8 +123,10 @@ pub struct Alert {
     pub threshold: Option<f64>,
 }
 
-/// Command result state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Command result state: the one lifecycle type of a command (executor, daemon core, journal,
+/// `telematicsctl`). Its serde form is the stable name (`accepted|executed|failed|rejected`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ResultState {
     /// Accepted, actuating.
     Accepted,
@@ -135,19 +138,55 @@ pub enum ResultState {
     Rejected,
 }
 
-/// Command result (`vehicles/{vin}/results`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A command's result: the one record of the workspace for it. The executor emits it, the
+/// daemon core journals and publishes it, `telematicsctl` and the tests decode it.
+///
+/// Two encodings of the same record:
+/// - the published payload (`vehicles/{vin}/results`): [`CommandResult::encode`] /
+///   [`CommandResult::decode`], exactly `command-result` of `docs/payloads.cddl`;
+/// - the serde form, the daemon's journal entry: the same field names, except `reason` for the
+///   reason code (the key journals have always used, so journals stay readable both ways);
+///   `command_id` may be absent (entries written before it was stored: the journal key has it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommandResult {
     /// 16-byte command id (CBOR bstr).
+    #[serde(default, with = "id_bytes")]
     pub command_id: [u8; 16],
     /// Lifecycle state.
     pub state: ResultState,
-    /// Stable reason code.
+    /// Stable reason code (`reason-code` of the CDDL), for failed and rejected.
+    #[serde(rename = "reason", default, skip_serializing_if = "Option::is_none")]
     pub reason_code: Option<String>,
-    /// Human-readable detail.
+    /// Human-readable detail (e.g. the VSS path of a stale signal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
-    /// Unix milliseconds.
+    /// Time of the transition, unix milliseconds.
     pub at: u64,
+}
+
+/// The command id's serde form: a CBOR byte string, as on the wire.
+mod id_bytes {
+    use serde::de::{Error, Visitor};
+    use serde::{Deserializer, Serializer};
+    use std::fmt;
+
+    pub(super) fn serialize<S: Serializer>(id: &[u8; 16], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(id)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 16], D::Error> {
+        struct Id;
+        impl Visitor<'_> for Id {
+            type Value = [u8; 16];
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a 16-byte string")
+            }
+            fn visit_bytes<E: Error>(self, v: &[u8]) -> Result<[u8; 16], E> {
+                <[u8; 16]>::try_from(v).map_err(|_| E::invalid_length(v.len(), &self))
+            }
+        }
+        d.deserialize_bytes(Id)
+    }
 }
 
 pub(crate) fn text(s: &str) -> Value {
@@ -342,7 +381,12 @@ impl Alert {
 }
 
 impl ResultState {
-    /// Stable name.
+    /// Terminal states end a command's lifecycle (all but `accepted`).
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, ResultState::Accepted)
+    }
+
+    /// Stable name (`accepted|executed|failed|rejected`).
     pub fn as_str(self) -> &'static str {
         match self {
             ResultState::Accepted => "accepted",

@@ -1,4 +1,5 @@
 use super::*;
+use crate::payload::text;
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 
@@ -34,15 +35,20 @@ fn telemetry_roundtrip() {
     assert_eq!(Telemetry::decode(&bytes).expect("decode"), t);
 }
 
+/// A result without detail.
+fn result(id: u8, state: ResultState, reason: Option<&str>, at: u64) -> CommandResult {
+    CommandResult {
+        command_id: [id; 16],
+        state,
+        reason_code: reason.map(str::to_string),
+        detail: None,
+        at,
+    }
+}
+
 #[test]
 fn result_alert_status_roundtrip() {
-    let r = CommandResult {
-        command_id: [9; 16],
-        state: ResultState::Rejected,
-        reason_code: Some("not_stationary".into()),
-        detail: None,
-        at: T0,
-    };
+    let r = result(9, ResultState::Rejected, Some("not_stationary"), T0);
     assert_eq!(
         CommandResult::decode(&r.encode().expect("enc")).expect("dec"),
         r
@@ -72,6 +78,65 @@ fn command_id_is_a_16_byte_bstr_on_the_wire() {
     // 0x50 = major type 2 (bstr), length 16.
     let needle = [&[0x50u8][..], &[0xAB; 16][..]].concat();
     assert!(bytes.windows(17).any(|w| w == needle.as_slice()));
+}
+
+/// The published bytes of a result, pinned (`command-result` of docs/payloads.cddl: text keys in
+/// this order, `command_id` a 16-byte bstr, absent optionals left out).
+#[test]
+fn result_wire_bytes_are_pinned() {
+    let r = CommandResult {
+        command_id: [0xAB; 16],
+        state: ResultState::Rejected,
+        reason_code: Some("door_open".into()),
+        detail: Some("x".into()),
+        at: 1_000,
+    };
+    let mut want = vec![0xA5, 0x6A];
+    want.extend_from_slice(b"command_id");
+    want.push(0x50);
+    want.extend_from_slice(&[0xAB; 16]);
+    for (k, v) in [
+        ("state", "rejected"),
+        ("reason_code", "door_open"),
+        ("detail", "x"),
+    ] {
+        want.push(0x60 + u8::try_from(k.len()).expect("short"));
+        want.extend_from_slice(k.as_bytes());
+        want.push(0x60 + u8::try_from(v.len()).expect("short"));
+        want.extend_from_slice(v.as_bytes());
+    }
+    want.extend_from_slice(&[0x62, b'a', b't', 0x19, 0x03, 0xE8]);
+    assert_eq!(r.encode().expect("enc"), want);
+    let bare = CommandResult {
+        reason_code: None,
+        detail: None,
+        state: ResultState::Executed,
+        ..r
+    };
+    let bytes = bare.encode().expect("enc");
+    assert_eq!(bytes[0], 0xA3, "absent optionals are left out");
+    assert_eq!(CommandResult::decode(&bytes).expect("dec"), bare);
+}
+
+/// The serde form (the daemon's journal entry) keeps the record whole and reads entries that
+/// predate the stored id (id from the journal key) with the legacy `reason` key and nulls.
+#[test]
+fn result_serde_form_round_trips_and_reads_legacy_entries() {
+    let r = result(7, ResultState::Failed, Some("timeout"), T0);
+    let mut buf = Vec::new();
+    ciborium::into_writer(&r, &mut buf).expect("enc");
+    let back: CommandResult = ciborium::from_reader(buf.as_slice()).expect("dec");
+    assert_eq!(back, r);
+    let legacy = ciborium::Value::Map(vec![
+        (text("state"), text("rejected")),
+        (text("reason"), text("busy")),
+        (text("detail"), ciborium::Value::Null),
+        (text("at"), ciborium::Value::Integer(5.into())),
+    ]);
+    let mut buf = Vec::new();
+    ciborium::into_writer(&legacy, &mut buf).expect("enc");
+    let old: CommandResult = ciborium::from_reader(buf.as_slice()).expect("legacy entry");
+    assert_eq!(old, result(0, ResultState::Rejected, Some("busy"), 5));
 }
 
 #[test]

@@ -3,15 +3,18 @@
 //! translation of a core [`Commit`] into one store [`Batch`] (journal + outbox + run timer in
 //! one transaction).
 //!
-//! Journals written before results were committed together with their entry carry a
-//! `published` flag; an entry with `published = false` (a crash between the two old writes)
-//! is restored as [`Restored::unpublished`] and re-published once. New entries are written
-//! with `published = true`, so an older daemon reads them as it always did.
+//! An entry is the serde form of the one result record ([`CommandResult`], see its docs) plus
+//! the legacy `published` flag. Journals written before results were committed together with
+//! their entry carry that flag; an entry with `published = false` (a crash between the two old
+//! writes) is restored as [`Restored::unpublished`] and re-published once. New entries are
+//! written with `published = true` and the same keys as before (`state`, `reason`, `detail`,
+//! `at`; the added `command_id` is ignored by an older daemon), so it reads them as it always
+//! did. The id in the key is authoritative (entries older than the stored id lack it).
 
 use serde::{Deserialize, Serialize};
-use telematics_exec::{CommandState, ResultRecord, reason_code_from_str};
 use telematics_security::CommandId;
 use telematics_store::{Batch, Store};
+use telematics_telemetry::CommandResult;
 
 use crate::core::{Commit, Restored, RunTimerChange};
 use crate::error::DaemonError;
@@ -21,12 +24,11 @@ pub const JOURNAL_PREFIX: &str = "cmd/";
 /// KV key of the active remote-start run timer.
 pub const RUN_TIMER_KEY: &str = "exec/run_timer";
 
+/// A journal entry: the result record and the legacy `published` flag.
 #[derive(Serialize, Deserialize)]
-struct JournalRec {
-    state: String,
-    reason: Option<String>,
-    detail: Option<String>,
-    at: u64,
+struct Entry {
+    #[serde(flatten)]
+    result: CommandResult,
     /// Legacy (see the module docs); records older than the flag count as published.
     #[serde(default = "published_default")]
     published: bool,
@@ -46,32 +48,17 @@ fn key(id: CommandId) -> String {
     format!("{JOURNAL_PREFIX}{}", hex::encode(id.0))
 }
 
-/// The state journaled under its stable name ([`CommandState::as_str`], the one mapping).
-fn state_from(s: &str) -> Option<CommandState> {
-    [
-        CommandState::Accepted,
-        CommandState::Executed,
-        CommandState::Failed,
-        CommandState::Rejected,
-    ]
-    .into_iter()
-    .find(|c| c.as_str() == s)
-}
-
 fn cbor<T: Serialize>(what: &str, v: &T) -> Result<Vec<u8>, DaemonError> {
     let mut buf = Vec::new();
     ciborium::into_writer(v, &mut buf).map_err(|e| DaemonError::Journal(format!("{what}: {e}")))?;
     Ok(buf)
 }
 
-fn encode_entry(rec: &ResultRecord) -> Result<Vec<u8>, DaemonError> {
+fn encode_entry(rec: &CommandResult) -> Result<Vec<u8>, DaemonError> {
     cbor(
         "journal entry",
-        &JournalRec {
-            state: rec.state.as_str().to_string(),
-            reason: rec.reason_code.map(str::to_string),
-            detail: rec.detail.clone(),
-            at: rec.at,
+        &Entry {
+            result: rec.clone(),
             published: true,
         },
     )
@@ -84,7 +71,8 @@ pub fn batch(commit: &Commit) -> Result<Batch, DaemonError> {
         ..Batch::default()
     };
     for rec in &commit.journal {
-        b.puts.push((key(rec.command_id), encode_entry(rec)?));
+        b.puts
+            .push((key(CommandId(rec.command_id)), encode_entry(rec)?));
     }
     b.deletes.extend(commit.forget.iter().map(|id| key(*id)));
     match commit.run_timer {
@@ -115,28 +103,17 @@ pub fn load(store: &Store) -> Result<Restored, DaemonError> {
         let parsed = hex::decode(&k[JOURNAL_PREFIX.len()..])
             .ok()
             .and_then(|id| <[u8; 16]>::try_from(id.as_slice()).ok())
-            .zip(ciborium::from_reader::<JournalRec, _>(bytes.as_slice()).ok());
-        let Some((id, rec)) = parsed else {
+            .zip(ciborium::from_reader::<Entry, _>(bytes.as_slice()).ok());
+        let Some((id, Entry { result, published })) = parsed else {
             tracing::warn!(key = k, "unreadable journal entry skipped");
             continue;
         };
-        let Some(state) = state_from(&rec.state) else {
-            tracing::warn!(
-                key = k,
-                state = rec.state,
-                "journal entry with an unknown state skipped"
-            );
-            continue;
-        };
         entries.push((
-            ResultRecord {
-                command_id: CommandId(id),
-                state,
-                reason_code: rec.reason.as_deref().and_then(reason_code_from_str),
-                detail: rec.detail,
-                at: rec.at,
+            CommandResult {
+                command_id: id,
+                ..result
             },
-            rec.published,
+            published,
         ));
     }
     entries.sort_by_key(|(r, _)| r.at);
@@ -168,12 +145,14 @@ pub fn load(store: &Store) -> Result<Restored, DaemonError> {
 mod tests {
     use super::*;
     use crate::core::CommitId;
+    use ciborium::Value;
+    use telematics_telemetry::ResultState;
 
-    fn rec(i: u8, state: CommandState) -> ResultRecord {
-        ResultRecord {
-            command_id: CommandId([i; 16]),
+    fn rec(i: u8, state: ResultState) -> CommandResult {
+        CommandResult {
+            command_id: [i; 16],
             state,
-            reason_code: Some("door_open"),
+            reason_code: Some("door_open".into()),
             detail: Some("x".into()),
             at: 1_000 + u64::from(i),
         }
@@ -185,10 +164,7 @@ mod tests {
         let store = Store::open(dir.path().join("s.redb")).expect("store");
         let commit = Commit {
             id: CommitId(1),
-            journal: vec![
-                rec(2, CommandState::Rejected),
-                rec(1, CommandState::Accepted),
-            ],
+            journal: vec![rec(2, ResultState::Rejected), rec(1, ResultState::Accepted)],
             forget: vec![],
             outbox: vec![],
             run_timer: Some(RunTimerChange::Set(CommandId([1; 16]), 9_000)),
@@ -199,10 +175,7 @@ mod tests {
         let r = load(&store).expect("load");
         assert_eq!(
             r.journal,
-            vec![
-                rec(1, CommandState::Accepted),
-                rec(2, CommandState::Rejected)
-            ]
+            vec![rec(1, ResultState::Accepted), rec(2, ResultState::Rejected)]
         );
         assert!(r.unpublished.is_empty());
         assert_eq!(r.run_timer, Some((CommandId([1; 16]), 9_000)));
@@ -216,33 +189,65 @@ mod tests {
             .commit(&batch(&forget).expect("batch"))
             .expect("commit");
         let r = load(&store).expect("load");
-        assert_eq!(r.journal, vec![rec(2, CommandState::Rejected)]);
+        assert_eq!(r.journal, vec![rec(2, ResultState::Rejected)]);
         assert_eq!(r.run_timer, None);
+    }
+
+    /// An entry exactly as the previous format wrote it (a serde struct `state`, `reason`,
+    /// `detail`, `at`, `published`: a definite map, nulls for absent values, no id).
+    fn legacy_entry(state: &str, reason: Option<&str>, at: u64, published: bool) -> Vec<u8> {
+        let t = |s: &str| Value::Text(s.into());
+        let v = Value::Map(vec![
+            (t("state"), t(state)),
+            (t("reason"), reason.map_or(Value::Null, t)),
+            (t("detail"), Value::Null),
+            (t("at"), Value::Integer(at.into())),
+            (t("published"), Value::Bool(published)),
+        ]);
+        cbor("legacy", &v).expect("enc")
     }
 
     #[test]
     fn legacy_unpublished_entries_are_restored_for_re_publishing() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path().join("s.redb")).expect("store");
-        for (i, state, published) in [
-            (1, "executed", true),
-            (2, "executed", false),
-            (3, "accepted", false),
+        for (i, state, reason, published) in [
+            (1, "executed", None, true),
+            (2, "rejected", Some("door_open"), false),
+            (3, "accepted", None, false),
         ] {
-            let old = JournalRec {
-                state: state.into(),
-                reason: None,
-                detail: None,
-                at: 1_000 + u64::from(i),
-                published,
-            };
-            store
-                .put(&key(CommandId([i; 16])), &cbor("t", &old).expect("enc"))
-                .expect("put");
+            let old = legacy_entry(state, reason, 1_000 + u64::from(i), published);
+            store.put(&key(CommandId([i; 16])), &old).expect("put");
         }
         let r = load(&store).expect("load");
         assert_eq!(r.journal.len(), 3);
-        assert_eq!(r.unpublished.len(), 1);
-        assert_eq!(r.unpublished[0].command_id, CommandId([2; 16]));
+        assert_eq!(
+            r.unpublished,
+            vec![CommandResult {
+                command_id: [2; 16],
+                state: ResultState::Rejected,
+                reason_code: Some("door_open".into()),
+                detail: None,
+                at: 1_002,
+            }],
+            "the old entry loads whole, its id from the key"
+        );
+        assert_eq!(r.journal[2].state, ResultState::Accepted);
+    }
+
+    /// New entries keep the old keys, so a daemon of the previous format still reads them.
+    #[test]
+    fn new_entries_keep_the_previous_keys() {
+        let bytes = encode_entry(&rec(4, ResultState::Failed)).expect("enc");
+        let v: Value = ciborium::from_reader(bytes.as_slice()).expect("cbor");
+        let Value::Map(m) = v else {
+            panic!("an entry is a map")
+        };
+        let keys: Vec<&str> = m.iter().filter_map(|(k, _)| k.as_text()).collect();
+        for k in ["state", "reason", "detail", "at", "published"] {
+            assert!(keys.contains(&k), "{k} missing from {keys:?}");
+        }
+        assert!(m.contains(&(Value::Text("published".into()), Value::Bool(true))));
+        assert!(m.contains(&(Value::Text("state".into()), Value::Text("failed".into()))));
     }
 }

@@ -15,7 +15,7 @@ use ring::rand::SystemRandom;
 use telematics_can::CanFrame;
 use telematics_can::demo::{CarState, Gear, LockState};
 use telematics_can::sim::BodyController;
-use telematics_exec::{ResultRecord, SignalKind};
+use telematics_exec::SignalKind;
 use telematics_security::client::{CommandRequest, build_command};
 use telematics_security::{Action, CommandId, ExportedCredential, Fault, SecurityState, Verifier};
 use telematics_telemetry::{CommandResult, ResultState, Telemetry};
@@ -55,7 +55,7 @@ fn security_cfg() -> telematics_security::Config {
 /// What the fake store made durable.
 #[derive(Default, Clone)]
 struct Durable {
-    journal: BTreeMap<CommandId, ResultRecord>,
+    journal: BTreeMap<CommandId, CommandResult>,
     run_timer: Option<(CommandId, u64)>,
     results: Vec<CommandResult>,
     telemetry: usize,
@@ -65,7 +65,7 @@ struct Durable {
 impl Durable {
     fn apply(&mut self, c: &Commit) {
         for r in &c.journal {
-            self.journal.insert(r.command_id, r.clone());
+            self.journal.insert(CommandId(r.command_id), r.clone());
         }
         for id in &c.forget {
             self.journal.remove(id);
@@ -725,10 +725,9 @@ fn a_failed_commit_at_every_commit_point_sends_no_frame_and_fails_closed() {
 
 #[test]
 fn a_result_an_old_daemon_left_unpublished_is_published_once_with_its_entry() {
-    use telematics_exec::CommandState;
-    let rec = ResultRecord {
-        command_id: CommandId([5; 16]),
-        state: CommandState::Executed,
+    let rec = CommandResult {
+        command_id: [5; 16],
+        state: ResultState::Executed,
         reason_code: None,
         detail: None,
         at: T0 - 1_000,

@@ -26,7 +26,7 @@ use std::collections::VecDeque;
 
 use telematics_can::CanFrame;
 use telematics_can::demo::{BodyCommand, encode_body_command};
-use telematics_exec::{Actuate, CommandState, Executor, Output, ResultRecord, VehicleSignal};
+use telematics_exec::{Actuate, Executor, Output, VehicleSignal};
 use telematics_link::topics;
 use telematics_security::{CommandId, Fault, VerifiedCommand};
 use telematics_store::{OutboxMessage, Priority};
@@ -54,7 +54,7 @@ pub struct Commit {
     /// Its id (report the outcome with [`VehicleCore::handle_commit`]).
     pub id: CommitId,
     /// Command journal entries (latest state of each command).
-    pub journal: Vec<ResultRecord>,
+    pub journal: Vec<CommandResult>,
     /// Journal entries to delete (oldest beyond [`JOURNAL_CAPACITY`]).
     pub forget: Vec<CommandId>,
     /// Outbox messages (results, telemetry, alerts, session info), in order.
@@ -139,10 +139,10 @@ pub enum Effect {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Restored {
     /// The command journal, oldest first.
-    pub journal: Vec<ResultRecord>,
+    pub journal: Vec<CommandResult>,
     /// Terminal results an older daemon journaled but never handed to the outbox (journals
     /// written before results were committed with their journal entry).
-    pub unpublished: Vec<ResultRecord>,
+    pub unpublished: Vec<CommandResult>,
     /// The persisted run timer.
     pub run_timer: Option<(CommandId, u64)>,
 }
@@ -218,7 +218,11 @@ impl VehicleCore {
             alerts,
             warmup_ms,
         } = parts;
-        let journaled = restored.journal.iter().map(|r| r.command_id).collect();
+        let journaled = restored
+            .journal
+            .iter()
+            .map(|r| CommandId(r.command_id))
+            .collect();
         exec.restore(restored.journal, now);
         if let Some((id, deadline)) = restored.run_timer {
             tracing::warn!(deadline_ms = deadline, "remote-start run timer restored");
@@ -249,13 +253,13 @@ impl VehicleCore {
         };
         for rec in restored.unpublished {
             tracing::warn!(
-                command = %hex::encode(rec.command_id.0),
+                command = %hex::encode(rec.command_id),
                 state = rec.state.as_str(),
                 "re-publishing a result journaled before a crash"
             );
             // Re-journaled in the same commit: the entry no longer carries the old flag.
             core.building.commit.journal.push(rec.clone());
-            core.result_message(&rec);
+            core.encode_result(&rec);
         }
         core.drain_exec();
         core.seal();
@@ -520,7 +524,7 @@ impl VehicleCore {
             .then(|| self.exec.result_of(&id).cloned())
             .flatten();
         let mut res = match prior {
-            Some(rec) => to_result(&rec),
+            Some(rec) => rec,
             None => CommandResult {
                 command_id: id.0,
                 state: ResultState::Rejected,
@@ -564,20 +568,20 @@ impl VehicleCore {
                 Output::JournalCommand(rec) => self.journal(rec),
                 Output::Publish(rec) => {
                     tracing::info!(
-                        command = %hex::encode(rec.command_id.0),
+                        command = %hex::encode(rec.command_id),
                         state = rec.state.as_str(),
-                        reason = rec.reason_code.unwrap_or(""),
+                        reason = rec.reason_code.as_deref().unwrap_or(""),
                         "command result"
                     );
                     self.building.after.push(Effect::Audit {
                         kind: format!("command.{}", rec.state.as_str()),
                         detail: format!(
                             "command={} {}",
-                            hex::encode(rec.command_id.0),
-                            rec.reason_code.unwrap_or("")
+                            hex::encode(rec.command_id),
+                            rec.reason_code.as_deref().unwrap_or("")
                         ),
                     });
-                    self.result_message(&rec);
+                    self.encode_result(&rec);
                 }
                 Output::SendFrames(req) => self.actuate(req.actuate),
                 Output::RunTimerEnded { command_id, reason } => {
@@ -587,9 +591,10 @@ impl VehicleCore {
         }
     }
 
-    fn journal(&mut self, rec: ResultRecord) {
-        if !self.journaled.contains(&rec.command_id) {
-            self.journaled.push_back(rec.command_id);
+    fn journal(&mut self, rec: CommandResult) {
+        let id = CommandId(rec.command_id);
+        if !self.journaled.contains(&id) {
+            self.journaled.push_back(id);
         }
         while self.journaled.len() > JOURNAL_CAPACITY {
             if let Some(old) = self.journaled.pop_front() {
@@ -669,10 +674,6 @@ impl VehicleCore {
             .push(OutboxMessage::new(topic, payload, priority));
     }
 
-    fn result_message(&mut self, rec: &ResultRecord) {
-        self.encode_result(&to_result(rec));
-    }
-
     fn encode_result(&mut self, res: &CommandResult) {
         match res.encode() {
             Ok(b) => self.push(topics::results(&self.vin), b, Priority::Result),
@@ -698,21 +699,5 @@ impl VehicleCore {
                 Err(e) => tracing::error!(error = %e, "telemetry encode failed"),
             }
         }
-    }
-}
-
-/// The published form of an executor result (the one mapping).
-pub fn to_result(rec: &ResultRecord) -> CommandResult {
-    CommandResult {
-        command_id: rec.command_id.0,
-        state: match rec.state {
-            CommandState::Accepted => ResultState::Accepted,
-            CommandState::Executed => ResultState::Executed,
-            CommandState::Failed => ResultState::Failed,
-            CommandState::Rejected => ResultState::Rejected,
-        },
-        reason_code: rec.reason_code.map(str::to_string),
-        detail: rec.detail.clone(),
-        at: rec.at,
     }
 }
