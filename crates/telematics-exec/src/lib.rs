@@ -254,6 +254,7 @@ impl Executor {
                     reason_code: Some(reject.code().to_string()),
                     detail: reject.detail(),
                     at: now,
+                    retry_after_s: None,
                 };
                 self.record(rec);
                 return;
@@ -271,6 +272,7 @@ impl Executor {
             reason_code: None,
             detail: None,
             at: now,
+            retry_after_s: None,
         });
         if actuate == Actuate::EngineStop
             && let Some(run) = self.run.take()
@@ -466,6 +468,7 @@ impl Executor {
             reason_code: reason.map(str::to_string),
             detail: None,
             at: now,
+            retry_after_s: None,
         });
     }
 

@@ -162,6 +162,11 @@ pub struct CommandResult {
     pub detail: Option<String>,
     /// Time of the transition, unix milliseconds.
     pub at: u64,
+    /// For `locked_out` (and a `wrong_code` that started a wait): seconds until a code check
+    /// is allowed again. Absent otherwise, and for a lock until recovery (`detail` is then
+    /// `until_recovery`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_s: Option<u64>,
 }
 
 /// The command id's serde form: a CBOR byte string, as on the wire.
@@ -411,6 +416,9 @@ impl CommandResult {
             m.push((text("detail"), text(d)));
         }
         m.push((text("at"), uint(self.at)));
+        if let Some(r) = self.retry_after_s {
+            m.push((text("retry_after_s"), uint(r)));
+        }
         to_bytes(&Value::Map(m))
     }
 
@@ -435,6 +443,10 @@ impl CommandResult {
             reason_code: f.opt_text("reason_code")?,
             detail: f.opt_text("detail")?,
             at: f.uint("at")?,
+            retry_after_s: match f.opt("retry_after_s") {
+                None | Some(Value::Null) => None,
+                Some(_) => Some(f.uint("retry_after_s")?),
+            },
         })
     }
 }

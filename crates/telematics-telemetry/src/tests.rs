@@ -43,6 +43,7 @@ fn result(id: u8, state: ResultState, reason: Option<&str>, at: u64) -> CommandR
         reason_code: reason.map(str::to_string),
         detail: None,
         at,
+        retry_after_s: None,
     }
 }
 
@@ -73,6 +74,7 @@ fn command_id_is_a_16_byte_bstr_on_the_wire() {
         reason_code: None,
         detail: None,
         at: 1,
+        retry_after_s: None,
     };
     let bytes = r.encode().expect("enc");
     // 0x50 = major type 2 (bstr), length 16.
@@ -90,6 +92,7 @@ fn result_wire_bytes_are_pinned() {
         reason_code: Some("door_open".into()),
         detail: Some("x".into()),
         at: 1_000,
+        retry_after_s: None,
     };
     let mut want = vec![0xA5, 0x6A];
     want.extend_from_slice(b"command_id");

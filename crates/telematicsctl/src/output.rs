@@ -89,6 +89,7 @@ pub fn result_json(r: &CommandResult) -> Value {
         "state": r.state.as_str(),
         "reason_code": r.reason_code,
         "detail": r.detail,
+        "retry_after_s": r.retry_after_s,
         "at": r.at,
     })
 }

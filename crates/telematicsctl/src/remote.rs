@@ -75,6 +75,9 @@ pub enum CommandOutcome {
         reason: String,
         /// Detail text from the vehicle, if any.
         detail: Option<String>,
+        /// For `locked_out` / a `wrong_code` that started a wait: seconds until a code check
+        /// is allowed again.
+        retry_after_s: Option<u64>,
     },
     /// The vehicle accepted the command but execution failed.
     Failed {
@@ -114,13 +117,6 @@ pub struct SentCommand {
     pub counter: u64,
 }
 
-/// Extracts `retry_after_s=<n>` from a `locked_out` detail.
-fn retry_after(detail: &str) -> Option<u64> {
-    let rest = &detail[detail.find("retry_after_s=")? + "retry_after_s=".len()..];
-    let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
-    digits.parse().ok()
-}
-
 /// One readable line for a result: `accepted`, `executed`, `rejected: wrong_code`,
 /// `rejected: locked_out (retry in 60 s)`, `failed: timeout (detail)`. Untrusted text is
 /// stripped of control characters.
@@ -135,17 +131,13 @@ pub fn format_result(r: &CommandResult) -> String {
         };
     };
     let reason = sanitize(reason);
-    let detail = r.detail.as_deref().map(|d| {
-        if reason == "locked_out" {
-            if let Some(s) = retry_after(d) {
-                return format!("retry in {s} s");
-            }
-            if d.contains("until_recovery") {
-                return "locked until recovery".to_string();
-            }
+    let detail = match (r.retry_after_s, r.detail.as_deref()) {
+        (Some(s), _) => Some(format!("retry in {s} s")),
+        (None, Some("until_recovery")) if reason == "locked_out" => {
+            Some("locked until recovery".to_string())
         }
-        sanitize(d)
-    });
+        (None, d) => d.map(sanitize),
+    };
     match detail {
         Some(d) if !d.is_empty() => format!("{state}: {reason} ({d})"),
         _ => format!("{state}: {reason}"),
@@ -299,6 +291,7 @@ pub async fn send_command(
                             return Ok(CommandOutcome::Rejected {
                                 reason: reason(),
                                 detail: r.detail.clone(),
+                                retry_after_s: r.retry_after_s,
                             });
                         }
                         ResultState::Failed => {
@@ -337,6 +330,7 @@ mod tests {
             reason_code: reason.map(str::to_owned),
             detail: detail.map(str::to_owned),
             at: 1,
+            retry_after_s: None,
         }
     }
 
@@ -350,7 +344,10 @@ mod tests {
             "rejected: wrong_code"
         );
         assert_eq!(
-            format_result(&res(Rejected, Some("locked_out"), Some("retry_after_s=60"))),
+            format_result(&CommandResult {
+                retry_after_s: Some(60),
+                ..res(Rejected, Some("locked_out"), None)
+            }),
             "rejected: locked_out (retry in 60 s)"
         );
         assert_eq!(
@@ -372,6 +369,7 @@ mod tests {
         let r = |reason: &str| CommandOutcome::Rejected {
             reason: reason.into(),
             detail: None,
+            retry_after_s: None,
         };
         assert_eq!(CommandOutcome::Executed.exit_code(), 0);
         assert_eq!(r("wrong_code").exit_code(), 3);

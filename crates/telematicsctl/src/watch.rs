@@ -315,6 +315,7 @@ mod tests {
             reason_code: Some("wrong_code".into()),
             detail: None,
             at: 9,
+            retry_after_s: None,
         };
         assert_eq!(
             format_message(VIN, &topics::results(VIN), &r.encode().unwrap()),

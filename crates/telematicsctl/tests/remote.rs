@@ -136,12 +136,12 @@ async fn start_vehicle(env: &Env, state: SecurityState) -> Vehicle {
                 match verifier.begin(&mut state, &p.payload, t) {
                     Err(rej) => {
                         if let Some(id) = rej.audit.command_id {
-                            let detail = match rej.retry_after {
-                                Some(RetryAfter::Seconds(s)) => Some(format!("retry_after_s={s}")),
-                                Some(RetryAfter::UntilRecovery) => Some("until_recovery".into()),
-                                None => None,
-                            };
-                            results.push((id.0, ResultState::Rejected, Some(rej.fault), detail));
+                            results.push((
+                                id.0,
+                                ResultState::Rejected,
+                                Some(rej.fault),
+                                rej.retry_after,
+                            ));
                         }
                     }
                     Ok(pending) => {
@@ -160,13 +160,19 @@ async fn start_vehicle(env: &Env, state: SecurityState) -> Vehicle {
                     }
                 }
             }
-            for (command_id, state, fault, detail) in results {
+            for (command_id, state, fault, retry_after) in results {
+                // As the daemon answers a wait: a number, or `until_recovery` in `detail`.
                 let r = CommandResult {
                     command_id,
                     state,
                     reason_code: fault.map(|f: Fault| f.code().to_string()),
-                    detail,
+                    detail: matches!(retry_after, Some(RetryAfter::UntilRecovery))
+                        .then(|| "until_recovery".to_string()),
                     at: now() * 1000,
+                    retry_after_s: match retry_after {
+                        Some(RetryAfter::Seconds(s)) => Some(s),
+                        _ => None,
+                    },
                 };
                 pubc.publish(
                     topics::results(VIN),
@@ -237,7 +243,8 @@ async fn lock_executes_wrong_code_is_rejected_and_the_counter_survives() {
         o,
         CommandOutcome::Rejected {
             reason: "wrong_code".into(),
-            detail: None
+            detail: None,
+            retry_after_s: None,
         }
     );
     assert_eq!(o.exit_code(), 3);
@@ -278,11 +285,17 @@ async fn lockout_result_shows_the_wait() {
         assert_eq!(o.exit_code(), 3);
     }
     let (o, lines) = send(&env, &cred, &file, &spec(Action::Lock, CODE, 20)).await;
-    let CommandOutcome::Rejected { reason, detail } = &o else {
+    let CommandOutcome::Rejected {
+        reason,
+        detail,
+        retry_after_s,
+    } = &o
+    else {
         panic!("{o:?}")
     };
     assert_eq!(reason, "locked_out");
-    assert!(detail.as_deref().unwrap().starts_with("retry_after_s="));
+    assert!(retry_after_s.is_some_and(|s| s > 0), "{o:?}");
+    assert_eq!(*detail, None, "the wait is a number, not text");
     assert!(
         lines[0].starts_with("rejected: locked_out (retry in ") && lines[0].ends_with(" s)"),
         "{lines:?}"

@@ -155,6 +155,7 @@ mod tests {
             reason_code: Some("door_open".into()),
             detail: Some("x".into()),
             at: 1_000 + u64::from(i),
+            retry_after_s: None,
         }
     }
 
@@ -229,6 +230,7 @@ mod tests {
                 reason_code: Some("door_open".into()),
                 detail: None,
                 at: 1_002,
+                retry_after_s: None,
             }],
             "the old entry loads whole, its id from the key"
         );

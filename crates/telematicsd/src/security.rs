@@ -117,8 +117,10 @@ pub enum Verification {
         refusal: Refusal,
         /// The command id, when authenticated.
         command_id: Option<CommandId>,
-        /// Detail for the result: `retry_after_s=<n>` / `until_recovery` for `locked_out`.
-        detail: Option<String>,
+        /// For `locked_out` (and a `wrong_code` that started a wait): when a code check is
+        /// allowed again; the result carries it as `retry_after_s` (a number) or, until
+        /// recovery, as the detail `until_recovery`.
+        retry_after: Option<RetryAfter>,
         /// An authenticated session info for the sender (after `replay`, `expired`,
         /// `not_yet_valid` and `locked_out`; rate limited per device), to publish on
         /// `vehicles/{vin}/session`.
@@ -376,7 +378,7 @@ impl SecurityService {
                 return Verification::Rejected {
                     refusal,
                     command_id: rej.audit.command_id,
-                    detail: rej.retry_after.map(retry_detail),
+                    retry_after: rej.retry_after,
                     session_info,
                 };
             }
@@ -394,7 +396,7 @@ impl SecurityService {
             return Verification::Rejected {
                 refusal: Refusal::StatePersist,
                 command_id: Some(command_id),
-                detail: None,
+                retry_after: None,
                 session_info: None,
             };
         }
@@ -416,7 +418,7 @@ impl SecurityService {
                     return Verification::Rejected {
                         refusal: Refusal::StatePersist,
                         command_id: Some(command_id),
-                        detail: None,
+                        retry_after: None,
                         session_info: None,
                     };
                 }
@@ -429,14 +431,14 @@ impl SecurityService {
                 Verification::Verified(cmd)
             }
             Err(fault) => {
-                let detail = match fault {
-                    Fault::WrongCode => inner.state.retry_after(now).map(retry_detail),
+                let retry_after = match fault {
+                    Fault::WrongCode => inner.state.retry_after(now),
                     _ => None,
                 };
                 Verification::Rejected {
                     refusal: Refusal::Fault(fault),
                     command_id: Some(command_id),
-                    detail,
+                    retry_after,
                     session_info: None,
                 }
             }
@@ -817,7 +819,7 @@ fn lockout_snapshot(state: &SecurityState) -> u64 {
     }
 }
 
-/// The result detail of a back-off: `retry_after_s=<n>` or `until_recovery`.
+/// A back-off as audit text: `retry_after_s=<n>` or `until_recovery`.
 fn retry_detail(r: RetryAfter) -> String {
     match r {
         RetryAfter::Seconds(s) => format!("retry_after_s={s}"),

@@ -258,6 +258,10 @@ impl Pair {
     }
 
     fn envelope(&mut self, id: CommandId, action: Action) -> Vec<u8> {
+        self.envelope_with(id, action, CODE)
+    }
+
+    fn envelope_with(&mut self, id: CommandId, action: Action, code: &str) -> Vec<u8> {
         self.counter += 1;
         let req = CommandRequest {
             command_id: id,
@@ -265,7 +269,7 @@ impl Pair {
             counter: self.counter,
             issued_at: self.wall_s(),
             expires_at: self.wall_s() + 60,
-            code: CODE.into(),
+            code: code.into(),
         };
         build_command(&self.cred, &req, &SystemRandom::new()).expect("envelope")
     }
@@ -282,7 +286,11 @@ impl Pair {
                     Err(fault) => Verification::Rejected {
                         refusal: Refusal::Fault(fault),
                         command_id: Some(id),
-                        detail: None,
+                        // As `SecurityService::verify`: a wrong code that started a wait says
+                        // how long.
+                        retry_after: (fault == Fault::WrongCode)
+                            .then(|| self.sec.retry_after(now))
+                            .flatten(),
                         session_info: None,
                     },
                 }
@@ -290,7 +298,7 @@ impl Pair {
             Err(rej) => Verification::Rejected {
                 refusal: Refusal::Fault(rej.fault),
                 command_id: rej.audit.command_id,
-                detail: None,
+                retry_after: rej.retry_after,
                 session_info: None,
             },
         }
@@ -303,10 +311,22 @@ impl Pair {
     }
 
     fn send(&mut self, action: Action) -> CommandId {
+        self.send_with(action, CODE)
+    }
+
+    fn send_with(&mut self, action: Action, code: &str) -> CommandId {
         let id = CommandId(rand_id(self.counter));
-        let bytes = self.envelope(id, action);
+        let bytes = self.envelope_with(id, action, code);
         self.deliver_bytes(&bytes);
         id
+    }
+
+    fn result(&self, id: CommandId) -> Option<&CommandResult> {
+        self.durable
+            .results
+            .iter()
+            .rev()
+            .find(|r| r.command_id == id.0)
     }
 
     fn results(&self, id: CommandId) -> Vec<(ResultState, Option<String>)> {
@@ -710,7 +730,7 @@ fn a_failed_commit_at_every_commit_point_sends_no_frame_and_fails_closed() {
         Verification::Rejected {
             refusal: Refusal::StatePersist,
             command_id: Some(CommandId([3; 16])),
-            detail: None,
+            retry_after: None,
             session_info: None,
         },
         p.now,
@@ -731,6 +751,7 @@ fn a_result_an_old_daemon_left_unpublished_is_published_once_with_its_entry() {
         reason_code: None,
         detail: None,
         at: T0 - 1_000,
+        retry_after_s: None,
     };
     let mut core = core_at(
         T0,
@@ -749,4 +770,38 @@ fn a_result_an_old_daemon_left_unpublished_is_published_once_with_its_entry() {
     assert_eq!((r.command_id, r.state), ([5; 16], ResultState::Executed));
     core.handle_commit(c.id, Ok(()));
     assert!(core.poll_effect().is_none(), "published once");
+}
+
+#[test]
+fn a_lockout_wait_travels_as_a_number_in_the_result() {
+    let mut p = Pair::warm();
+    let frames = p.car.commands_received();
+    // Threshold 3 (the default): the third wrong code starts the first 30 s wait.
+    for i in 1..=3 {
+        let id = p.send_with(Action::Unlock, "9999");
+        p.run_for(50);
+        let r = p.result(id).expect("result");
+        assert_eq!(r.reason_code.as_deref(), Some("wrong_code"));
+        assert_eq!(
+            r.retry_after_s,
+            (i == 3).then_some(30),
+            "wrong code {i}: {r:?}"
+        );
+        assert_eq!(r.detail, None, "no retry text in the detail: {r:?}");
+    }
+    // During the wait even the right code is refused, with the seconds left as a number.
+    p.run_for(10_000);
+    let id = p.send(Action::Unlock);
+    p.run_for(50);
+    let r = p.result(id).expect("result");
+    assert_eq!(r.reason_code.as_deref(), Some("locked_out"));
+    assert!(
+        r.retry_after_s.is_some_and(|s| (19..=21).contains(&s)),
+        "{r:?}"
+    );
+    assert_eq!(r.detail, None);
+    // It survives the wire: the published bytes decode to the same number.
+    let wire = CommandResult::decode(&r.encode().expect("encode")).expect("decode");
+    assert_eq!(wire.retry_after_s, r.retry_after_s);
+    assert_eq!(p.car.commands_received(), frames, "nothing actuated");
 }

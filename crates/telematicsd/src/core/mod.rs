@@ -28,7 +28,7 @@ use telematics_can::CanFrame;
 use telematics_can::demo::{BodyCommand, encode_body_command};
 use telematics_exec::{Actuate, Executor, Output, VehicleSignal};
 use telematics_link::topics;
-use telematics_security::{CommandId, Fault, VerifiedCommand};
+use telematics_security::{CommandId, Fault, RetryAfter, VerifiedCommand};
 use telematics_store::{OutboxMessage, Priority};
 use telematics_telemetry::{AlertEngine, CommandResult, ResultState, Schedule};
 
@@ -360,7 +360,7 @@ impl VehicleCore {
             Verification::Rejected {
                 refusal,
                 command_id,
-                detail,
+                retry_after,
                 session_info,
             } => {
                 let command = command_id.map(|c| hex::encode(c.0));
@@ -377,7 +377,7 @@ impl VehicleCore {
                     self.session_message(info);
                 }
                 if let Some(id) = command_id {
-                    self.answer_refusal(id, refusal, detail, now);
+                    self.answer_refusal(id, refusal, retry_after, now);
                 }
             }
             // Carried out by the security service (`revoke_device`): its result is already
@@ -508,7 +508,7 @@ impl VehicleCore {
         &mut self,
         id: CommandId,
         refusal: Refusal,
-        detail: Option<String>,
+        retry_after: Option<RetryAfter>,
         now: u64,
     ) {
         if !self.answered.first(id, now) {
@@ -529,8 +529,14 @@ impl VehicleCore {
                 command_id: id.0,
                 state: ResultState::Rejected,
                 reason_code: None,
-                detail,
+                // A wait in seconds is a number; a lock until recovery says so in `detail`.
+                detail: matches!(retry_after, Some(RetryAfter::UntilRecovery))
+                    .then(|| "until_recovery".to_string()),
                 at: now,
+                retry_after_s: match retry_after {
+                    Some(RetryAfter::Seconds(s)) => Some(s),
+                    _ => None,
+                },
             },
         };
         if res.reason_code.is_none() && res.state == ResultState::Rejected {

@@ -221,7 +221,7 @@ impl SecurityService {
             return Verification::Rejected {
                 refusal: super::Refusal::StatePersist,
                 command_id: Some(id),
-                detail: None,
+                retry_after: None,
                 session_info: None,
             };
         }
@@ -232,6 +232,7 @@ impl SecurityService {
             reason_code: reason_code.map(str::to_owned),
             detail: None,
             at,
+            retry_after_s: None,
         };
         match outcome {
             Ok(()) => {
