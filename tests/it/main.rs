@@ -260,6 +260,8 @@ async fn every_precondition_refusal_has_its_reason_code() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_codes_lock_out_and_recovery_restores_access() {
+    // Eight digits: a 4-digit code can occur by chance in the hex ids and hashes of the log.
+    const NEW_CODE: &str = "86420975";
     let w = world().await;
     let mut phone = w.pair("phone", CODE).await;
     // Threshold 3: the third wrong code starts a 30 s back-off.
@@ -337,7 +339,7 @@ async fn wrong_codes_lock_out_and_recovery_restores_access() {
     assert!(matches!(r, Response::RecoveryArmed { .. }), "{r:?}");
     let r = w
         .admin(Request::ConfirmRecovery {
-            new_code: Secret("1357".into()),
+            new_code: Secret(NEW_CODE.into()),
         })
         .await;
     assert_eq!(r, Response::Done, "recovery");
@@ -351,7 +353,7 @@ async fn wrong_codes_lock_out_and_recovery_restores_access() {
         "{r:?}"
     );
     // Old credentials are void (no result: the vehicle cannot authenticate the command).
-    let id = w.send(&mut phone, Action::Unlock, "1357").await;
+    let id = w.send(&mut phone, Action::Unlock, NEW_CODE).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(w.results_of(id).is_empty());
     let audit = match w.admin(Request::Audit { limit: 50 }).await {
@@ -366,17 +368,20 @@ async fn wrong_codes_lock_out_and_recovery_restores_access() {
     assert!(
         audit
             .iter()
-            .all(|e| !e.detail.contains("1357") && !e.detail.contains(CODE)),
+            .all(|e| !e.detail.contains(NEW_CODE) && !e.detail.contains(CODE)),
         "no codes in the audit trail"
     );
     // Re-pair with the new code: access is back.
-    let mut phone2 = w.pair("phone", "1357").await;
-    let id = w.send(&mut phone2, Action::Unlock, "1357").await;
+    let mut phone2 = w.pair("phone", NEW_CODE).await;
+    let id = w.send(&mut phone2, Action::Unlock, NEW_CODE).await;
     assert_eq!(
         w.terminal(id, 15).await.last().map(|r| r.state),
         Some(ResultState::Executed)
     );
-    assert!(!w.log().contains("1357"), "the code never reaches the log");
+    assert!(
+        !w.log().contains(NEW_CODE),
+        "the code never reaches the log"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
