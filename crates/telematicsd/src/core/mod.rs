@@ -627,8 +627,11 @@ impl VehicleCore {
         let counter = self.body_counter;
         match encode_body_command(self.model.dbc(), command, counter) {
             Ok(frame) => {
-                // The run timer covering this start is durable before the frame goes out.
-                self.seal_run_timer();
+                // The run timer covering a start is durable before the frame goes out. A timer
+                // that ended (auto-stop, stop command) is cleared only in a later segment,
+                // after the stop frame: a crash in between restores the timer and stops the
+                // engine again, never leaves it running with no timer.
+                self.seal_run_timer_set();
                 self.building.after.push(Effect::SendFrame {
                     frame,
                     command,
@@ -640,6 +643,14 @@ impl VehicleCore {
                 // The vehicle's DBC has no body-command message: the command times out.
                 tracing::error!(error = %e, ?command, "cannot encode the body command for this DBC");
             }
+        }
+    }
+
+    /// [`seal_run_timer`](Self::seal_run_timer) for a new or moved timer only (before a
+    /// frame); a cleared timer stays durable until the next seal.
+    fn seal_run_timer_set(&mut self) {
+        if self.exec.durable_run_timer().is_some() {
+            self.seal_run_timer();
         }
     }
 
