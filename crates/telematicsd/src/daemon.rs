@@ -90,16 +90,25 @@ impl DaemonAdmin {
         let now = crate::security::unix_now_s();
         let h = &self.health;
         let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-        let samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        // The security lock can be held through a PBKDF2 run: taken before, and never together
+        // with, the samples lock the once-a-second sampler task needs.
+        let security = self.security.diagnostics(now);
         let outbox = self.store.outbox();
         let stats = outbox.stats().ok();
         let oldest = outbox.peek(1).ok().and_then(|m| m.first().map(|m| m.seq));
+        let (frames_per_s, oldest_age_s) = {
+            let samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+            (
+                samples.frames.per_second(),
+                oldest.and_then(|seq| samples.outbox.age_of(seq, now)),
+            )
+        };
         let cfg = &self.config;
         let limits = outbox.config();
         diagnostics::Facts {
             now,
             clock_synchronized: diagnostics::clock_synchronized(),
-            security: self.security.diagnostics(now),
+            security,
             link: diagnostics::LinkFacts::new(
                 format!("{}:{}", cfg.mqtt.host, cfg.mqtt.port),
                 &self.link.borrow(),
@@ -114,11 +123,11 @@ impl DaemonAdmin {
                 max_bytes: limits.max_bytes,
                 dropped: stats.as_ref().map_or(0, |s| s.drops.total()),
                 write_failures: n(&h.enqueue_failures) + n(&h.store_failures),
-                oldest_age_s: oldest.and_then(|seq| samples.outbox.age_of(seq, now)),
+                oldest_age_s,
             },
             buses: vec![diagnostics::BusFacts {
                 name: bus_name(cfg),
-                frames_per_s: samples.frames.per_second(),
+                frames_per_s,
                 frames: n(&h.frames),
                 signals: n(&h.signals_mapped),
                 fresh: n(&h.signals_fresh),
