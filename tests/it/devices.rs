@@ -345,3 +345,44 @@ async fn a_revocation_built_by_the_python_pycose_client_is_accepted_and_not_repl
         .await;
     assert_eq!(o.refused.as_deref(), Some("nonce_reused"));
 }
+
+/// Durability before effect for a remote revocation: a verified revocation whose security
+/// state cannot be written stops the daemon with `store.write_failed` (as a command does),
+/// and is not in force after the restart (the back end got no `revoked` outcome and resends).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_that_cannot_be_persisted_stops_the_daemon() {
+    use telematicsd::failpoint::{WRITE_ENV_VAR, Write};
+    let mut w = world().await;
+    let mut phone = w.pair("phone", CODE).await;
+    assert_eq!(w.stop_daemon().await, Some(0));
+    w.start_daemon_with(|c| {
+        c.env(WRITE_ENV_VAR, Write::SecurityState.name());
+    })
+    .await;
+    let now = now_s();
+    let rev = sign_revocation(
+        &w.backend_key,
+        VIN,
+        &kid(&phone),
+        now,
+        now + 600,
+        &ring::rand::SystemRandom::new(),
+    )
+    .unwrap();
+    w.publish_to(topics::devices_revoke(VIN), rev).await;
+    let st = w
+        .wait_daemon_exit(20)
+        .await
+        .unwrap_or_else(|| panic!("daemon did not stop; log:\n{}", w.log()));
+    let log = w.log();
+    assert_eq!(st.code(), Some(1), "exit 1; log:\n{log}");
+    assert!(log.contains("error[store.write_failed]"), "log:\n{log}");
+    assert!(!log.contains("panicked"), "log:\n{log}");
+    // Restarted without the fault: the revocation was never durable, the phone still works.
+    w.start_daemon().await;
+    let id = w.send(&mut phone, Action::Unlock, CODE).await;
+    assert_eq!(
+        w.terminal(id, 15).await.last().map(|r| r.state),
+        Some(ResultState::Executed)
+    );
+}

@@ -13,14 +13,14 @@ use crate::payload::{Fields, bad, text, to_bytes, uint};
 pub enum DeviceStatus {
     /// Can send commands.
     Active,
-    /// Revoked (in the car, by the back end or by another device) at the given Unix second.
+    /// Revoked (in the car, by the back end or by another device), with when.
     Revoked {
-        /// Unix seconds.
+        /// Unix milliseconds (whole seconds).
         at: u64,
     },
-    /// Voided by a completed recovery (code reset) at the given Unix second.
+    /// Voided by a completed recovery (code reset), with when.
     VoidedByRecovery {
-        /// Unix seconds.
+        /// Unix milliseconds (whole seconds).
         at: u64,
     },
 }
@@ -43,9 +43,9 @@ pub struct DeviceEntry {
     pub key_id: Vec<u8>,
     /// Name given at pairing.
     pub name: String,
-    /// Paired at, Unix seconds.
+    /// Paired at, Unix milliseconds (whole seconds).
     pub paired_at: u64,
-    /// Last command that passed verification, Unix seconds.
+    /// Last command that passed verification, Unix milliseconds (whole seconds).
     pub last_command_at: Option<u64>,
     /// Status.
     pub status: DeviceStatus,

@@ -15,7 +15,7 @@ use ring::rand::SystemRandom;
 use rumqttc::{Event, Packet, QoS, SubscribeReasonCode};
 use telematics_admin::{self as admin, Request, Response};
 
-use crate::output::print_error;
+use crate::output::{print_error, rfc3339};
 use telematics_link::topics;
 use telematics_security::{Action, KeyId};
 use telematics_telemetry::{DeviceList, DeviceStatus, RevocationOutcome};
@@ -96,7 +96,7 @@ fn status_fields(s: DeviceStatus) -> (&'static str, Option<u64>) {
     }
 }
 
-/// JSON form of a device list (`key_id` in hex; times in Unix seconds, `at` in ms).
+/// JSON form of a device list (`key_id` in hex; times in Unix milliseconds, as published).
 pub fn device_list_json(l: &DeviceList) -> serde_json::Value {
     let devices: Vec<_> = l
         .devices
@@ -118,19 +118,20 @@ pub fn device_list_json(l: &DeviceList) -> serde_json::Value {
 
 /// One line per device: key id, name, paired at, last command at, status.
 pub fn device_list_table(l: &DeviceList) -> String {
+    let time = |ms: u64| rfc3339(ms / 1000);
     let mut out = format!(
-        "{:<18} {:<20} {:>12} {:>12} STATUS\n",
+        "{:<18} {:<20} {:<20} {:<20} STATUS\n",
         "KEY_ID", "NAME", "PAIRED_AT", "LAST_CMD_AT"
     );
     for d in &l.devices {
         let (status, at) = status_fields(d.status);
-        let last = d.last_command_at.map_or("-".to_string(), |t| t.to_string());
-        let status = at.map_or(status.to_string(), |t| format!("{status} at {t}"));
+        let last = d.last_command_at.map_or("-".to_string(), time);
+        let status = at.map_or(status.to_string(), |t| format!("{status} at {}", time(t)));
         out.push_str(&format!(
-            "{:<18} {:<20} {:>12} {:>12} {status}\n",
+            "{:<18} {:<20} {:<20} {:<20} {status}\n",
             hex::encode(&d.key_id),
             sanitize(&d.name),
-            d.paired_at,
+            time(d.paired_at),
             last
         ));
     }
@@ -470,29 +471,29 @@ mod tests {
                 DeviceEntry {
                     key_id: vec![1; 8],
                     name: "a\x1b[31m".into(),
-                    paired_at: 10,
-                    last_command_at: Some(20),
+                    paired_at: 10_000,
+                    last_command_at: Some(20_000),
                     status: DeviceStatus::Active,
                 },
                 DeviceEntry {
                     key_id: vec![2; 8],
                     name: "b".into(),
-                    paired_at: 11,
+                    paired_at: 11_000,
                     last_command_at: None,
-                    status: DeviceStatus::Revoked { at: 30 },
+                    status: DeviceStatus::Revoked { at: 30_000 },
                 },
             ],
         };
         let t = device_list_table(&l);
         assert!(
-            t.contains("0101010101010101") && t.contains("revoked at 30"),
+            t.contains("0101010101010101") && t.contains("revoked at 1970-01-01T00:00:30Z"),
             "{t}"
         );
         assert!(!t.contains('\x1b'), "{t}");
         let j = device_list_json(&l);
-        assert_eq!(j["devices"][0]["last_command_at"], 20);
+        assert_eq!(j["devices"][0]["last_command_at"], 20_000);
         assert_eq!(j["devices"][1]["status"], "revoked");
-        assert_eq!(j["devices"][1]["status_at"], 30);
+        assert_eq!(j["devices"][1]["status_at"], 30_000);
         assert!(j["devices"][1]["last_command_at"].is_null());
     }
 }

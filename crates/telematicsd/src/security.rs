@@ -56,6 +56,7 @@ pub const AUDIT_AGGREGATE_KIND: &str = "refused.aggregate";
 
 /// Unix time in seconds (the security layer compares with the sender's wall clock; the admin
 /// protocol's times are in the same clock).
+pub use devices::DevicesMessage;
 pub use telematics_admin::unix_now_s;
 
 /// Why the daemon refused a command.
@@ -1358,7 +1359,10 @@ mod tests {
         )
         .expect("sign");
         let topic = telematics_link::topics::devices_revoke(VIN);
-        assert!(s.devices_message(&topic, &rev, T0 + 1));
+        assert_eq!(
+            s.devices_message(&topic, &rev, T0 + 1),
+            DevicesMessage::Handled
+        );
         drop(s);
         // Durable: a restart finds it revoked, and its commands are refused `revoked_key`.
         let s = car.open();
@@ -1372,7 +1376,10 @@ mod tests {
             }
         ));
         // Replayed: refused and audited, nothing changes.
-        assert!(s.devices_message(&topic, &rev, T0 + 3));
+        assert_eq!(
+            s.devices_message(&topic, &rev, T0 + 3),
+            DevicesMessage::Handled
+        );
         s.flush_refusals(T0 + 3, true);
         let audit = audit_kinds(&s);
         assert!(
@@ -1387,7 +1394,10 @@ mod tests {
                 .any(|(k, d)| k == "revocation.rejected" && d.contains("fault=nonce_reused")),
             "{audit:?}"
         );
-        assert!(!s.devices_message(&telematics_link::topics::commands(VIN), &rev, T0));
+        assert_eq!(
+            s.devices_message(&telematics_link::topics::commands(VIN), &rev, T0),
+            DevicesMessage::NotDevices
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use telematics_link::{Incoming, topics};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::security::{SecurityService, Verification, unix_now_s};
+use crate::security::{DevicesMessage, Refusal, SecurityService, Verification, unix_now_s};
 
 /// Most received messages verified in one blocking call (amortises the hand-off to the
 /// blocking pool under a flood of cheap refusals).
@@ -70,11 +70,24 @@ pub async fn verify_worker(
                         Some(info) => SecurityOutput::SessionInfo(info),
                         None => continue,
                     }
-                } else if sec.devices_message(&msg.topic, &msg.payload, unix_now_s()) {
-                    continue;
                 } else {
-                    tracing::warn!(topic = %msg.topic, "message on an unexpected topic ignored");
-                    continue;
+                    match sec.devices_message(&msg.topic, &msg.payload, unix_now_s()) {
+                        DevicesMessage::Handled => continue,
+                        // A verified revocation not made durable: the core stops the daemon
+                        // (`store.write_failed`), exactly as for a command's security state.
+                        DevicesMessage::StatePersistFailed => {
+                            SecurityOutput::Command(Verification::Rejected {
+                                refusal: Refusal::StatePersist,
+                                command_id: None,
+                                retry_after: None,
+                                session_info: None,
+                            })
+                        }
+                        DevicesMessage::NotDevices => {
+                            tracing::warn!(topic = %msg.topic, "message on an unexpected topic ignored");
+                            continue;
+                        }
+                    }
                 };
                 if tx.blocking_send(output).is_err() {
                     return false;

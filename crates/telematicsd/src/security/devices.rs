@@ -48,11 +48,26 @@ pub(super) struct Publication {
 }
 
 /// The published form of a credential's status.
+/// What [`SecurityService::devices_message`] did with a received message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DevicesMessage {
+    /// Not a device topic.
+    NotDevices,
+    /// Handled (answered, refused and audited, or revoked and persisted).
+    Handled,
+    /// A verified revocation could not be persisted: stop, as for any security-state write.
+    StatePersistFailed,
+}
+
 fn status(s: CredentialStatus) -> DeviceStatus {
     match s {
         CredentialStatus::Active => DeviceStatus::Active,
-        CredentialStatus::Revoked { at } => DeviceStatus::Revoked { at },
-        CredentialStatus::VoidedByRecovery { at } => DeviceStatus::VoidedByRecovery { at },
+        CredentialStatus::Revoked { at } => DeviceStatus::Revoked {
+            at: at.saturating_mul(1000),
+        },
+        CredentialStatus::VoidedByRecovery { at } => DeviceStatus::VoidedByRecovery {
+            at: at.saturating_mul(1000),
+        },
     }
 }
 
@@ -83,8 +98,10 @@ impl SecurityService {
 
     /// Handles a message on one of the device topics at `now` (Unix s): a list request on
     /// `vehicles/{vin}/devices/request` (payload ignored) or a signed revocation on
-    /// `vehicles/{vin}/devices/revoke`. Returns `false` for any other topic (not handled).
-    pub fn devices_message(&self, topic: &str, bytes: &[u8], now: u64) -> bool {
+    /// `vehicles/{vin}/devices/revoke`. [`DevicesMessage::NotDevices`] for any other topic;
+    /// [`DevicesMessage::StatePersistFailed`] when a verified revocation could not be made
+    /// durable: the caller stops the daemon (`store.write_failed`), as for a command.
+    pub fn devices_message(&self, topic: &str, bytes: &[u8], now: u64) -> DevicesMessage {
         if topic == topics::devices_request(&self.vin) {
             let mut g = self.lock();
             let inner = &mut *g;
@@ -99,18 +116,22 @@ impl SecurityService {
                     self.publish_devices(inner, now);
                 }
             }
-            true
+            DevicesMessage::Handled
         } else if topic == topics::devices_revoke(&self.vin) {
-            self.remote_revocation(bytes, now);
-            true
+            if self.remote_revocation(bytes, now) {
+                DevicesMessage::Handled
+            } else {
+                DevicesMessage::StatePersistFailed
+            }
         } else {
-            false
+            DevicesMessage::NotDevices
         }
     }
 
     /// A back-end-signed revocation: verify, revoke, **persist**, then audit and publish the
-    /// outcome, the alert and the new list. A refusal changes nothing.
-    fn remote_revocation(&self, bytes: &[u8], now: u64) {
+    /// outcome, the alert and the new list. A refusal changes nothing. `false` only when the
+    /// revocation could not be persisted (fail closed).
+    fn remote_revocation(&self, bytes: &[u8], now: u64) -> bool {
         let mut g = self.lock();
         let inner = &mut *g;
         let mut candidate = inner.state.clone();
@@ -144,7 +165,7 @@ impl SecurityService {
                 {
                     self.publish_outcome(now, r.nonce, r.key_id, Some(fault.code()));
                 }
-                return;
+                return true;
             }
         };
         if let Err(e) = self.persist(&candidate) {
@@ -156,7 +177,7 @@ impl SecurityService {
             );
             self.audit(inner, now, Source::Revocation.audit_kind(), detail);
             self.publish_outcome(now, rev.nonce, rev.key_id, Some("state_persist"));
-            return;
+            return false;
         }
         inner.state = candidate;
         let detail = format!(
@@ -167,6 +188,7 @@ impl SecurityService {
         self.audit(inner, now, "device.revoked", detail);
         self.publish_outcome(now, rev.nonce, rev.key_id.clone(), None);
         self.announce_revocation(inner, &rev.key_id, now);
+        true
     }
 
     /// `true` when a refusal of `nonce` should be answered: always, except a replayed nonce
@@ -346,8 +368,8 @@ pub fn device_list(vin: &str, state: &telematics_security::SecurityState, now: u
             .map(|d| DeviceEntry {
                 key_id: d.key_id.0,
                 name: d.name,
-                paired_at: d.created_at,
-                last_command_at: d.last_used_at,
+                paired_at: d.created_at.saturating_mul(1000),
+                last_command_at: d.last_used_at.map(|t| t.saturating_mul(1000)),
                 status: status(d.status),
             })
             .collect(),
