@@ -8,7 +8,7 @@ use telematics_telemetry::{
 
 use crate::CtlError;
 use crate::mqtt::{MqttConn, check_connack, connect, disconnect, sanitize};
-use crate::output::{alert_json, result_json, rfc3339, rfc3339_ms, telemetry_json};
+use crate::output::{alert_json, result_json, rfc3339_ms, telemetry_json};
 use crate::remote::format_result;
 use serde_json::json;
 
@@ -116,7 +116,7 @@ fn status_line(s: &Status) -> String {
         sanitize(&s.config_version),
         sanitize(&s.dbc_hash),
         sanitize(&s.mapping_hash),
-        rfc3339(s.at)
+        rfc3339_ms(s.at)
     )
 }
 
@@ -325,19 +325,19 @@ mod tests {
             state: Presence::Offline,
             agent_version: "0.1.0".into(),
             config_version: "c1".into(),
-            at: 3,
+            at: 3_000,
             build: "g1".into(),
             dbc_hash: "d1".into(),
             mapping_hash: "m1".into(),
         };
         assert_eq!(
             format_message(VIN, &topics::status(VIN), &s.to_cbor()),
-            "status offline agent=0.1.0 build=g1 config=c1 dbc=d1 mapping=m1 at=1970-01-01T00:00:03Z"
+            "status offline agent=0.1.0 build=g1 config=c1 dbc=d1 mapping=m1 at=1970-01-01T00:00:03.000Z"
         );
         s.state = Presence::CommandsRefused;
         assert_eq!(
             format_message(VIN, &topics::status(VIN), &s.to_cbor()),
-            "status commands_refused agent=0.1.0 build=g1 config=c1 dbc=d1 mapping=m1 at=1970-01-01T00:00:03Z"
+            "status commands_refused agent=0.1.0 build=g1 config=c1 dbc=d1 mapping=m1 at=1970-01-01T00:00:03.000Z"
         );
     }
 
