@@ -16,17 +16,19 @@ fn git(args: &[&str]) -> Option<String> {
 fn main() {
     let hash = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=TMD_BUILD_GIT_HASH={hash}");
-    // Rebuild when HEAD moves: the HEAD file (branch switch) and the branch's ref (commit).
-    if let Some(head) = git(&["rev-parse", "--git-path", "HEAD"]) {
-        println!("cargo:rerun-if-changed={head}");
+    // Rebuild when HEAD moves: the HEAD file (branch switch) and the branch's ref (commit),
+    // loose or packed. Only files that exist: cargo reruns a build script on every build while
+    // a `rerun-if-changed` path is missing (a fresh clone has no loose branch ref, a repository
+    // that never packed has no packed-refs), which rebuilt the daemon on every cargo call.
+    let watch = |path: Option<String>| {
+        if let Some(p) = path.filter(|p| std::path::Path::new(p).exists()) {
+            println!("cargo:rerun-if-changed={p}");
+        }
+    };
+    watch(git(&["rev-parse", "--git-path", "HEAD"]));
+    if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
+        watch(git(&["rev-parse", "--git-path", &branch]));
     }
-    if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"])
-        && let Some(r) = git(&["rev-parse", "--git-path", &branch])
-    {
-        println!("cargo:rerun-if-changed={r}");
-    }
-    if let Some(packed) = git(&["rev-parse", "--git-path", "packed-refs"]) {
-        println!("cargo:rerun-if-changed={packed}");
-    }
+    watch(git(&["rev-parse", "--git-path", "packed-refs"]));
     println!("cargo:rerun-if-changed=build.rs");
 }
