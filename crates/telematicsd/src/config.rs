@@ -843,7 +843,7 @@ mod tests {
     fn mqtt_packet_and_reconnect_keys() {
         let c = Config::from_toml_with_env(&base(), env(&[])).expect("valid");
         assert_eq!(c.mqtt.max_incoming_packet, 1024 * 1024 + 4096);
-        let lc = crate::runtime::link_config(&c);
+        let lc = crate::runtime::link_config(&c, &c.versions());
         assert_eq!(lc.max_incoming_packet, 1024 * 1024 + 4096);
         assert_eq!(lc.backoff_min, std::time::Duration::from_secs(1));
         assert_eq!(lc.stable_after, std::time::Duration::from_secs(60));
@@ -852,7 +852,7 @@ mod tests {
             base()
         );
         let c = Config::from_toml_with_env(&text, env(&[])).expect("valid");
-        let lc = crate::runtime::link_config(&c);
+        let lc = crate::runtime::link_config(&c, &c.versions());
         assert_eq!(lc.max_incoming_packet, 2_000_000);
         assert_eq!(lc.backoff_min, std::time::Duration::from_millis(250));
         assert_eq!(lc.backoff_max, std::time::Duration::from_secs(30));

@@ -390,7 +390,7 @@ impl Daemon {
             link_handle: runtime.link_handle(),
             store: self.store.clone(),
             config: self.config.clone(),
-            versions: self.config.versions(),
+            versions: runtime.versions().clone(),
             samples,
         });
         let admin_task = tokio::spawn(admin::serve(

@@ -40,7 +40,7 @@ use telematics_store::Store;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, Versions};
 use crate::core::{CoreParts, Effect, Restored, VehicleCore};
 use crate::error::DaemonError;
 use crate::security::{SecurityService, Verification, unix_now_s};
@@ -59,6 +59,7 @@ pub struct Runtime {
     clock: Clock,
     health: Arc<Health>,
     core: VehicleCore,
+    versions: Versions,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -68,7 +69,7 @@ impl std::fmt::Debug for Runtime {
 }
 
 /// Builds the MQTT link configuration from `[mqtt]`.
-pub fn link_config(cfg: &Config) -> LinkConfig {
+pub fn link_config(cfg: &Config, versions: &Versions) -> LinkConfig {
     let mut lc = LinkConfig::new(
         cfg.vehicle.vin.clone(),
         cfg.mqtt.host.clone(),
@@ -85,9 +86,12 @@ pub fn link_config(cfg: &Config) -> LinkConfig {
     lc.backoff_min = Duration::from_millis(cfg.mqtt.reconnect_min_ms);
     lc.backoff_max = Duration::from_secs(cfg.mqtt.reconnect_max_s);
     lc.stable_after = Duration::from_secs(cfg.mqtt.reconnect_stable_s);
-    let v = cfg.versions();
-    (lc.config_version, lc.build, lc.dbc_hash, lc.mapping_hash) =
-        (v.config, v.build, v.dbc, v.mapping);
+    (lc.config_version, lc.build, lc.dbc_hash, lc.mapping_hash) = (
+        versions.config.clone(),
+        versions.build.clone(),
+        versions.dbc.clone(),
+        versions.mapping.clone(),
+    );
     lc
 }
 
@@ -146,8 +150,12 @@ impl Runtime {
         let health = Arc::new(Health::default());
         let now = clock.now_ms();
         health.heartbeat_ms.store(now, Ordering::Relaxed);
-        let (link, incoming) = telematics_link::Link::start(link_config(&cfg), store.outbox())
-            .map_err(|e| DaemonError::Link(e.to_string()))?;
+        // Read once (it hashes the DBC and mapping files): the retained status and the admin
+        // status report the same values.
+        let versions = cfg.versions();
+        let (link, incoming) =
+            telematics_link::Link::start(link_config(&cfg, &versions), store.outbox())
+                .map_err(|e| DaemonError::Link(e.to_string()))?;
         security.attach_link(link.clone());
         tracing::info!(entries = restored.journal.len(), "command journal restored");
         let core = VehicleCore::new(parts, restored, now);
@@ -161,7 +169,13 @@ impl Runtime {
             clock,
             health,
             core,
+            versions,
         })
+    }
+
+    /// The versions the link announces in the retained status (config, build, DBC, mapping).
+    pub fn versions(&self) -> &Versions {
+        &self.versions
     }
 
     /// Shared health counters.
