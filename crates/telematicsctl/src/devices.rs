@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
 use ring::rand::SystemRandom;
-use rumqttc::{Event, Packet, QoS, SubscribeReasonCode};
+use rumqttc::{Event, Packet, QoS};
 use telematics_admin::{self as admin, Request, Response};
 
 use crate::output::{print_error, rfc3339};
@@ -21,7 +21,7 @@ use telematics_security::{Action, KeyId};
 use telematics_telemetry::{DeviceList, DeviceStatus, RevocationOutcome};
 
 use crate::cli::{CodeInput, MqttArgs, read_code};
-use crate::mqtt::{MqttConn, check_connack, connect, disconnect, sanitize};
+use crate::mqtt::{MqttConn, check_connack, check_suback, connect, disconnect, sanitize};
 use crate::remote::{CommandOutcome, CommandSpec, EXIT_REJECTED, EXIT_TIMEOUT, send_command};
 use crate::{CtlError, counter, keys, remote, watch};
 
@@ -163,15 +163,7 @@ async fn publish_and_wait<T>(
             match event {
                 Event::Incoming(Packet::ConnAck(ack)) => check_connack(ack.code)?,
                 Event::Incoming(Packet::SubAck(ack)) if !sent => {
-                    if ack
-                        .return_codes
-                        .iter()
-                        .any(|c| matches!(c, SubscribeReasonCode::Failure))
-                    {
-                        return Err(CtlError::Mqtt(format!(
-                            "subscription to {listen} refused (broker ACL)"
-                        )));
-                    }
+                    check_suback(&ack, listen)?;
                     client
                         .publish(send, QoS::AtLeastOnce, false, payload.clone())
                         .await
@@ -180,7 +172,7 @@ async fn publish_and_wait<T>(
                 }
                 Event::Incoming(Packet::Publish(p)) if p.topic == listen => {
                     if let Some(v) = accept(&p.payload) {
-                        return Ok(v);
+                        return Ok::<T, CtlError>(v);
                     }
                 }
                 _ => {}

@@ -59,6 +59,22 @@ pub(crate) fn check_connack(code: ConnectReturnCode) -> Result<(), CtlError> {
     }
 }
 
+/// A SUBACK that refuses any of its filters is an error naming `what` was subscribed (the
+/// broker's ACL denies it: waiting on would never receive anything).
+pub(crate) fn check_suback(ack: &rumqttc::SubAck, what: &str) -> Result<(), CtlError> {
+    if ack
+        .return_codes
+        .iter()
+        .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
+    {
+        Err(CtlError::Mqtt(format!(
+            "subscription to {what} refused (broker ACL)"
+        )))
+    } else {
+        Ok(())
+    }
+}
+
 /// Best-effort clean disconnect: send DISCONNECT and poll until it is written (at most 1 s).
 pub(crate) async fn disconnect(client: &AsyncClient, ev: &mut EventLoop) {
     if client.disconnect().await.is_err() {

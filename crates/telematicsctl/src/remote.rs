@@ -15,13 +15,13 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ring::rand::{SecureRandom, SystemRandom};
-use rumqttc::{Event, Packet, QoS, SubscribeReasonCode};
+use rumqttc::{Event, Packet, QoS};
 use telematics_link::topics;
 use telematics_security::client::{CommandRequest, build_command};
 use telematics_security::{Action, CommandId, ExportedCredential};
 use telematics_telemetry::{CommandResult, ResultState};
 
-use crate::mqtt::{MqttConn, check_connack, connect, disconnect, sanitize};
+use crate::mqtt::{MqttConn, check_connack, check_suback, connect, disconnect, sanitize};
 use crate::{CtlError, counter};
 
 /// Exit code: the command was executed.
@@ -253,15 +253,7 @@ pub async fn send_command(
             match event {
                 Event::Incoming(Packet::ConnAck(ack)) => check_connack(ack.code)?,
                 Event::Incoming(Packet::SubAck(ack)) if !publish_sent => {
-                    if ack
-                        .return_codes
-                        .iter()
-                        .any(|c| matches!(c, SubscribeReasonCode::Failure))
-                    {
-                        return Err(CtlError::Mqtt(format!(
-                            "subscription to {results_topic} refused (broker ACL)"
-                        )));
-                    }
+                    check_suback(&ack, &results_topic)?;
                     client
                         .publish(
                             commands_topic.clone(),
@@ -286,7 +278,9 @@ pub async fn send_command(
                     let reason = || r.reason_code.clone().unwrap_or_else(|| "unknown".into());
                     match r.state {
                         ResultState::Accepted => accepted = true,
-                        ResultState::Executed => return Ok(CommandOutcome::Executed),
+                        ResultState::Executed => {
+                            return Ok::<_, CtlError>(CommandOutcome::Executed);
+                        }
                         ResultState::Rejected => {
                             return Ok(CommandOutcome::Rejected {
                                 reason: reason(),

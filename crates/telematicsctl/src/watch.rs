@@ -1,13 +1,13 @@
 //! `watch`: subscribe to a vehicle's topics and print every message decoded, one per line.
 
-use rumqttc::{Event, Packet, QoS, SubscribeReasonCode};
+use rumqttc::{Event, Packet, QoS};
 use telematics_link::{Presence, Status, topics};
 use telematics_telemetry::{
     Alert, AlertState, CommandResult, SignalValue, Telemetry, TelemetryKind,
 };
 
 use crate::CtlError;
-use crate::mqtt::{MqttConn, check_connack, connect, disconnect, sanitize};
+use crate::mqtt::{MqttConn, check_connack, check_suback, connect, disconnect, sanitize};
 use crate::output::{alert_json, result_json, rfc3339_ms, telemetry_json};
 use crate::remote::format_result;
 use serde_json::json;
@@ -231,15 +231,7 @@ pub async fn watch(
         match event {
             Event::Incoming(Packet::ConnAck(ack)) => check_connack(ack.code)?,
             Event::Incoming(Packet::SubAck(ack)) => {
-                if ack
-                    .return_codes
-                    .iter()
-                    .any(|c| matches!(c, SubscribeReasonCode::Failure))
-                {
-                    return Err(CtlError::Mqtt(
-                        "subscription refused by the broker (ACL)".into(),
-                    ));
-                }
+                check_suback(&ack, &format!("vehicles/{}/…", spec.vin))?;
                 pending = pending.saturating_sub(1);
                 if pending == 0 {
                     on_ready();
