@@ -9,6 +9,7 @@ mod ctl;
 mod devices;
 mod doctor;
 mod durability;
+mod events;
 mod faults;
 
 use std::time::Duration;

@@ -128,6 +128,9 @@ impl AlertEngine {
                 state: next,
                 value: Some(value.clone()),
                 threshold: Some(threshold),
+                count: None,
+                device: None,
+                until: None,
             });
         }
         out
@@ -151,6 +154,9 @@ impl AlertEngine {
             },
             value: None,
             threshold: None,
+            count: None,
+            device: None,
+            until: None,
         })
     }
 

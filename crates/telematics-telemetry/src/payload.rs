@@ -121,6 +121,13 @@ pub struct Alert {
     pub value: Option<SignalValue>,
     /// Threshold crossed.
     pub threshold: Option<f64>,
+    /// Security events: how many (consecutive wrong codes; refusals aggregated in a window).
+    pub count: Option<u64>,
+    /// Security events: the device concerned, its key id in hex (never a secret).
+    pub device: Option<String>,
+    /// Security events: until when (Unix ms) the condition holds (end of a lockout wait,
+    /// recovery confirmation deadline).
+    pub until: Option<u64>,
 }
 
 /// Command result state: the one lifecycle type of a command (executor, daemon core, journal,
@@ -248,6 +255,12 @@ impl Fields {
             Some(_) => self.text(key).map(Some),
         }
     }
+    pub(crate) fn opt_uint(&self, key: &'static str) -> Result<Option<u64>, TelemetryError> {
+        match self.opt(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(_) => self.uint(key).map(Some),
+        }
+    }
     pub(crate) fn uint(&self, key: &'static str) -> Result<u64, TelemetryError> {
         match self.get(key)? {
             Value::Integer(i) => u64::try_from(*i).map_err(|_| TelemetryError::Schema {
@@ -331,6 +344,23 @@ impl Telemetry {
 }
 
 impl Alert {
+    /// A one-shot event of `kind` (state `raised`, no signal, value or threshold), e.g. a
+    /// security event for the owner; the caller fills `count`, `device`, `until`.
+    pub fn event(vin: &str, kind: &str, at: u64) -> Self {
+        Alert {
+            vin: vin.to_owned(),
+            at,
+            kind: kind.to_owned(),
+            signal: None,
+            state: AlertState::Raised,
+            value: None,
+            threshold: None,
+            count: None,
+            device: None,
+            until: None,
+        }
+    }
+
     /// Encode to CBOR.
     pub fn encode(&self) -> Result<Vec<u8>, TelemetryError> {
         let state = match self.state {
@@ -351,6 +381,15 @@ impl Alert {
         }
         if let Some(t) = self.threshold {
             m.push((text("threshold"), Value::Float(t)));
+        }
+        if let Some(n) = self.count {
+            m.push((text("count"), uint(n)));
+        }
+        if let Some(d) = &self.device {
+            m.push((text("device"), text(d)));
+        }
+        if let Some(u) = self.until {
+            m.push((text("until"), uint(u)));
         }
         to_bytes(&Value::Map(m))
     }
@@ -381,6 +420,9 @@ impl Alert {
             state,
             value,
             threshold,
+            count: f.opt_uint("count")?,
+            device: f.opt_text("device")?,
+            until: f.opt_uint("until")?,
         })
     }
 }

@@ -62,8 +62,55 @@ fn result_alert_status_roundtrip() {
         state: AlertState::Raised,
         value: Some(f(9.0)),
         threshold: Some(10.0),
+        count: None,
+        device: None,
+        until: None,
     };
     assert_eq!(Alert::decode(&a.encode().expect("enc")).expect("dec"), a);
+}
+
+#[test]
+fn security_event_fields_roundtrip_and_wrong_types_are_refused() {
+    let mut a = Alert::event(VIN, "security_wrong_code", T0);
+    a.count = Some(3);
+    a.device = Some("a1b2".into());
+    a.until = Some(T0 + 30_000);
+    assert_eq!(Alert::decode(&a.encode().expect("enc")).expect("dec"), a);
+    // An old consumer's view: the known fields decode as before, the new ones are optional.
+    let plain = Alert::event(VIN, "security_device_paired", T0);
+    let back = Alert::decode(&plain.encode().expect("enc")).expect("dec");
+    assert_eq!((back.count, back.device, back.until), (None, None, None));
+    let mut m = Vec::new();
+    ciborium::ser::into_writer(
+        &ciborium::Value::Map(vec![
+            (
+                ciborium::Value::Text("vin".into()),
+                ciborium::Value::Text(VIN.into()),
+            ),
+            (
+                ciborium::Value::Text("at".into()),
+                ciborium::Value::Integer(1.into()),
+            ),
+            (
+                ciborium::Value::Text("kind".into()),
+                ciborium::Value::Text("k".into()),
+            ),
+            (
+                ciborium::Value::Text("state".into()),
+                ciborium::Value::Text("raised".into()),
+            ),
+            (
+                ciborium::Value::Text("count".into()),
+                ciborium::Value::Integer((-1).into()),
+            ),
+        ]),
+        &mut m,
+    )
+    .expect("cbor");
+    assert!(matches!(
+        Alert::decode(&m),
+        Err(TelemetryError::Schema { field: "count", .. })
+    ));
 }
 
 #[test]

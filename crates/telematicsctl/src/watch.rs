@@ -295,6 +295,9 @@ mod tests {
             state: AlertState::Raised,
             value: Some(SignalValue::Int(9)),
             threshold: Some(10.0),
+            count: None,
+            device: None,
+            until: None,
         };
         assert_eq!(
             format_message(VIN, &topics::alerts(VIN), &a.encode().unwrap()),

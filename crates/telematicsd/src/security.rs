@@ -12,6 +12,11 @@
 //! Paired devices seen from the owner's side ([`devices`]): the retained device list on
 //! `vehicles/{vin}/devices`, remote revocation by the back end and the `revoke_device` action.
 //!
+//! Security events for the owner ([`SecurityEvent`]: pairing, revocation, wrong code,
+//! recovery armed and confirmed) are reported to the runtime's core once the state change that
+//! caused them is persisted ([`SecurityService::attach_events`]); the core commits them as
+//! alerts. A failed write reports nothing (nothing happened). No event carries a secret.
+//!
 //! All methods are blocking (PBKDF2, fsync); the runtime calls them from `spawn_blocking`.
 //! One mutex serialises every code check and every state change, so parallel commands cannot
 //! multiply guesses and every persisted state is the result of a complete operation.
@@ -31,9 +36,11 @@ use telematics_security::{
     VerifiedCommand, Verifier, validate_device_name,
 };
 use telematics_store::Store;
+use tokio::sync::mpsc;
 
 use crate::admin::{AdminHandler, AuditEvent, DeviceInfo, Request, Response};
 use crate::config::Config;
+use crate::core::SecurityEvent;
 use crate::error::DaemonError;
 use crate::failpoint::{self, Crash};
 
@@ -209,6 +216,9 @@ pub struct SecurityService {
     /// The MQTT link's outbox, attached by the runtime ([`SecurityService::attach_link`]):
     /// where the device list, revocation outcomes and their alerts and results go.
     link: OnceLock<LinkHandle>,
+    /// Where security events go (the runtime's core), attached by the runtime
+    /// ([`SecurityService::attach_events`]).
+    events: OnceLock<mpsc::UnboundedSender<SecurityEvent>>,
 }
 
 impl std::fmt::Debug for SecurityService {
@@ -304,7 +314,30 @@ impl SecurityService {
             started: Instant::now(),
             locked_until,
             link: OnceLock::new(),
+            events: OnceLock::new(),
         })
+    }
+
+    /// Attaches the receiver of security events (the runtime feeds them to the core, which
+    /// commits them as alerts). Called once by the runtime; events before it are not kept.
+    /// The channel is unbounded but its rate is not: each event follows a persisted state
+    /// change (a pairing, a revocation, a code check), never a cheap refusal.
+    pub fn attach_events(&self, tx: mpsc::UnboundedSender<SecurityEvent>) {
+        if self.events.set(tx).is_err() {
+            tracing::warn!("security service: events attached twice; keeping the first");
+        }
+    }
+
+    /// Reports `event` (its decision is persisted).
+    fn event(&self, event: SecurityEvent) {
+        match self.events.get() {
+            Some(tx) => {
+                if tx.send(event).is_err() {
+                    tracing::warn!("security event not reported: the core has stopped");
+                }
+            }
+            None => tracing::debug!(?event, "security event with no core attached"),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -436,6 +469,13 @@ impl SecurityService {
                     Fault::WrongCode => inner.state.retry_after(now),
                     _ => None,
                 };
+                if fault == Fault::WrongCode {
+                    // The pre-counted failure was persisted before the code check.
+                    self.event(SecurityEvent::WrongCode {
+                        failures: inner.state.lockout.consecutive_failures,
+                        device: finished.audit.key_id.as_ref().map(|k| k.0.clone()),
+                    });
+                }
                 Verification::Rejected {
                     refusal: Refusal::Fault(fault),
                     command_id: Some(command_id),
@@ -646,6 +686,12 @@ impl SecurityService {
                 let failures = inner.state.lockout.consecutive_failures;
                 let detail = format!("device={name:?} fault={} failures={failures}", e.code());
                 self.audit(inner, now, "pair.refused", detail);
+                if matches!(e, telematics_security::Error::WrongCode) {
+                    self.event(SecurityEvent::WrongCode {
+                        failures,
+                        device: None,
+                    });
+                }
                 return Err(AdminRefusal::WrongCode {
                     error: e,
                     failures,
@@ -687,6 +733,9 @@ impl SecurityService {
             kind,
             format!("device={device_id} name={name:?}"),
         );
+        self.event(SecurityEvent::DevicePaired {
+            device: exported.key_id.0.clone(),
+        });
         self.publish_devices(inner, now);
         Response::Paired {
             device_id,
@@ -755,6 +804,9 @@ impl SecurityService {
             "recovery.armed",
             format!("confirm_by={confirm_by}"),
         );
+        self.event(SecurityEvent::RecoveryArmed {
+            confirm_by_s: confirm_by,
+        });
         Ok(confirm_by)
     }
 
@@ -785,6 +837,7 @@ impl SecurityService {
             "recovery.completed",
             "new code set; lockout cleared; all devices voided".into(),
         );
+        self.event(SecurityEvent::RecoveryConfirmed);
         self.publish_devices(inner, now);
         Ok(Response::Done)
     }

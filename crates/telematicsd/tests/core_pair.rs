@@ -18,10 +18,12 @@ use telematics_can::sim::BodyController;
 use telematics_exec::SignalKind;
 use telematics_security::client::{CommandRequest, build_command};
 use telematics_security::{Action, CommandId, ExportedCredential, Fault, SecurityState, Verifier};
-use telematics_telemetry::{CommandResult, ResultState, Telemetry};
+use telematics_store::Priority;
+use telematics_telemetry::{Alert, AlertState, CommandResult, ResultState, Telemetry};
 use telematicsd::Config;
 use telematicsd::core::{
-    Commit, CoreParts, Effect, FailClosed, Restored, RunTimerChange, VehicleCore,
+    Commit, CoreParts, EVENT_WINDOW_MS, Effect, FailClosed, Restored, RunTimerChange,
+    SecurityEvent, VehicleCore,
 };
 use telematicsd::security::{Refusal, Verification};
 use telematicsd::vehicle::VehicleModel;
@@ -58,6 +60,8 @@ struct Durable {
     journal: BTreeMap<CommandId, CommandResult>,
     run_timer: Option<(CommandId, u64)>,
     results: Vec<CommandResult>,
+    /// Alerts with their outbox priority.
+    alerts: Vec<(Alert, Priority)>,
     telemetry: usize,
     commits: usize,
 }
@@ -79,6 +83,9 @@ impl Durable {
             if m.topic.ends_with("/results") {
                 self.results
                     .push(CommandResult::decode(&m.payload).expect("result payload"));
+            } else if m.topic.ends_with("/alerts") {
+                let a = Alert::decode(&m.payload).expect("alert payload");
+                self.alerts.push((a, m.priority));
             } else if m.topic.ends_with("/telemetry") {
                 Telemetry::decode(&m.payload).expect("telemetry payload");
                 self.telemetry += 1;
@@ -806,4 +813,204 @@ fn a_lockout_wait_travels_as_a_number_in_the_result() {
     let wire = CommandResult::decode(&r.encode().expect("encode")).expect("decode");
     assert_eq!(wire.retry_after_s, r.retry_after_s);
     assert_eq!(p.car.commands_received(), frames, "nothing actuated");
+}
+
+/// A credential that is not what the car paired: another key id (`unknown_key`), or the
+/// right key id with another secret (`aead`).
+fn forger(cred: &ExportedCredential, key_id: Option<Vec<u8>>) -> ExportedCredential {
+    let mut f = cred.clone();
+    match key_id {
+        Some(k) => f.key_id = telematics_security::KeyId(k),
+        None => f.secret[0] ^= 0xFF,
+    }
+    f
+}
+
+impl Pair {
+    /// An envelope of `cred` (counter `n`) at the current virtual wall time.
+    fn envelope_of(&self, cred: &ExportedCredential, n: u64) -> Vec<u8> {
+        let req = CommandRequest {
+            command_id: CommandId(rand_id(n)),
+            action: Action::Unlock,
+            counter: n,
+            issued_at: self.wall_s(),
+            expires_at: self.wall_s() + 60,
+            code: CODE.into(),
+        };
+        build_command(cred, &req, &SystemRandom::new()).expect("envelope")
+    }
+
+    /// Pairs a second device in the state (in-car pairing: code check then add).
+    fn pair_another(&mut self) -> ExportedCredential {
+        let cfg = security_cfg();
+        let check = self.sec.begin_code_check(&cfg, WALL0_S).expect("check");
+        let proof = check.finish(&mut self.sec, CODE).expect("code");
+        self.sec
+            .add_device(proof, VIN, "old phone", &SystemRandom::new(), WALL0_S)
+            .expect("device")
+    }
+
+    fn security_alerts(&self) -> Vec<&Alert> {
+        self.durable
+            .alerts
+            .iter()
+            .map(|(a, _)| a)
+            .filter(|a| a.kind.starts_with("security_"))
+            .collect()
+    }
+}
+
+#[test]
+fn every_security_event_kind_is_committed_as_its_own_alert_at_the_top_priority() {
+    let mut p = Pair::warm();
+    let kid = p.cred.key_id.0.clone();
+    let events = [
+        SecurityEvent::DevicePaired {
+            device: kid.clone(),
+        },
+        SecurityEvent::WrongCode {
+            failures: 2,
+            device: Some(kid.clone()),
+        },
+        SecurityEvent::WrongCode {
+            failures: 3,
+            device: None,
+        },
+        SecurityEvent::RecoveryArmed {
+            confirm_by_s: p.wall_s() + 600,
+        },
+        SecurityEvent::RecoveryConfirmed,
+        SecurityEvent::DeviceRevoked {
+            device: kid.clone(),
+        },
+    ];
+    for e in events {
+        let commits = p.durable.commits;
+        p.core.handle_security_event(e, p.now);
+        p.drive();
+        assert_eq!(p.durable.commits, commits + 1, "committed at once");
+        p.run_for(10);
+    }
+    // The lockout, started and cleared (from the security layer's snapshot).
+    p.core.handle_lockout(true, p.now);
+    p.drive();
+    p.run_for(2_000);
+    p.core.handle_lockout(false, p.now);
+    p.run_for(2_000);
+    // The refusals anyone can provoke: unknown key, AEAD failure, revoked key.
+    let unknown = forger(&p.cred, Some(vec![0xEE; 8]));
+    let aead = forger(&p.cred, None);
+    for cred in [unknown, aead] {
+        let bytes = p.envelope_of(&cred, 1);
+        p.deliver_bytes(&bytes);
+    }
+    p.sec.revoke_device(&kid, p.wall_s()).expect("revoke");
+    let id = p.send(Action::Lock);
+    p.run_for(100);
+    assert!(p.results(id).is_empty(), "no result for a revoked key");
+
+    let seen: Vec<(&str, AlertState, Option<u64>, Option<&str>)> = p
+        .security_alerts()
+        .into_iter()
+        .map(|a| (a.kind.as_str(), a.state, a.count, a.device.as_deref()))
+        .collect();
+    let dev = hex::encode(&kid);
+    let raised = AlertState::Raised;
+    assert_eq!(
+        seen,
+        vec![
+            ("security_device_paired", raised, None, Some(dev.as_str())),
+            ("security_wrong_code", raised, Some(2), Some(dev.as_str())),
+            ("security_wrong_code", raised, Some(3), None),
+            ("security_recovery_armed", raised, None, None),
+            ("security_recovery_confirmed", raised, None, None),
+            ("security_device_revoked", raised, None, Some(dev.as_str())),
+            ("security_lockout", raised, None, None),
+            ("security_lockout", AlertState::Cleared, None, None),
+            ("security_unknown_key", raised, Some(1), None),
+            ("security_aead_failure", raised, Some(1), None),
+            ("security_revoked_key", raised, Some(1), None),
+        ]
+    );
+    let armed = p.security_alerts()[3];
+    assert!(armed.until.is_some_and(|u| u > armed.at), "{armed:?}");
+    // The old consumers' field of the revocation alert is still there.
+    assert_eq!(
+        p.security_alerts()[5].value,
+        Some(telematics_telemetry::SignalValue::Text(dev.clone()))
+    );
+    assert!(
+        p.durable
+            .alerts
+            .iter()
+            .all(|(_, prio)| *prio == Priority::Alert),
+        "{:?}",
+        p.durable.alerts
+    );
+}
+
+#[test]
+fn ten_thousand_forged_envelopes_make_a_bounded_number_of_aggregated_alerts() {
+    const FLOOD: u64 = 10_000;
+    const EVERY_MS: u64 = 10;
+    let mut p = Pair::warm();
+    let old = p.pair_another();
+    p.sec
+        .revoke_device(&old.key_id.0, p.wall_s())
+        .expect("revoke");
+    let creds = [
+        forger(&p.cred, Some(vec![0xEE; 8])),
+        forger(&p.cred, None),
+        old.clone(),
+    ];
+    let start = p.now;
+    for i in 0..FLOOD {
+        let bytes = p.envelope_of(&creds[(i % 3) as usize], i + 1);
+        let v = p.verify(&bytes);
+        assert!(
+            matches!(
+                v,
+                Verification::Rejected {
+                    refusal: Refusal::Fault(Fault::UnknownKey | Fault::Aead | Fault::RevokedKey),
+                    command_id: None,
+                    ..
+                }
+            ),
+            "{v:?}"
+        );
+        p.core.handle_verification(v, p.now);
+        p.run_for(EVERY_MS);
+    }
+    let flood_ms = p.now - start;
+    // The last windows end and report what they counted.
+    p.run_for(EVENT_WINDOW_MS + 1_000);
+
+    let alerts = p.security_alerts();
+    let mut total = 0;
+    for (k, kind) in [
+        "security_unknown_key",
+        "security_aead_failure",
+        "security_revoked_key",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let of_kind: Vec<_> = alerts.iter().filter(|a| a.kind == kind).collect();
+        let sum: u64 = of_kind.iter().map(|a| a.count.expect("count")).sum();
+        let sent = (0..FLOOD).filter(|i| i % 3 == k as u64).count() as u64;
+        assert_eq!(sum, sent, "{kind}: {of_kind:?}");
+        total += sum;
+        // At most two per window of a minute: the first at once, the rest at its end.
+        let windows = flood_ms.div_ceil(EVENT_WINDOW_MS) + 1;
+        assert!(of_kind.len() as u64 <= 2 * windows, "{kind}: {of_kind:?}");
+        assert_eq!(of_kind[0].count, Some(1), "the first goes at once");
+    }
+    assert_eq!(total, FLOOD, "every forged envelope counted once");
+    // 100 s of flood: two windows per kind, each its first at once and the rest at its end.
+    assert_eq!(flood_ms, FLOOD * EVERY_MS);
+    assert_eq!(alerts.len(), 12, "{alerts:?}");
+    assert!(
+        p.durable.results.is_empty(),
+        "no result for an unauthenticated id"
+    );
 }

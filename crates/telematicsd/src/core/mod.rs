@@ -15,12 +15,21 @@
 //! held and queued effect and stops the core: [`Effect::FailClosed`] is the last effect, and
 //! the daemon exits with `store.write_failed`. Commits are reported in the order they were
 //! polled.
+//!
+//! # Security events
+//! Security events for the owner are alerts committed like any other: those the security
+//! service reports once its state is persisted ([`VehicleCore::handle_security_event`]), the
+//! lockout from its snapshot, and the refusals anyone can provoke, aggregated per kind and
+//! minute here ([`ForgedRefusals`]) so that a flood of forged commands yields a bounded number
+//! of alerts.
 
 mod answered;
 mod build;
+mod security_events;
 
 pub use answered::{ANSWER_CAPACITY, ANSWER_WINDOW_MS, Answered};
 pub use build::{CoreParts, FEED_PERIOD_MS, JOURNAL_CAPACITY, WARMUP_MS};
+pub use security_events::{EVENT_WINDOW_MS, Forged, ForgedRefusals, SecurityEvent};
 
 use std::collections::VecDeque;
 
@@ -172,6 +181,8 @@ pub struct VehicleCore {
     exec: Executor,
     schedule: Schedule,
     alerts: AlertEngine,
+    /// Forgeable refusals counted per kind and window.
+    forged: ForgedRefusals,
     answered: Answered,
     body_counter: u8,
     /// The run timer as last committed.
@@ -234,6 +245,7 @@ impl VehicleCore {
             exec,
             schedule,
             alerts,
+            forged: ForgedRefusals::default(),
             answered: Answered::new(ANSWER_WINDOW_MS, ANSWER_CAPACITY),
             body_counter: 0,
             durable_run: restored.run_timer,
@@ -323,6 +335,17 @@ impl VehicleCore {
         self.seal();
     }
 
+    /// A security event the security service reported after persisting the decision that
+    /// caused it: its alert goes into the next commit (priority [`Priority::Alert`]).
+    pub fn handle_security_event(&mut self, event: SecurityEvent, now: u64) {
+        if self.stopped {
+            return;
+        }
+        let alert = event.alert(&self.vin, now);
+        self.alert_message(&alert);
+        self.seal();
+    }
+
     /// A session info to publish (answering a request on `vehicles/{vin}/session/request`).
     pub fn handle_session_info(&mut self, info: Vec<u8>) {
         if self.stopped {
@@ -373,6 +396,12 @@ impl VehicleCore {
                     self.fail_closed(FailClosed::SecurityState);
                     return;
                 }
+                if let Some(kind) = Forged::of(refusal)
+                    && let Some(count) = self.forged.on_refusal(kind, now)
+                {
+                    let alert = kind.alert(&self.vin, count, now);
+                    self.alert_message(&alert);
+                }
                 if let Some(info) = session_info {
                     self.session_message(info);
                 }
@@ -387,7 +416,8 @@ impl VehicleCore {
         self.seal();
     }
 
-    /// Timers: the start-up hold, the executor's feed and timeouts, telemetry. Call at
+    /// Timers: the start-up hold, the executor's feed and timeouts, telemetry, the end of an
+    /// aggregation window of forged refusals. Call at
     /// [`next_deadline`](Self::next_deadline) (calling it earlier is harmless).
     pub fn handle_timeout(&mut self, now: u64) {
         if self.stopped {
@@ -416,6 +446,10 @@ impl VehicleCore {
                 self.alert_message(&a);
             }
             self.next_refresh = now + 1_000;
+        }
+        for (kind, count) in self.forged.poll(now) {
+            let alert = kind.alert(&self.vin, count, now);
+            self.alert_message(&alert);
         }
         self.exec.handle_timeout(now);
         let telemetry = self.schedule.poll(now);
@@ -486,6 +520,9 @@ impl VehicleCore {
             .min(self.next_refresh)
             .min(self.schedule.next_deadline());
         if let Some(t) = self.exec.next_timeout() {
+            d = d.min(t);
+        }
+        if let Some(t) = self.forged.next_deadline() {
             d = d.min(t);
         }
         if !self.held.is_empty() {

@@ -41,7 +41,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Versions};
-use crate::core::{CoreParts, Effect, Restored, VehicleCore};
+use crate::core::{CoreParts, Effect, Restored, SecurityEvent, VehicleCore};
 use crate::error::DaemonError;
 use crate::security::{SecurityService, Verification, unix_now_s};
 
@@ -55,6 +55,8 @@ pub struct Runtime {
     security: Arc<SecurityService>,
     link: LinkHandle,
     incoming: mpsc::Receiver<Incoming>,
+    /// Security events reported by the security service, for the core.
+    events: mpsc::UnboundedReceiver<SecurityEvent>,
     connector: CanConnector,
     clock: Clock,
     health: Arc<Health>,
@@ -157,6 +159,8 @@ impl Runtime {
             telematics_link::Link::start(link_config(&cfg, &versions), store.outbox())
                 .map_err(|e| DaemonError::Link(e.to_string()))?;
         security.attach_link(link.clone());
+        let (events_tx, events) = mpsc::unbounded_channel();
+        security.attach_events(events_tx);
         tracing::info!(entries = restored.journal.len(), "command journal restored");
         let core = VehicleCore::new(parts, restored, now);
         Ok(Runtime {
@@ -165,6 +169,7 @@ impl Runtime {
             security,
             link,
             incoming,
+            events,
             connector,
             clock,
             health,
@@ -251,6 +256,7 @@ impl Runtime {
                 &carriers,
                 frame_rx,
                 verified_rx,
+                self.events,
                 outcome_rx,
                 shutdown,
             )
@@ -299,6 +305,7 @@ impl Shell {
         carriers: &Carriers,
         mut frames: mpsc::Receiver<CanFrame>,
         mut verified: mpsc::Receiver<SecurityOutput>,
+        mut events: mpsc::UnboundedReceiver<SecurityEvent>,
         mut outcomes: mpsc::UnboundedReceiver<committer::Outcome>,
         shutdown: CancellationToken,
     ) -> Result<(), DaemonError> {
@@ -342,6 +349,8 @@ impl Shell {
                     }
                     Some(SecurityOutput::SessionInfo(info)) => core.handle_session_info(info),
                 },
+                // Disabled once the service is gone (it lives as long as the runtime).
+                Some(e) = events.recv() => core.handle_security_event(e, self.clock.now_ms()),
                 o = outcomes.recv() => match o {
                     Some((id, r)) => core.handle_commit(id, r),
                     None => return Err(DaemonError::Task("store worker stopped".into())),
@@ -416,6 +425,7 @@ mod tests {
         let health = Arc::new(Health::default());
         let (frame_tx, frame_rx) = mpsc::channel(FRAME_QUEUE);
         let (_verified_tx, verified_rx) = mpsc::channel(16);
+        let (_events_tx, events_rx) = mpsc::unbounded_channel();
         let (_outcome_tx, outcome_rx) = mpsc::unbounded_channel();
         let (commits, _commit_rx) = mpsc::unbounded_channel();
         let (frames, _act_rx) = mpsc::unbounded_channel();
@@ -439,6 +449,7 @@ mod tests {
                     &carriers,
                     frame_rx,
                     verified_rx,
+                    events_rx,
                     outcome_rx,
                     stop,
                 )

@@ -6,7 +6,8 @@
 //! is revoked remotely by a back-end-signed revocation on `vehicles/{vin}/devices/revoke`
 //! ([`SecurityService::devices_message`]) or by another paired device's `revoke_device`
 //! command; either takes effect at once, is **persisted before anything is published**, audited,
-//! announced as a `security_device_revoked` alert and followed by the new list.
+//! reported as a [`SecurityEvent::DeviceRevoked`] (the core commits the `security_device_revoked`
+//! alert) and followed by the new list.
 //!
 //! Authentic revocations (signature verified) get an outcome on
 //! `vehicles/{vin}/devices/revocations`; messages that anyone could forge (too large, not a
@@ -22,17 +23,15 @@ use telematics_security::{
 };
 use telematics_store::{OutboxMessage, Priority};
 use telematics_telemetry::{
-    Alert, AlertState, CommandResult, DeviceEntry, DeviceList, DeviceStatus, ResultState,
-    RevocationOutcome, SignalValue,
+    CommandResult, DeviceEntry, DeviceList, DeviceStatus, ResultState, RevocationOutcome,
 };
 
 use super::{Inner, SecurityService, Source, Verification};
+use crate::core::SecurityEvent;
 
 /// At most one device list per this many seconds in answer to requests (a flood of requests
 /// cannot multiply outgoing messages); changes are always published.
 pub const LIST_REQUEST_MIN_INTERVAL_S: u64 = 5;
-/// Alert kind announcing a revoked device (`value`: its key id in hex).
-pub const ALERT_DEVICE_REVOKED: &str = "security_device_revoked";
 /// Replayed-nonce replies remembered at most (oldest forgotten first).
 const REPLY_MEMORY: usize = 64;
 
@@ -279,21 +278,12 @@ impl SecurityService {
         Verification::Done
     }
 
-    /// After a revocation is durable: the security alert for the owner, then the new list.
+    /// After a revocation is durable: the security event for the owner (the core commits it
+    /// as the `security_device_revoked` alert), then the new list.
     pub(super) fn announce_revocation(&self, inner: &mut Inner, key_id: &[u8], now: u64) {
-        let alert = Alert {
-            vin: self.vin.clone(),
-            at: now.saturating_mul(1000),
-            kind: ALERT_DEVICE_REVOKED.into(),
-            signal: None,
-            state: AlertState::Raised,
-            value: Some(SignalValue::Text(hex::encode(key_id))),
-            threshold: None,
-        };
-        match alert.encode() {
-            Ok(b) => self.publish(topics::alerts(&self.vin), b, Priority::Alert, false),
-            Err(e) => tracing::error!(error = %e, "alert encode failed"),
-        }
+        self.event(SecurityEvent::DeviceRevoked {
+            device: key_id.to_vec(),
+        });
         self.publish_devices(inner, now);
     }
 
