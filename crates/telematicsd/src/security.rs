@@ -1502,6 +1502,132 @@ mod tests {
     }
 
     #[test]
+    fn every_security_decision_reports_its_event_once_persisted_and_none_carries_a_secret() {
+        let car = Car::new();
+        let s = car.open();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        s.attach_events(tx);
+        let a = credential(pair(&s, CODE, T0));
+        let b = credential(pair(&s, CODE, T0));
+        // A wrong code in the car, then one over MQTT: one vehicle-wide count.
+        assert_eq!(error_of(&pair(&s, "9999", T0 + 1)).0, "security.wrong_code");
+        assert!(matches!(
+            s.verify(&command(&a, 1, Action::Unlock, "9753"), T0 + 2),
+            Verification::Rejected {
+                refusal: Refusal::Fault(Fault::WrongCode),
+                ..
+            }
+        ));
+        // B revoked by A's command, C paired then revoked by the back end, A in the car.
+        let by_a = Action::RevokeDevice {
+            key_id: b.key_id.clone(),
+        };
+        assert!(matches!(
+            s.verify(&command(&a, 2, by_a, CODE), T0 + 3),
+            Verification::Done
+        ));
+        let c = credential(pair(&s, CODE, T0 + 4));
+        let rev = telematics_security::client::sign_revocation(
+            &car.backend,
+            VIN,
+            &c.key_id.0,
+            T0,
+            T0 + 600,
+            &SystemRandom::new(),
+        )
+        .expect("sign");
+        let topic = telematics_link::topics::devices_revoke(VIN);
+        assert_eq!(
+            s.devices_message(&topic, &rev, T0 + 5),
+            DevicesMessage::Handled
+        );
+        let admin_revoke = Request::RevokeDevice {
+            device_id: hex::encode(&a.key_id.0),
+        };
+        assert_eq!(s.handle_at(admin_revoke, T0 + 6), Response::Done);
+        // Recovery armed with the back end's authorization, confirmed in the car.
+        let armed = s.handle_at(
+            Request::ArmRecovery {
+                authorization: car.auth(T0 + 7),
+            },
+            T0 + 7,
+        );
+        assert_eq!(armed, Response::RecoveryArmed { confirm_by: T0 + 67 });
+        let confirm = Request::ConfirmRecovery {
+            new_code: Secret("1357".into()),
+        };
+        assert_eq!(s.handle_at(confirm, T0 + 8), Response::Done);
+        // A refusal changes nothing and reports nothing (nothing armed any more).
+        let again = Request::ConfirmRecovery {
+            new_code: Secret("1357".into()),
+        };
+        assert_eq!(
+            error_of(&s.handle_at(again, T0 + 9)).0,
+            "security.no_pending_reset"
+        );
+
+        let mut events = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            events.push(e);
+        }
+        let id = |c: &telematics_security::ExportedCredential| c.key_id.0.clone();
+        assert_eq!(
+            events,
+            vec![
+                SecurityEvent::DevicePaired { device: id(&a) },
+                SecurityEvent::DevicePaired { device: id(&b) },
+                SecurityEvent::WrongCode {
+                    failures: 1,
+                    device: None
+                },
+                SecurityEvent::WrongCode {
+                    failures: 2,
+                    device: Some(id(&a))
+                },
+                SecurityEvent::DeviceRevoked { device: id(&b) },
+                SecurityEvent::DevicePaired { device: id(&c) },
+                SecurityEvent::DeviceRevoked { device: id(&c) },
+                SecurityEvent::DeviceRevoked { device: id(&a) },
+                SecurityEvent::RecoveryArmed {
+                    confirm_by_s: T0 + 67
+                },
+                SecurityEvent::RecoveryConfirmed,
+            ]
+        );
+        // What reaches the owner: key ids, never a code or a device secret.
+        for e in &events {
+            let bytes = e.alert(VIN, T0 * 1000).encode().expect("alert");
+            for secret in [&a.secret[..], &b.secret[..], &c.secret[..]] {
+                assert!(!bytes.windows(secret.len()).any(|w| w == secret));
+            }
+            for code in [CODE, "9999", "9753", "1357"] {
+                assert!(!bytes.windows(4).any(|w| w == code.as_bytes()), "{e:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_refused_operation_reports_no_event() {
+        let car = Car::new();
+        let s = car.open();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        s.attach_events(tx);
+        assert!(matches!(pair(&s, CODE, T0), Response::Paired { .. }));
+        assert!(rx.try_recv().is_ok(), "the first pairing");
+        // A malformed authorization arms nothing.
+        let bad = Request::ArmRecovery {
+            authorization: vec![0xA0],
+        };
+        assert!(matches!(s.handle_at(bad, T0), Response::Error { .. }));
+        // An unknown device id revokes nothing.
+        let unknown = Request::RevokeDevice {
+            device_id: "00".repeat(8),
+        };
+        assert!(matches!(s.handle_at(unknown, T0), Response::Error { .. }));
+        assert!(rx.try_recv().is_err(), "no event for a refusal");
+    }
+
+    #[test]
     fn bad_device_name_is_refused_before_any_code_check() {
         let car = Car::new();
         let s = car.open();
