@@ -459,3 +459,44 @@ fn valid_header_with_damaged_body_fails_closed() {
         expect_corrupted(r, &format!("header + noise (seed {seed})"));
     }
 }
+
+#[test]
+fn an_alert_survives_any_pressure_of_telemetry_and_status() {
+    // Security events go out at `Priority::Alert`, the top rank with results: under a full
+    // outbox only messages of a lower rank are evicted for it, and a flood of lower ranks
+    // never evicts it (the incoming lower message is the one dropped).
+    assert_eq!(Priority::Alert.rank(), Priority::Result.rank());
+    assert!(
+        Priority::ALL
+            .iter()
+            .all(|p| p.rank() <= Priority::Alert.rank())
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open_with(dir.path().join("db"), small(8)).unwrap();
+    let o = s.outbox();
+    for _ in 0..7 {
+        o.enqueue(&msg(Priority::Telemetry, b"t")).unwrap();
+    }
+    let alert = o.enqueue(&msg(Priority::Alert, b"security")).unwrap();
+    let seq = alert.seq.unwrap();
+    for i in 0..2_000u32 {
+        let p = if i % 2 == 0 {
+            Priority::Telemetry
+        } else {
+            Priority::Status
+        };
+        o.enqueue(&msg(p, b"x")).unwrap();
+    }
+    // Room for one more top-rank message: it evicts a lower one, not the alert.
+    let out = o.enqueue(&msg(Priority::Alert, b"security 2")).unwrap();
+    assert!(
+        out.evicted
+            .iter()
+            .all(|(_, p)| p.rank() < Priority::Alert.rank())
+    );
+    let kept: Vec<_> = o.peek(8).unwrap();
+    assert!(kept.iter().any(|m| m.seq == seq), "the first alert is kept");
+    let st = o.stats().unwrap();
+    assert_eq!(st.drops.alert, 0);
+    assert!(st.drops.telemetry + st.drops.status >= 2_000);
+}

@@ -1552,7 +1552,12 @@ mod tests {
             },
             T0 + 7,
         );
-        assert_eq!(armed, Response::RecoveryArmed { confirm_by: T0 + 67 });
+        assert_eq!(
+            armed,
+            Response::RecoveryArmed {
+                confirm_by: T0 + 67
+            }
+        );
         let confirm = Request::ConfirmRecovery {
             new_code: Secret("1357".into()),
         };

@@ -254,10 +254,12 @@ impl Runtime {
             .run(
                 &mut core,
                 &carriers,
-                frame_rx,
-                verified_rx,
-                self.events,
-                outcome_rx,
+                Inputs {
+                    frames: frame_rx,
+                    verified: verified_rx,
+                    events: self.events,
+                    outcomes: outcome_rx,
+                },
                 shutdown,
             )
             .await;
@@ -291,6 +293,15 @@ impl Runtime {
     }
 }
 
+/// What the shell loop receives: CAN frames, verification outcomes, security events, commit
+/// outcomes.
+struct Inputs {
+    frames: mpsc::Receiver<CanFrame>,
+    verified: mpsc::Receiver<SecurityOutput>,
+    events: mpsc::UnboundedReceiver<SecurityEvent>,
+    outcomes: mpsc::UnboundedReceiver<committer::Outcome>,
+}
+
 /// The loop feeding the core.
 struct Shell {
     security: Arc<SecurityService>,
@@ -303,12 +314,15 @@ impl Shell {
         &self,
         core: &mut VehicleCore,
         carriers: &Carriers,
-        mut frames: mpsc::Receiver<CanFrame>,
-        mut verified: mpsc::Receiver<SecurityOutput>,
-        mut events: mpsc::UnboundedReceiver<SecurityEvent>,
-        mut outcomes: mpsc::UnboundedReceiver<committer::Outcome>,
+        inputs: Inputs,
         shutdown: CancellationToken,
     ) -> Result<(), DaemonError> {
+        let Inputs {
+            mut frames,
+            mut verified,
+            mut events,
+            mut outcomes,
+        } = inputs;
         let mut burst = Vec::with_capacity(FRAME_BURST);
         loop {
             carriers.carry(core)?;
@@ -447,10 +461,12 @@ mod tests {
                 .run(
                     &mut core,
                     &carriers,
-                    frame_rx,
-                    verified_rx,
-                    events_rx,
-                    outcome_rx,
+                    Inputs {
+                        frames: frame_rx,
+                        verified: verified_rx,
+                        events: events_rx,
+                        outcomes: outcome_rx,
+                    },
                     stop,
                 )
                 .await
