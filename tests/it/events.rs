@@ -12,6 +12,14 @@ use telematics_telemetry::Alert;
 
 use super::{DAEMON, now_s};
 
+/// Waits for the first alert of `kind`.
+async fn first_alert(w: &World, kind: &str) -> Alert {
+    w.wait_for(&format!("a {kind} alert"), 15, |inbox| {
+        inbox.alerts.iter().find(|a| a.kind == kind).cloned()
+    })
+    .await
+}
+
 fn security_alerts(w: &World, kind: &str) -> Vec<Alert> {
     w.inbox
         .lock()
@@ -29,15 +37,7 @@ async fn pairing_wrong_code_and_a_forged_flood_reach_the_owner_as_security_alert
     w.start_daemon().await;
     let mut phone = w.pair("phone", CODE).await;
     let device = hex::encode(&phone.cred.key_id.0);
-    let paired = w
-        .wait_for("a security_device_paired alert", 15, |inbox| {
-            inbox
-                .alerts
-                .iter()
-                .find(|a| a.kind == "security_device_paired")
-                .cloned()
-        })
-        .await;
+    let paired = first_alert(&w, "security_device_paired").await;
     assert_eq!(
         paired.device.as_deref(),
         Some(device.as_str()),
@@ -46,15 +46,7 @@ async fn pairing_wrong_code_and_a_forged_flood_reach_the_owner_as_security_alert
 
     // A wrong code from the phone: the alert names the device and counts the failure.
     w.send(&mut phone, Action::Lock, "9753").await;
-    let wrong = w
-        .wait_for("a security_wrong_code alert", 15, |inbox| {
-            inbox
-                .alerts
-                .iter()
-                .find(|a| a.kind == "security_wrong_code")
-                .cloned()
-        })
-        .await;
+    let wrong = first_alert(&w, "security_wrong_code").await;
     assert_eq!(
         (wrong.count, wrong.device.as_deref()),
         (Some(1), Some(device.as_str())),
@@ -85,15 +77,7 @@ async fn pairing_wrong_code_and_a_forged_flood_reach_the_owner_as_security_alert
         let env = build_command(&forger.cred, &req, &ring::rand::SystemRandom::new()).unwrap();
         w.publish_raw(env).await;
     }
-    let first = w
-        .wait_for("a security_unknown_key alert", 15, |inbox| {
-            inbox
-                .alerts
-                .iter()
-                .find(|a| a.kind == "security_unknown_key")
-                .cloned()
-        })
-        .await;
+    let first = first_alert(&w, "security_unknown_key").await;
     assert_eq!(first.count, Some(1), "{first:?}");
     // Every forged command was verified (the car is still answering) ...
     let id = w.send(&mut phone, Action::Unlock, CODE).await;

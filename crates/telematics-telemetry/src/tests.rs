@@ -238,6 +238,40 @@ proptest! {
         let _ = Alert::decode(&bytes);
         let _ = CommandResult::decode(&bytes);
     }
+
+    /// The security-event fields with values of any CBOR type: a typed error or the value,
+    /// never a panic; well-typed ones round-trip.
+    #[test]
+    fn security_event_fields_of_any_type_decode_or_fail_typed(
+        picks in prop::collection::vec((0usize..3, 0u8..6, any::<i64>(), ".{0,8}"), 0..4)
+    ) {
+        let keys = ["count", "device", "until"];
+        let mut m = vec![
+            (text("vin"), text(VIN)),
+            (text("at"), ciborium::Value::Integer(1.into())),
+            (text("kind"), text("security_unknown_key")),
+            (text("state"), text("raised")),
+        ];
+        for (k, ty, n, t) in &picks {
+            let v = match ty {
+                0 => ciborium::Value::Integer((*n).into()),
+                1 => text(t),
+                2 => ciborium::Value::Bytes(t.as_bytes().to_vec()),
+                3 => ciborium::Value::Float(*n as f64),
+                4 => ciborium::Value::Null,
+                _ => ciborium::Value::Array(vec![]),
+            };
+            m.push((text(keys[*k]), v));
+        }
+        let mut bytes = Vec::new();
+        ciborium::ser::into_writer(&ciborium::Value::Map(m), &mut bytes).expect("cbor");
+        match Alert::decode(&bytes) {
+            Ok(a) => {
+                prop_assert_eq!(Alert::decode(&a.encode().expect("enc")).expect("dec"), a);
+            }
+            Err(e) => prop_assert_eq!(e.code(), "telemetry_schema"),
+        }
+    }
 }
 
 // ---- alerts ----

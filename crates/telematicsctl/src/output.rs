@@ -129,6 +129,9 @@ pub fn alert_json(a: &Alert) -> Value {
         "signal": a.signal,
         "value": a.value.as_ref().map(value),
         "threshold": a.threshold,
+        "count": a.count,
+        "device": a.device,
+        "until": a.until,
     })
 }
 

@@ -100,6 +100,15 @@ fn alert_line(a: &Alert) -> String {
     if let Some(t) = a.threshold {
         line.push_str(&format!(" threshold={t}"));
     }
+    if let Some(n) = a.count {
+        line.push_str(&format!(" count={n}"));
+    }
+    if let Some(d) = &a.device {
+        line.push_str(&format!(" device={}", sanitize(d)));
+    }
+    if let Some(u) = a.until {
+        line.push_str(&format!(" until={}", rfc3339_ms(u)));
+    }
     line
 }
 
@@ -303,6 +312,15 @@ mod tests {
             format_message(VIN, &topics::alerts(VIN), &a.encode().unwrap()),
             "alert low_fuel raised at=1970-01-01T00:00:00.005Z signal=Vehicle.Powertrain.FuelSystem.Level value=9 \
              threshold=10"
+        );
+        let mut e = Alert::event(VIN, "security_wrong_code", 5);
+        e.count = Some(2);
+        e.device = Some("a1b2".into());
+        e.until = Some(1_000);
+        assert_eq!(
+            format_message(VIN, &topics::alerts(VIN), &e.encode().unwrap()),
+            "alert security_wrong_code raised at=1970-01-01T00:00:00.005Z count=2 device=a1b2 \
+             until=1970-01-01T00:00:01.000Z"
         );
         let r = CommandResult {
             command_id: [0xab; 16],

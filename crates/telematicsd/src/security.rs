@@ -1107,6 +1107,33 @@ mod tests {
             SecurityService::open(store, &self.cfg).expect("open")
         }
 
+        /// Opens the service with its security events collected.
+        fn open_with_events(&self) -> (SecurityService, mpsc::UnboundedReceiver<SecurityEvent>) {
+            let s = self.open();
+            let (tx, rx) = mpsc::unbounded_channel();
+            s.attach_events(tx);
+            (s, rx)
+        }
+
+        /// A back-end-signed revocation of `kid`, handled by `s` at `now`; returns its bytes.
+        fn revoke_remotely(&self, s: &SecurityService, kid: &[u8], now: u64) -> Vec<u8> {
+            let rev = telematics_security::client::sign_revocation(
+                &self.backend,
+                VIN,
+                kid,
+                T0,
+                T0 + 600,
+                &SystemRandom::new(),
+            )
+            .expect("sign");
+            let topic = telematics_link::topics::devices_revoke(VIN);
+            assert_eq!(
+                s.devices_message(&topic, &rev, now),
+                DevicesMessage::Handled
+            );
+            rev
+        }
+
         fn auth(&self, at: u64) -> Vec<u8> {
             telematics_security::client::sign_reset(
                 &self.backend,
@@ -1402,20 +1429,8 @@ mod tests {
         let s = car.open();
         let phone = credential(pair(&s, CODE, T0));
         let kid = phone.key_id.0.clone();
-        let rev = telematics_security::client::sign_revocation(
-            &car.backend,
-            VIN,
-            &kid,
-            T0,
-            T0 + 600,
-            &SystemRandom::new(),
-        )
-        .expect("sign");
+        let rev = car.revoke_remotely(&s, &kid, T0 + 1);
         let topic = telematics_link::topics::devices_revoke(VIN);
-        assert_eq!(
-            s.devices_message(&topic, &rev, T0 + 1),
-            DevicesMessage::Handled
-        );
         drop(s);
         // Durable: a restart finds it revoked, and its commands are refused `revoked_key`.
         let s = car.open();
@@ -1504,9 +1519,7 @@ mod tests {
     #[test]
     fn every_security_decision_reports_its_event_once_persisted_and_none_carries_a_secret() {
         let car = Car::new();
-        let s = car.open();
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        s.attach_events(tx);
+        let (s, mut rx) = car.open_with_events();
         let a = credential(pair(&s, CODE, T0));
         let b = credential(pair(&s, CODE, T0));
         // A wrong code in the car, then one over MQTT: one vehicle-wide count.
@@ -1527,20 +1540,7 @@ mod tests {
             Verification::Done
         ));
         let c = credential(pair(&s, CODE, T0 + 4));
-        let rev = telematics_security::client::sign_revocation(
-            &car.backend,
-            VIN,
-            &c.key_id.0,
-            T0,
-            T0 + 600,
-            &SystemRandom::new(),
-        )
-        .expect("sign");
-        let topic = telematics_link::topics::devices_revoke(VIN);
-        assert_eq!(
-            s.devices_message(&topic, &rev, T0 + 5),
-            DevicesMessage::Handled
-        );
+        car.revoke_remotely(&s, &c.key_id.0, T0 + 5);
         let admin_revoke = Request::RevokeDevice {
             device_id: hex::encode(&a.key_id.0),
         };
@@ -1614,9 +1614,7 @@ mod tests {
     #[test]
     fn a_refused_operation_reports_no_event() {
         let car = Car::new();
-        let s = car.open();
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        s.attach_events(tx);
+        let (s, mut rx) = car.open_with_events();
         assert!(matches!(pair(&s, CODE, T0), Response::Paired { .. }));
         assert!(rx.try_recv().is_ok(), "the first pairing");
         // A malformed authorization arms nothing.
