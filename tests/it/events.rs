@@ -1,5 +1,5 @@
-//! Security events for the owner on `vehicles/{vin}/alerts` (issue 13): a pairing, a wrong
-//! code with its count, and a flood of forged commands reported in aggregate (the first of the
+//! Security events for the owner on `vehicles/{vin}/alerts` (issue 13): a pairing, wrong
+//! codes with their count, the lockout they start (with the end of its wait), and a flood of forged commands reported in aggregate (the first of the
 //! minute at once, the rest at the minute's end: never one alert per forged packet). The
 //! daemon binary against mosquitto with mTLS, as in main.rs.
 
@@ -56,6 +56,31 @@ async fn pairing_wrong_code_and_a_forged_flood_reach_the_owner_as_security_alert
     assert!(
         !bytes.windows(4).any(|b| b == b"9753") && !bytes.windows(4).any(|b| b == CODE.as_bytes()),
         "no code in an event"
+    );
+
+    // Two more start the 30 s wait (threshold 3): counted 2 and 3, then the lockout starts
+    // with the end of its wait.
+    w.send(&mut phone, Action::Lock, "9753").await;
+    w.send(&mut phone, Action::Lock, "9753").await;
+    let counts = w
+        .wait_for("three wrong-code alerts", 15, |inbox| {
+            let c: Vec<_> = inbox
+                .alerts
+                .iter()
+                .filter(|a| a.kind == "security_wrong_code")
+                .map(|a| a.count)
+                .collect();
+            (c.len() == 3).then_some(c)
+        })
+        .await;
+    assert_eq!(counts, vec![Some(1), Some(2), Some(3)]);
+    let lockout = first_alert(&w, "security_lockout").await;
+    let in_30s = (now_s() + 30) * 1000;
+    assert!(
+        lockout
+            .until
+            .is_some_and(|u| u > lockout.at && u <= in_30s + 1000),
+        "{lockout:?}"
     );
 
     // 300 commands under a key id the car never paired: one alert now (count 1), the other

@@ -40,7 +40,7 @@ use tokio::sync::mpsc;
 
 use crate::admin::{AdminHandler, AuditEvent, DeviceInfo, Request, Response};
 use crate::config::Config;
-use crate::core::SecurityEvent;
+use crate::core::{Lockout, SecurityEvent};
 use crate::error::DaemonError;
 use crate::failpoint::{self, Crash};
 
@@ -628,8 +628,17 @@ impl SecurityService {
     /// `true` while remote code checks are blocked (back-off or hard lock). Lock-free: reads
     /// the snapshot of the last persisted state, never waits for a code check in progress.
     pub fn locked_out(&self, now: u64) -> bool {
-        let until = self.locked_until.load(Ordering::Acquire);
-        until != 0 && now < until
+        self.lockout(now).is_locked()
+    }
+
+    /// The lockout at `now` (Unix s) as last persisted; lock-free like
+    /// [`locked_out`](Self::locked_out).
+    pub fn lockout(&self, now: u64) -> Lockout {
+        match self.locked_until.load(Ordering::Acquire) {
+            u64::MAX => Lockout::UntilRecovery,
+            until if until != 0 && now < until => Lockout::Until(until),
+            _ => Lockout::None,
+        }
     }
 
     /// Records a non-command audit event (e.g. an executed command's outcome).

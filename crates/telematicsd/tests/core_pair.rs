@@ -22,7 +22,7 @@ use telematics_store::Priority;
 use telematics_telemetry::{Alert, AlertState, CommandResult, ResultState, Telemetry};
 use telematicsd::Config;
 use telematicsd::core::{
-    Commit, CoreParts, EVENT_WINDOW_MS, Effect, FailClosed, Restored, RunTimerChange,
+    Commit, CoreParts, EVENT_WINDOW_MS, Effect, FailClosed, Lockout, Restored, RunTimerChange,
     SecurityEvent, VehicleCore,
 };
 use telematicsd::security::{Refusal, Verification};
@@ -892,10 +892,11 @@ fn every_security_event_kind_is_committed_as_its_own_alert_at_the_top_priority()
         p.run_for(10);
     }
     // The lockout, started and cleared (from the security layer's snapshot).
-    p.core.handle_lockout(true, p.now);
+    let wait_ends = p.wall_s() + 30;
+    p.core.handle_lockout(Lockout::Until(wait_ends), p.now);
     p.drive();
     p.run_for(2_000);
-    p.core.handle_lockout(false, p.now);
+    p.core.handle_lockout(Lockout::None, p.now);
     p.run_for(2_000);
     // The refusals anyone can provoke: unknown key, AEAD failure, revoked key.
     let unknown = forger(&p.cred, Some(vec![0xEE; 8]));
@@ -932,6 +933,9 @@ fn every_security_event_kind_is_committed_as_its_own_alert_at_the_top_priority()
             ("security_revoked_key", raised, Some(1), None),
         ]
     );
+    let lockout = p.security_alerts()[6];
+    assert_eq!(lockout.until, Some(wait_ends * 1000), "{lockout:?}");
+    assert_eq!(p.security_alerts()[7].until, None, "a clear has no until");
     let armed = p.security_alerts()[3];
     assert!(armed.until.is_some_and(|u| u > armed.at), "{armed:?}");
     // The old consumers' field of the revocation alert is still there.

@@ -29,7 +29,7 @@ mod security_events;
 
 pub use answered::{ANSWER_CAPACITY, ANSWER_WINDOW_MS, Answered};
 pub use build::{CoreParts, FEED_PERIOD_MS, JOURNAL_CAPACITY, WARMUP_MS};
-pub use security_events::{EVENT_WINDOW_MS, Forged, ForgedRefusals, SecurityEvent};
+pub use security_events::{EVENT_WINDOW_MS, Forged, ForgedRefusals, Lockout, SecurityEvent};
 
 use std::collections::VecDeque;
 
@@ -196,7 +196,7 @@ pub struct VehicleCore {
     /// Verified commands waiting for the first complete vehicle state after start-up.
     held: Vec<VerifiedCommand>,
     warmup_until: u64,
-    locked_out: bool,
+    lockout: Lockout,
     next_commit: u64,
     building: Segment,
     /// Segments ready but not yet polled.
@@ -255,7 +255,7 @@ impl VehicleCore {
             signals: SignalCounts::default(),
             held: Vec::new(),
             warmup_until: now.saturating_add(warmup_ms),
-            locked_out: false,
+            lockout: Lockout::None,
             next_commit: 1,
             building: Segment::default(),
             sealed: VecDeque::new(),
@@ -323,16 +323,25 @@ impl VehicleCore {
         self.seal();
     }
 
-    /// The lockout as the security layer last persisted it (lock-free snapshot).
-    pub fn handle_lockout(&mut self, locked: bool, now: u64) {
+    /// The lockout as the security layer last persisted it (lock-free snapshot): the
+    /// `security_lockout` alert is raised when it starts (with `until`, the end of a wait) and
+    /// cleared when it ends.
+    pub fn handle_lockout(&mut self, lockout: Lockout, now: u64) {
         if self.stopped {
             return;
         }
-        self.locked_out = locked;
-        if let Some(a) = self.alerts.on_lockout(locked, now) {
+        self.lockout = lockout;
+        self.lockout_alert(now);
+        self.seal();
+    }
+
+    fn lockout_alert(&mut self, now: u64) {
+        if let Some(mut a) = self.alerts.on_lockout(self.lockout.is_locked(), now) {
+            if a.state == telematics_telemetry::AlertState::Raised {
+                a.until = self.lockout.until_ms();
+            }
             self.alert_message(&a);
         }
-        self.seal();
     }
 
     /// A security event the security service reported after persisting the decision that
@@ -442,9 +451,7 @@ impl VehicleCore {
             };
             let telemetry = self.schedule.on_update(&fresh, now);
             self.telemetry_messages(telemetry);
-            if let Some(a) = self.alerts.on_lockout(self.locked_out, now) {
-                self.alert_message(&a);
-            }
+            self.lockout_alert(now);
             self.next_refresh = now + 1_000;
         }
         for (kind, count) in self.forged.poll(now) {

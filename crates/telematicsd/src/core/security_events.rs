@@ -91,6 +91,34 @@ impl SecurityEvent {
     }
 }
 
+/// The lockout as the security layer last persisted it (its lock-free snapshot at `now`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Lockout {
+    /// Code checks allowed.
+    #[default]
+    None,
+    /// A back-off wait until this Unix second.
+    Until(u64),
+    /// The hard lock: until a recovery is confirmed in the car.
+    UntilRecovery,
+}
+
+impl Lockout {
+    /// `true` while code checks are blocked.
+    pub fn is_locked(self) -> bool {
+        self != Lockout::None
+    }
+
+    /// The `until` of the `security_lockout` alert raised for it: the end of the wait (Unix
+    /// ms); `None` for the hard lock (until recovery) and when not locked.
+    pub fn until_ms(self) -> Option<u64> {
+        match self {
+            Lockout::Until(s) => Some(s.saturating_mul(1000)),
+            Lockout::None | Lockout::UntilRecovery => None,
+        }
+    }
+}
+
 /// A refusal that costs nothing to provoke, reported in aggregate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Forged {

@@ -358,7 +358,7 @@ impl Shell {
                         };
                         counter.fetch_add(1, Ordering::Relaxed);
                         let now = self.clock.now_ms();
-                        core.handle_lockout(self.security.locked_out(unix_now_s()), now);
+                        core.handle_lockout(self.security.lockout(unix_now_s()), now);
                         core.handle_verification(v, now);
                     }
                     Some(SecurityOutput::SessionInfo(info)) => core.handle_session_info(info),
@@ -373,7 +373,7 @@ impl Shell {
             }
             let now = self.clock.now_ms();
             if now >= core.next_deadline() {
-                core.handle_lockout(self.security.locked_out(unix_now_s()), now);
+                core.handle_lockout(self.security.lockout(unix_now_s()), now);
                 core.handle_timeout(now);
                 let signals = core.signal_counts();
                 let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
