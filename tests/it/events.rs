@@ -115,5 +115,18 @@ async fn pairing_wrong_code_and_a_forged_flood_reach_the_owner_as_security_alert
         "{:?}",
         security_alerts(&w, "security_unknown_key")
     );
+    // A clean stop commits what the open window counted: the counts sum to the flood.
     assert_eq!(w.stop_daemon().await, Some(0));
+    let counts = w
+        .wait_for("the flood's aggregated count", 15, |inbox| {
+            let c: Vec<_> = inbox
+                .alerts
+                .iter()
+                .filter(|a| a.kind == "security_unknown_key")
+                .map(|a| a.count)
+                .collect();
+            (c.len() == 2).then_some(c)
+        })
+        .await;
+    assert_eq!(counts, vec![Some(1), Some(299)]);
 }

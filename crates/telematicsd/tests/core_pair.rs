@@ -1017,4 +1017,22 @@ fn ten_thousand_forged_envelopes_make_a_bounded_number_of_aggregated_alerts() {
         p.durable.results.is_empty(),
         "no result for an unauthenticated id"
     );
+    // A stop inside a window reports what it counted so far.
+    for n in 1..=5 {
+        let bytes = p.envelope_of(&creds[0], FLOOD + n);
+        p.deliver_bytes(&bytes);
+    }
+    p.core.handle_shutdown(p.now);
+    p.drive();
+    let last = p
+        .security_alerts()
+        .into_iter()
+        .rev()
+        .take(2)
+        .collect::<Vec<_>>();
+    assert_eq!(
+        last.iter().map(|a| a.count).collect::<Vec<_>>(),
+        vec![Some(4), Some(1)],
+        "{last:?}"
+    );
 }

@@ -355,6 +355,19 @@ impl VehicleCore {
         self.seal();
     }
 
+    /// The daemon stops at `now`: the refusals counted in open aggregation windows are
+    /// reported now rather than lost with the process (commit them before the outbox drains).
+    pub fn handle_shutdown(&mut self, now: u64) {
+        if self.stopped {
+            return;
+        }
+        for (kind, count) in self.forged.flush() {
+            let alert = kind.alert(&self.vin, count, now);
+            self.alert_message(&alert);
+        }
+        self.seal();
+    }
+
     /// A session info to publish (answering a request on `vehicles/{vin}/session/request`).
     pub fn handle_session_info(&mut self, info: Vec<u8>) {
         if self.stopped {

@@ -234,6 +234,19 @@ impl ForgedRefusals {
         out
     }
 
+    /// Every open window closes now (shutdown): `(kind, count)` of each that counted
+    /// refusals after its first.
+    pub fn flush(&mut self) -> Vec<(Forged, u64)> {
+        let mut out = Vec::new();
+        for kind in Forged::ALL {
+            let w = std::mem::take(&mut self.windows[kind.slot()]);
+            if w.pending > 0 {
+                out.push((kind, w.pending));
+            }
+        }
+        out
+    }
+
     /// When the next window ends, if one is open.
     pub fn next_deadline(&self) -> Option<u64> {
         self.windows.iter().filter_map(|w| w.ends).min()
@@ -262,6 +275,11 @@ mod tests {
         assert_eq!(f.on_refusal(Forged::Aead, 2_000), Some(1));
         assert_eq!(f.on_refusal(Forged::Aead, 3_500), None);
         assert_eq!(f.poll(3_500), vec![(Forged::Aead, 1)]);
+        // Shutdown: what an open window counted goes out before its end.
+        assert_eq!(f.on_refusal(Forged::RevokedKey, 4_000), Some(1));
+        assert_eq!(f.on_refusal(Forged::RevokedKey, 4_001), None);
+        assert_eq!(f.flush(), vec![(Forged::RevokedKey, 1)]);
+        assert_eq!(f.next_deadline(), None);
     }
 
     #[test]

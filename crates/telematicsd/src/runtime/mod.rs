@@ -264,6 +264,13 @@ impl Runtime {
             )
             .await;
 
+        if result.is_ok() {
+            // The aggregated refusals of open windows are committed before the drain.
+            core.handle_shutdown(self.clock.now_ms());
+            if let Err(e) = carriers.carry(&mut core) {
+                tracing::warn!(error = %e, "final security events not committed");
+            }
+        }
         reader.abort();
         verifier.abort();
         // Commits already handed over are written before the outbox is drained.
