@@ -20,6 +20,20 @@ async fn first_alert(w: &World, kind: &str) -> Alert {
     .await
 }
 
+/// Waits for `n` alerts of `kind`; their counts in arrival order.
+async fn counts_of(w: &World, kind: &str, n: usize) -> Vec<Option<u64>> {
+    w.wait_for(&format!("{n} {kind} alerts"), 15, |inbox| {
+        let c: Vec<_> = inbox
+            .alerts
+            .iter()
+            .filter(|a| a.kind == kind)
+            .map(|a| a.count)
+            .collect();
+        (c.len() == n).then_some(c)
+    })
+    .await
+}
+
 fn security_alerts(w: &World, kind: &str) -> Vec<Alert> {
     w.inbox
         .lock()
@@ -62,17 +76,7 @@ async fn pairing_wrong_code_and_a_forged_flood_reach_the_owner_as_security_alert
     // with the end of its wait.
     w.send(&mut phone, Action::Lock, "9753").await;
     w.send(&mut phone, Action::Lock, "9753").await;
-    let counts = w
-        .wait_for("three wrong-code alerts", 15, |inbox| {
-            let c: Vec<_> = inbox
-                .alerts
-                .iter()
-                .filter(|a| a.kind == "security_wrong_code")
-                .map(|a| a.count)
-                .collect();
-            (c.len() == 3).then_some(c)
-        })
-        .await;
+    let counts = counts_of(&w, "security_wrong_code", 3).await;
     assert_eq!(counts, vec![Some(1), Some(2), Some(3)]);
     let lockout = first_alert(&w, "security_lockout").await;
     let in_30s = (now_s() + 30) * 1000;
@@ -117,16 +121,6 @@ async fn pairing_wrong_code_and_a_forged_flood_reach_the_owner_as_security_alert
     );
     // A clean stop commits what the open window counted: the counts sum to the flood.
     assert_eq!(w.stop_daemon().await, Some(0));
-    let counts = w
-        .wait_for("the flood's aggregated count", 15, |inbox| {
-            let c: Vec<_> = inbox
-                .alerts
-                .iter()
-                .filter(|a| a.kind == "security_unknown_key")
-                .map(|a| a.count)
-                .collect();
-            (c.len() == 2).then_some(c)
-        })
-        .await;
+    let counts = counts_of(&w, "security_unknown_key", 2).await;
     assert_eq!(counts, vec![Some(1), Some(299)]);
 }
