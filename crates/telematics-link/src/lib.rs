@@ -32,11 +32,13 @@ mod status;
 mod tls;
 
 pub use backoff::Backoff;
-pub use certinfo::{Validity, certificate_validity};
+pub use certinfo::{
+    CertFacts, Validity, certificate_facts, certificate_facts_of_file, certificate_validity,
+};
 pub use diag::{ConnectErrorClass, LastError, LinkDiagnostics};
 pub use error::LinkError;
 pub use status::{Presence, Status};
-pub use tls::{TlsFiles, client_config};
+pub use tls::{ChainRefusal, TlsFiles, client_config, verify_client_chain};
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -97,6 +99,21 @@ pub mod topics {
     /// `vehicles/{vin}/devices/revocations` (vehicle -> back end, QoS 1): revocation outcomes.
     pub fn devices_revocations(vin: &str) -> String {
         format!("vehicles/{vin}/devices/revocations")
+    }
+    /// `vehicles/{vin}/identity/csr` (vehicle -> back end, QoS 1, retained): the PEM
+    /// certificate signing request of a renewal in progress.
+    pub fn identity_csr(vin: &str) -> String {
+        format!("vehicles/{vin}/identity/csr")
+    }
+    /// `vehicles/{vin}/identity/certificate` (back end -> vehicle, QoS 1): the PEM certificate
+    /// (chain) signed for that CSR.
+    pub fn identity_certificate(vin: &str) -> String {
+        format!("vehicles/{vin}/identity/certificate")
+    }
+    /// `vehicles/{vin}/identity/outcome` (vehicle -> back end, QoS 1): renewed, or refused with
+    /// a stable code.
+    pub fn identity_outcome(vin: &str) -> String {
+        format!("vehicles/{vin}/identity/outcome")
     }
 }
 
@@ -326,7 +343,9 @@ struct Shared {
     outbox: Outbox,
     wake: Notify,
     tls: Mutex<Arc<ClientConfig>>,
-    tls_files: TlsFiles,
+    tls_files: Mutex<TlsFiles>,
+    /// Ends the current connection cleanly so that the next one uses a new identity.
+    reconnect: Notify,
     state: watch::Sender<LinkState>,
     shutdown: watch::Sender<Option<Duration>>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -387,7 +406,8 @@ impl Link {
             outbox,
             wake: Notify::new(),
             tls: Mutex::new(tls),
-            tls_files: config.tls.clone(),
+            tls_files: Mutex::new(config.tls.clone()),
+            reconnect: Notify::new(),
             state,
             shutdown,
             task: Mutex::new(None),
@@ -453,7 +473,8 @@ impl LinkHandle {
     /// (the current connection is kept). On failure the previous configuration stays in force
     /// and the error names the bad file. Call it on SIGHUP.
     pub fn reload_tls(&self) -> Result<(), LinkError> {
-        let cfg = client_config(&self.shared.tls_files)?;
+        let files = self.identity();
+        let cfg = client_config(&files)?;
         let mut guard = self
             .shared
             .tls
@@ -461,6 +482,30 @@ impl LinkHandle {
             .map_err(|_| LinkError::TlsConfig("TLS state lock poisoned".into()))?;
         *guard = cfg;
         tracing::info!("TLS credentials reloaded; used from the next connection");
+        Ok(())
+    }
+
+    /// The certificate, key and CA files in force.
+    pub fn identity(&self) -> TlsFiles {
+        self.shared
+            .tls_files
+            .lock()
+            .map(|f| f.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Switches to the identity `files` (a renewed certificate and its key): loads them (on
+    /// failure nothing changes), makes them the files of every later connection and of
+    /// [`LinkHandle::reload_tls`], and ends the current connection with a clean DISCONNECT (no
+    /// last will) so that the link reconnects at once with the new certificate. Messages not
+    /// yet acknowledged stay in the outbox and are sent on the new connection.
+    pub fn switch_identity(&self, files: TlsFiles) -> Result<(), LinkError> {
+        let cfg = client_config(&files)?;
+        let poisoned = || LinkError::TlsConfig("TLS state lock poisoned".into());
+        *self.shared.tls.lock().map_err(|_| poisoned())? = cfg;
+        *self.shared.tls_files.lock().map_err(|_| poisoned())? = files;
+        self.shared.reconnect.notify_one();
+        tracing::info!("switched to a new client identity; reconnecting");
         Ok(())
     }
 
@@ -490,6 +535,8 @@ impl LinkHandle {
 
 enum End {
     Shutdown,
+    /// Clean disconnect for a new identity: reconnect at once, not a failure.
+    Reconnect,
     Failed {
         error: String,
         class: ConnectErrorClass,
@@ -511,6 +558,7 @@ async fn run(config: LinkConfig, shared: Arc<Shared>, incoming: mpsc::Sender<Inc
         });
         match session(&config, &shared, &incoming, &mut shutdown_rx).await {
             End::Shutdown => break,
+            End::Reconnect => continue,
             End::Failed {
                 error,
                 mut class,
@@ -738,6 +786,7 @@ async fn session(
         topics::session_request(&config.vin),
         topics::devices_request(&config.vin),
         topics::devices_revoke(&config.vin),
+        topics::identity_certificate(&config.vin),
     ];
     let subscribe = |client: &AsyncClient| {
         client.try_subscribe_many(
@@ -861,6 +910,25 @@ async fn session(
                     return fail(e.to_string());
                 }
             }
+            _ = shared.reconnect.notified(), if !stopping => {
+                let _ = s.client.try_disconnect();
+                let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                    loop {
+                        match eventloop.poll().await {
+                            Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+                            Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                                let _ = s.on_puback(ack.pkid);
+                            }
+                            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                                let _ = s.on_outgoing_publish(pkid);
+                            }
+                            Ok(_) => {}
+                        }
+                    }
+                })
+                .await;
+                return End::Reconnect;
+            }
             _ = shared.wake.notified(), if connected && !stopping => {
                 if let Err(e) = s.top_up() {
                     return fail(e);
@@ -934,6 +1002,50 @@ fn on_suback(
         s.publish_status(Presence::CommandsRefused)?;
     }
     Ok(())
+}
+
+/// Proves that the broker accepts the identity `files`: a second, clean-session MQTT
+/// connection with client id `{client_id}-probe` (so the vehicle's own session is not taken
+/// over), waiting up to `timeout` for the CONNACK, then a clean DISCONNECT. Nothing is
+/// published or subscribed.
+pub async fn probe(
+    config: &LinkConfig,
+    files: &TlsFiles,
+    timeout: Duration,
+) -> Result<(), LinkError> {
+    let tls = client_config(files)?;
+    let mut o = MqttOptions::new(
+        format!("{}-probe", config.client_id),
+        config.host.clone(),
+        config.port,
+    );
+    o.set_keep_alive(config.keep_alive);
+    o.set_clean_session(true);
+    o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
+    let (client, mut eventloop) = AsyncClient::new(o, 8);
+    let result = tokio::time::timeout(timeout, async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => return Ok(()),
+                Ok(_) => {}
+                Err(e) => return Err(LinkError::ProbeRefused(describe(&e))),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| Err(LinkError::ProbeRefused("no CONNACK in time".into())));
+    if result.is_ok() {
+        let _ = client.try_disconnect();
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            while let Ok(ev) = eventloop.poll().await {
+                if matches!(ev, Event::Outgoing(Outgoing::Disconnect)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+    result
 }
 
 fn describe(e: &ConnectionError) -> String {

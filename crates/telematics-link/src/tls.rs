@@ -1,4 +1,8 @@
-//! mTLS client configuration from PEM files (ring provider, pinned CA, TLS 1.2+).
+//! mTLS client configuration from PEM files (ring provider, pinned CA(s), TLS 1.2+), and the
+//! check of a client certificate chain against the same pinned CA(s) (in-band renewal).
+//!
+//! The CA file may hold several certificates: every one is a trust anchor, so the back end can
+//! rotate its CA (old and new pinned side by side, then the old removed).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -55,12 +59,7 @@ pub fn client_config(files: &TlsFiles) -> Result<Arc<ClientConfig>, LinkError> {
     let key_pem = read("client key", &files.key)?;
     let key = PrivateKeyDer::from_pem_slice(&key_pem)
         .map_err(|e| invalid("client key", &files.key, e.to_string()))?;
-    let mut roots = RootCertStore::empty();
-    for ca in certs("CA certificate", &files.ca)? {
-        roots
-            .add(ca)
-            .map_err(|e| invalid("CA certificate", &files.ca, e.to_string()))?;
-    }
+    let roots = pinned_roots(&files.ca)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -75,4 +74,110 @@ pub fn client_config(files: &TlsFiles) -> Result<Arc<ClientConfig>, LinkError> {
             ))
         })?;
     Ok(Arc::new(config))
+}
+
+/// Every certificate of the PEM file `ca` as a trust anchor.
+fn pinned_roots(ca: &Path) -> Result<RootCertStore, LinkError> {
+    let mut roots = RootCertStore::empty();
+    for cert in certs("CA certificate", ca)? {
+        roots
+            .add(cert)
+            .map_err(|e| invalid("CA certificate", ca, e.to_string()))?;
+    }
+    Ok(roots)
+}
+
+/// Why [`verify_client_chain`] refused a certificate chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChainRefusal {
+    /// Not PEM certificates, or not a parsable X.509 certificate.
+    Malformed(String),
+    /// Does not chain to a pinned CA (another CA, bad signature, not a client certificate).
+    Untrusted(String),
+    /// `notAfter` is in the past.
+    Expired,
+    /// `notBefore` is in the future.
+    NotYetValid,
+}
+
+/// Checks the PEM chain `chain_pem` (leaf first) as a TLS client certificate: it must chain to
+/// one of the CAs of the PEM file `ca` (webpki, the path the broker takes) and be valid at
+/// `now_s` (Unix seconds). The outer error is the CA file's; the inner is the verdict.
+pub fn verify_client_chain(
+    ca: &Path,
+    chain_pem: &[u8],
+    now_s: u64,
+) -> Result<Result<Vec<CertificateDer<'static>>, ChainRefusal>, LinkError> {
+    use rustls::CertificateError as C;
+    let roots = Arc::new(pinned_roots(ca)?);
+    let chain = match CertificateDer::pem_slice_iter(chain_pem).collect::<Result<Vec<_>, _>>() {
+        Ok(c) if !c.is_empty() => c,
+        Ok(_) => return Ok(Err(ChainRefusal::Malformed("no CERTIFICATE".into()))),
+        Err(e) => return Ok(Err(ChainRefusal::Malformed(e.to_string()))),
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider)
+        .build()
+        .map_err(|e| LinkError::TlsConfig(e.to_string()))?;
+    let now = rustls::pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(now_s));
+    let (leaf, intermediates) = chain.split_first().ok_or(LinkError::Stopped)?;
+    Ok(
+        match verifier.verify_client_cert(leaf, intermediates, now) {
+            Ok(_) => Ok(chain.clone()),
+            Err(rustls::Error::InvalidCertificate(C::Expired | C::ExpiredContext { .. })) => {
+                Err(ChainRefusal::Expired)
+            }
+            Err(rustls::Error::InvalidCertificate(
+                C::NotValidYet | C::NotValidYetContext { .. },
+            )) => Err(ChainRefusal::NotYetValid),
+            Err(rustls::Error::InvalidCertificate(C::BadEncoding)) => {
+                Err(ChainRefusal::Malformed("bad encoding".into()))
+            }
+            Err(e) => Err(ChainRefusal::Untrusted(e.to_string())),
+        },
+    )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A CA file with two CAs (the back end rotating its CA): a chain from either is trusted,
+    /// one from a third is not.
+    #[test]
+    fn several_pinned_cas_are_all_trust_anchors() {
+        let a = telematics_testkit::TestPki::generate().unwrap();
+        let b = telematics_testkit::TestPki::generate().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let both = dir.path().join("cas.pem");
+        let pem = |p: &Path| std::fs::read_to_string(p).unwrap();
+        std::fs::write(&both, pem(a.ca_cert()) + &pem(b.ca_cert())).unwrap();
+        let now = crate::status::unix_now_s();
+        for pki in [&a, &b] {
+            let c = pki.client("VIN1").unwrap();
+            let chain = std::fs::read(&c.cert).unwrap();
+            assert!(verify_client_chain(&both, &chain, now).unwrap().is_ok());
+            let files = TlsFiles {
+                cert_chain: c.cert.clone(),
+                key: c.key.clone(),
+                ca: both.clone(),
+            };
+            assert!(client_config(&files).is_ok());
+        }
+        let rogue = std::fs::read(&a.rogue_client("VIN1").unwrap().cert).unwrap();
+        assert!(matches!(
+            verify_client_chain(&both, &rogue, now).unwrap(),
+            Err(ChainRefusal::Untrusted(_))
+        ));
+        let c = std::fs::read(&a.client("VIN1").unwrap().cert).unwrap();
+        assert_eq!(
+            verify_client_chain(&both, &c, 4_200_000_000_000).unwrap(),
+            Err(ChainRefusal::Expired)
+        );
+        assert!(matches!(
+            verify_client_chain(&both, b"junk", now).unwrap(),
+            Err(ChainRefusal::Malformed(_))
+        ));
+    }
 }

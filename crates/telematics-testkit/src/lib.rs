@@ -138,6 +138,7 @@ pub struct CertFiles {
 struct Ca {
     issuer: Issuer<'static, KeyPair>,
     cert_path: PathBuf,
+    key_path: PathBuf,
 }
 
 impl Ca {
@@ -152,9 +153,12 @@ impl Ca {
         let cert = params.self_signed(&key)?;
         let cert_path = dir.join(format!("{name}.crt"));
         write_file(&cert_path, &cert.pem())?;
+        let key_path = dir.join(format!("{name}.key"));
+        write_file(&key_path, &key.serialize_pem())?;
         Ok(Ca {
             issuer: Issuer::new(params, key),
             cert_path,
+            key_path,
         })
     }
 
@@ -165,8 +169,14 @@ impl Ca {
         cn: &str,
         sans: Vec<String>,
         server: bool,
+        valid_days: Option<i64>,
     ) -> Result<CertFiles, TestkitError> {
         let mut params = CertificateParams::new(sans)?;
+        if let Some(days) = valid_days {
+            let now = time::OffsetDateTime::now_utc();
+            params.not_before = now - time::Duration::days(1);
+            params.not_after = now + time::Duration::days(days);
+        }
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, cn);
         params.distinguished_name = dn;
@@ -223,6 +233,7 @@ impl TestPki {
             "localhost",
             vec!["localhost".into(), "127.0.0.1".into()],
             true,
+            None,
         )?;
         Ok(TestPki {
             dir,
@@ -242,6 +253,16 @@ impl TestPki {
         &self.ca.cert_path
     }
 
+    /// PEM PKCS#8 key of the trusted CA (a back end's signing key: `telematicsctl ca`).
+    pub fn ca_key(&self) -> &Path {
+        &self.ca.key_path
+    }
+
+    /// PEM PKCS#8 key of the rogue CA.
+    pub fn rogue_ca_key(&self) -> &Path {
+        &self.rogue.key_path
+    }
+
     /// PEM file of the rogue CA (not trusted by the broker).
     pub fn rogue_ca_cert(&self) -> &Path {
         &self.rogue.cert_path
@@ -258,14 +279,22 @@ impl TestPki {
     pub fn client(&self, client_id: &str) -> Result<CertFiles, TestkitError> {
         let stem = self.unique_stem(client_id);
         self.ca
-            .issue(self.dir.path(), &stem, client_id, vec![], false)
+            .issue(self.dir.path(), &stem, client_id, vec![], false, None)
+    }
+
+    /// Like [`TestPki::client`], valid from a day ago for `days` days from now (the default
+    /// validity of the others runs until 4096).
+    pub fn client_valid_for(&self, client_id: &str, days: i64) -> Result<CertFiles, TestkitError> {
+        let stem = self.unique_stem(client_id);
+        self.ca
+            .issue(self.dir.path(), &stem, client_id, vec![], false, Some(days))
     }
 
     /// Issues a client certificate with CN = `client_id` from the rogue CA.
     pub fn rogue_client(&self, client_id: &str) -> Result<CertFiles, TestkitError> {
         let stem = self.unique_stem(&format!("rogue-{client_id}"));
         self.rogue
-            .issue(self.dir.path(), &stem, client_id, vec![], false)
+            .issue(self.dir.path(), &stem, client_id, vec![], false, None)
     }
 
     fn unique_stem(&self, base: &str) -> String {
@@ -309,6 +338,9 @@ pub fn acl_file(backend_users: &[&str]) -> String {
          pattern write vehicles/%u/session\n\
          pattern write vehicles/%u/devices\n\
          pattern write vehicles/%u/devices/revocations\n\
+         pattern write vehicles/%u/identity/csr\n\
+         pattern write vehicles/%u/identity/outcome\n\
+         pattern read vehicles/%u/identity/certificate\n\
          pattern read vehicles/%u/commands\n\
          pattern read vehicles/%u/session/request\n\
          pattern read vehicles/%u/devices/request\n\
@@ -319,7 +351,8 @@ pub fn acl_file(backend_users: &[&str]) -> String {
             "\nuser {u}\ntopic read vehicles/#\ntopic write vehicles/+/commands\n\
              topic write vehicles/+/session/request\n\
              topic write vehicles/+/devices/request\n\
-             topic write vehicles/+/devices/revoke\n"
+             topic write vehicles/+/devices/revoke\n\
+             topic write vehicles/+/identity/certificate\n"
         ));
     }
     acl

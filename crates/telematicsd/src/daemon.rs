@@ -82,6 +82,7 @@ struct DaemonAdmin {
     config: Config,
     versions: crate::config::Versions,
     samples: Arc<Mutex<Samples>>,
+    identity: Arc<crate::identity::driver::IdentityStatus>,
 }
 
 impl DaemonAdmin {
@@ -194,6 +195,7 @@ impl AdminHandler for DaemonAdmin {
         let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         let mqtt = link_state_text(&self.link.borrow());
         components.push(("mqtt".into(), mqtt));
+        components.push(("certificate".into(), self.identity.text()));
         components.push((
             "can".into(),
             format!(
@@ -392,6 +394,7 @@ impl Daemon {
             config: self.config.clone(),
             versions: runtime.versions().clone(),
             samples,
+            identity: runtime.identity_status(),
         });
         let admin_task = tokio::spawn(admin::serve(
             listener,
