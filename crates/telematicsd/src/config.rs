@@ -666,8 +666,12 @@ impl Config {
             }
         };
         need("mqtt.ca", &self.mqtt.ca);
-        need("mqtt.cert", &self.mqtt.cert);
-        need("mqtt.key", &self.mqtt.key);
+        // Once a renewal committed, the identity in force is in the identity directory and the
+        // configured (factory) files may be gone.
+        if !crate::identity::store::has_commit(&self.identity_dir()) {
+            need("mqtt.cert", &self.mqtt.cert);
+            need("mqtt.key", &self.mqtt.key);
+        }
         need(
             "security.backend_public_key",
             &self.security.backend_public_key,

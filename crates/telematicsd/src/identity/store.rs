@@ -45,6 +45,11 @@ pub fn write_durable(path: &Path, bytes: &[u8], mode: u32) -> Result<(), DaemonE
         .map_err(io(dir))
 }
 
+/// Whether the identity directory `dir` holds a commit record (a renewed identity in force).
+pub fn has_commit(dir: &Path) -> bool {
+    dir.join(CURRENT).is_file()
+}
+
 /// The identity directory and the factory identity.
 #[derive(Debug, Clone)]
 pub struct IdentityStore {
