@@ -17,8 +17,9 @@ pub enum KeyError {
     /// No slot holds a token with the configured label.
     #[error("keys.token_not_found: no PKCS#11 token labelled {0:?}")]
     TokenNotFound(String),
-    /// The PIN (or the file sealing key) is not where the configuration says.
-    #[error("keys.pin_missing: {what} {source_desc}: {detail}")]
+    /// The PIN (`keys.pin_missing`) or the file sealing key (`keys.seal_key_missing`) is not
+    /// where the configuration says.
+    #[error("{}: {what} {source_desc}: {detail}", self.code())]
     SecretMissing {
         /// `PIN` or `sealing key`.
         what: &'static str,
@@ -72,7 +73,8 @@ impl KeyError {
             KeyError::Config(_) => "keys.config",
             KeyError::Module { .. } => "keys.pkcs11_module",
             KeyError::TokenNotFound(_) => "keys.token_not_found",
-            KeyError::SecretMissing { .. } => "keys.pin_missing",
+            KeyError::SecretMissing { what: "PIN", .. } => "keys.pin_missing",
+            KeyError::SecretMissing { .. } => "keys.seal_key_missing",
             KeyError::Login { .. } => "keys.login",
             KeyError::Pkcs11 { .. } => "keys.pkcs11",
             KeyError::NotFound(_) => "keys.not_found",

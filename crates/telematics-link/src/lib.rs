@@ -36,7 +36,7 @@ pub use certinfo::{Validity, certificate_validity};
 pub use diag::{ConnectErrorClass, LastError, LinkDiagnostics};
 pub use error::LinkError;
 pub use status::{Presence, Status};
-pub use tls::{TlsFiles, client_config};
+pub use tls::{TlsFiles, client_config, client_config_with_key};
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -122,6 +122,9 @@ pub struct LinkConfig {
     pub port: u16,
     /// Client certificate, key and pinned CA.
     pub tls: TlsFiles,
+    /// Signing key of the client certificate held by the key store (a PKCS#11 token); `None`:
+    /// the PEM file `tls.key`.
+    pub client_key: Option<Arc<dyn rustls::sign::SigningKey>>,
     /// MQTT keep-alive.
     pub keep_alive: Duration,
     /// Ceiling of the first reconnect delay (doubles on each failed attempt; the delay is drawn
@@ -164,6 +167,7 @@ impl LinkConfig {
             host: host.into(),
             port,
             tls,
+            client_key: None,
             keep_alive: Duration::from_secs(30),
             backoff_min: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),
@@ -327,6 +331,7 @@ struct Shared {
     wake: Notify,
     tls: Mutex<Arc<ClientConfig>>,
     tls_files: TlsFiles,
+    client_key: Option<Arc<dyn rustls::sign::SigningKey>>,
     state: watch::Sender<LinkState>,
     shutdown: watch::Sender<Option<Duration>>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -376,7 +381,7 @@ impl Link {
         outbox: Outbox,
     ) -> Result<(LinkHandle, mpsc::Receiver<Incoming>), LinkError> {
         config.validate()?;
-        let tls = client_config(&config.tls)?;
+        let tls = client_config_with_key(&config.tls, config.client_key.as_ref())?;
         let (incoming_tx, incoming_rx) = mpsc::channel(config.incoming_capacity);
         let (state, _) = watch::channel(LinkState::Connecting { attempt: 1 });
         let (shutdown, _) = watch::channel(None);
@@ -388,6 +393,7 @@ impl Link {
             wake: Notify::new(),
             tls: Mutex::new(tls),
             tls_files: config.tls.clone(),
+            client_key: config.client_key.clone(),
             state,
             shutdown,
             task: Mutex::new(None),
@@ -453,7 +459,7 @@ impl LinkHandle {
     /// (the current connection is kept). On failure the previous configuration stays in force
     /// and the error names the bad file. Call it on SIGHUP.
     pub fn reload_tls(&self) -> Result<(), LinkError> {
-        let cfg = client_config(&self.shared.tls_files)?;
+        let cfg = client_config_with_key(&self.shared.tls_files, self.shared.client_key.as_ref())?;
         let mut guard = self
             .shared
             .tls

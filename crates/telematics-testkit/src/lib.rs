@@ -158,14 +158,11 @@ impl Ca {
         })
     }
 
-    fn issue(
-        &self,
-        dir: &Path,
-        file_stem: &str,
+    fn leaf_params(
         cn: &str,
         sans: Vec<String>,
         server: bool,
-    ) -> Result<CertFiles, TestkitError> {
+    ) -> Result<CertificateParams, TestkitError> {
         let mut params = CertificateParams::new(sans)?;
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, cn);
@@ -176,6 +173,18 @@ impl Ca {
         } else {
             ExtendedKeyUsagePurpose::ClientAuth
         }];
+        Ok(params)
+    }
+
+    fn issue(
+        &self,
+        dir: &Path,
+        file_stem: &str,
+        cn: &str,
+        sans: Vec<String>,
+        server: bool,
+    ) -> Result<CertFiles, TestkitError> {
+        let params = Self::leaf_params(cn, sans, server)?;
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
         let files = CertFiles {
@@ -185,6 +194,21 @@ impl Ca {
         write_file(&files.cert, &cert.pem())?;
         write_file(&files.key, &key.serialize_pem())?;
         Ok(files)
+    }
+
+    /// A client certificate for a key held elsewhere (a PKCS#11 token): only its public key.
+    fn issue_for(
+        &self,
+        dir: &Path,
+        file_stem: &str,
+        cn: &str,
+        public_key: &impl rcgen::PublicKeyData,
+    ) -> Result<PathBuf, TestkitError> {
+        let params = Self::leaf_params(cn, vec![], false)?;
+        let cert = params.signed_by(public_key, &self.issuer)?;
+        let path = dir.join(format!("{file_stem}.crt"));
+        write_file(&path, &cert.pem())?;
+        Ok(path)
     }
 }
 
@@ -259,6 +283,19 @@ impl TestPki {
         let stem = self.unique_stem(client_id);
         self.ca
             .issue(self.dir.path(), &stem, client_id, vec![], false)
+    }
+
+    /// Issues a client certificate from the trusted CA with CN = `client_id` for `public_key`,
+    /// whose private key the test does not have (it lives in a PKCS#11 token). Returns the
+    /// certificate file.
+    pub fn client_for_key(
+        &self,
+        client_id: &str,
+        public_key: &impl rcgen::PublicKeyData,
+    ) -> Result<PathBuf, TestkitError> {
+        let stem = self.unique_stem(client_id);
+        self.ca
+            .issue_for(self.dir.path(), &stem, client_id, public_key)
     }
 
     /// Issues a client certificate with CN = `client_id` from the rogue CA.
