@@ -38,7 +38,7 @@ pub use certinfo::{
 pub use diag::{ConnectErrorClass, LastError, LinkDiagnostics};
 pub use error::LinkError;
 pub use status::{Presence, Status};
-pub use tls::{ChainRefusal, TlsFiles, client_config, verify_client_chain};
+pub use tls::{ChainRefusal, TlsFiles, client_config, client_config_with_key, verify_client_chain};
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -139,6 +139,9 @@ pub struct LinkConfig {
     pub port: u16,
     /// Client certificate, key and pinned CA.
     pub tls: TlsFiles,
+    /// Signing key of the client certificate held by the key store (a PKCS#11 token); `None`:
+    /// the PEM file `tls.key`.
+    pub client_key: Option<Arc<dyn rustls::sign::SigningKey>>,
     /// MQTT keep-alive.
     pub keep_alive: Duration,
     /// Ceiling of the first reconnect delay (doubles on each failed attempt; the delay is drawn
@@ -181,6 +184,7 @@ impl LinkConfig {
             host: host.into(),
             port,
             tls,
+            client_key: None,
             keep_alive: Duration::from_secs(30),
             backoff_min: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),
@@ -344,6 +348,7 @@ struct Shared {
     wake: Notify,
     tls: Mutex<Arc<ClientConfig>>,
     tls_files: Mutex<TlsFiles>,
+    client_key: Mutex<Option<Arc<dyn rustls::sign::SigningKey>>>,
     /// Ends the current connection cleanly so that the next one uses a new identity.
     reconnect: Notify,
     state: watch::Sender<LinkState>,
@@ -395,7 +400,7 @@ impl Link {
         outbox: Outbox,
     ) -> Result<(LinkHandle, mpsc::Receiver<Incoming>), LinkError> {
         config.validate()?;
-        let tls = client_config(&config.tls)?;
+        let tls = client_config_with_key(&config.tls, config.client_key.as_ref())?;
         let (incoming_tx, incoming_rx) = mpsc::channel(config.incoming_capacity);
         let (state, _) = watch::channel(LinkState::Connecting { attempt: 1 });
         let (shutdown, _) = watch::channel(None);
@@ -407,6 +412,7 @@ impl Link {
             wake: Notify::new(),
             tls: Mutex::new(tls),
             tls_files: Mutex::new(config.tls.clone()),
+            client_key: Mutex::new(config.client_key.clone()),
             reconnect: Notify::new(),
             state,
             shutdown,
@@ -474,7 +480,8 @@ impl LinkHandle {
     /// and the error names the bad file. Call it on SIGHUP.
     pub fn reload_tls(&self) -> Result<(), LinkError> {
         let files = self.identity();
-        let cfg = client_config(&files)?;
+        let key = self.shared.client_key.lock().ok().and_then(|k| k.clone());
+        let cfg = client_config_with_key(&files, key.as_ref())?;
         let mut guard = self
             .shared
             .tls
@@ -494,16 +501,22 @@ impl LinkHandle {
             .unwrap_or_else(|p| p.into_inner().clone())
     }
 
-    /// Switches to the identity `files` (a renewed certificate and its key): loads them (on
-    /// failure nothing changes), makes them the files of every later connection and of
+    /// Switches to the identity `files` (a renewed certificate and its key: the PEM file
+    /// `files.key`, or `key` held elsewhere, e.g. a token): loads them (on failure nothing
+    /// changes), makes them the identity of every later connection and of
     /// [`LinkHandle::reload_tls`], and ends the current connection with a clean DISCONNECT (no
     /// last will) so that the link reconnects at once with the new certificate. Messages not
     /// yet acknowledged stay in the outbox and are sent on the new connection.
-    pub fn switch_identity(&self, files: TlsFiles) -> Result<(), LinkError> {
-        let cfg = client_config(&files)?;
+    pub fn switch_identity(
+        &self,
+        files: TlsFiles,
+        key: Option<Arc<dyn rustls::sign::SigningKey>>,
+    ) -> Result<(), LinkError> {
+        let cfg = client_config_with_key(&files, key.as_ref())?;
         let poisoned = || LinkError::TlsConfig("TLS state lock poisoned".into());
         *self.shared.tls.lock().map_err(|_| poisoned())? = cfg;
         *self.shared.tls_files.lock().map_err(|_| poisoned())? = files;
+        *self.shared.client_key.lock().map_err(|_| poisoned())? = key;
         self.shared.reconnect.notify_one();
         tracing::info!("switched to a new client identity; reconnecting");
         Ok(())
@@ -1007,13 +1020,14 @@ fn on_suback(
 /// Proves that the broker accepts the identity `files`: a second, clean-session MQTT
 /// connection with client id `{client_id}-probe` (so the vehicle's own session is not taken
 /// over), waiting up to `timeout` for the CONNACK, then a clean DISCONNECT. Nothing is
-/// published or subscribed.
+/// published or subscribed. `key`: the identity's key when it is not the PEM file `files.key`.
 pub async fn probe(
     config: &LinkConfig,
     files: &TlsFiles,
+    key: Option<&Arc<dyn rustls::sign::SigningKey>>,
     timeout: Duration,
 ) -> Result<(), LinkError> {
-    let tls = client_config(files)?;
+    let tls = client_config_with_key(files, key)?;
     let mut o = MqttOptions::new(
         format!("{}-probe", config.client_id),
         config.host.clone(),

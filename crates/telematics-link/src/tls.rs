@@ -1,5 +1,7 @@
-//! mTLS client configuration from PEM files (ring provider, pinned CA(s), TLS 1.2+), and the
-//! check of a client certificate chain against the same pinned CA(s) (in-band renewal).
+//! mTLS client configuration from PEM files (ring provider, pinned CA(s), TLS 1.2+); the client
+//! key is the PEM file or a signing key held elsewhere (a PKCS#11 token, telematics-keystore).
+//! Also the check of a client certificate chain against the same pinned CA(s) (in-band
+//! renewal).
 //!
 //! The CA file may hold several certificates: every one is a trust anchor, so the back end can
 //! rotate its CA (old and new pinned side by side, then the old removed).
@@ -9,6 +11,7 @@ use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::sign::{CertifiedKey, SigningKey, SingleCertAndKey};
 use rustls::{ClientConfig, RootCertStore};
 
 use crate::LinkError;
@@ -55,24 +58,45 @@ fn certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>
 /// default), TLS 1.3 and 1.2 only, the CA from `files.ca` as the only root, the client
 /// certificate for mutual TLS. Every failure names the offending file.
 pub fn client_config(files: &TlsFiles) -> Result<Arc<ClientConfig>, LinkError> {
+    client_config_with_key(files, None)
+}
+
+/// As [`client_config`], but with `key` (when given) signing the handshake instead of the PEM
+/// file `files.key`, which is then not read. The certificate must be for that key: a mismatch
+/// is refused here, naming the certificate file.
+pub fn client_config_with_key(
+    files: &TlsFiles,
+    key: Option<&Arc<dyn SigningKey>>,
+) -> Result<Arc<ClientConfig>, LinkError> {
     let chain = certs("client certificate", &files.cert_chain)?;
+    let roots = pinned_roots(&files.ca)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| LinkError::TlsConfig(e.to_string()))?
+        .with_root_certificates(roots);
+    if let Some(key) = key {
+        let certified = CertifiedKey::new(chain, key.clone());
+        certified.keys_match().map_err(|e| {
+            invalid(
+                "client certificate",
+                &files.cert_chain,
+                format!("not issued for the key store's identity key: {e}"),
+            )
+        })?;
+        let config = builder.with_client_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
+        return Ok(Arc::new(config));
+    }
     let key_pem = read("client key", &files.key)?;
     let key = PrivateKeyDer::from_pem_slice(&key_pem)
         .map_err(|e| invalid("client key", &files.key, e.to_string()))?;
-    let roots = pinned_roots(&files.ca)?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| LinkError::TlsConfig(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .map_err(|e| {
-            LinkError::TlsConfig(format!(
-                "client certificate {} / key {}: {e}",
-                files.cert_chain.display(),
-                files.key.display()
-            ))
-        })?;
+    let config = builder.with_client_auth_cert(chain, key).map_err(|e| {
+        LinkError::TlsConfig(format!(
+            "client certificate {} / key {}: {e}",
+            files.cert_chain.display(),
+            files.key.display()
+        ))
+    })?;
     Ok(Arc::new(config))
 }
 

@@ -162,21 +162,12 @@ impl Ca {
         })
     }
 
-    fn issue(
-        &self,
-        dir: &Path,
-        file_stem: &str,
+    fn leaf_params(
         cn: &str,
         sans: Vec<String>,
         server: bool,
-        valid_days: Option<i64>,
-    ) -> Result<CertFiles, TestkitError> {
+    ) -> Result<CertificateParams, TestkitError> {
         let mut params = CertificateParams::new(sans)?;
-        if let Some(days) = valid_days {
-            let now = time::OffsetDateTime::now_utc();
-            params.not_before = now - time::Duration::days(1);
-            params.not_after = now + time::Duration::days(days);
-        }
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, cn);
         params.distinguished_name = dn;
@@ -186,6 +177,24 @@ impl Ca {
         } else {
             ExtendedKeyUsagePurpose::ClientAuth
         }];
+        Ok(params)
+    }
+
+    fn issue(
+        &self,
+        dir: &Path,
+        file_stem: &str,
+        cn: &str,
+        sans: Vec<String>,
+        server: bool,
+        valid_days: Option<i64>,
+    ) -> Result<CertFiles, TestkitError> {
+        let mut params = Self::leaf_params(cn, sans, server)?;
+        if let Some(days) = valid_days {
+            let now = time::OffsetDateTime::now_utc();
+            params.not_before = now - time::Duration::days(1);
+            params.not_after = now + time::Duration::days(days);
+        }
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
         let files = CertFiles {
@@ -195,6 +204,21 @@ impl Ca {
         write_file(&files.cert, &cert.pem())?;
         write_file(&files.key, &key.serialize_pem())?;
         Ok(files)
+    }
+
+    /// A client certificate for a key held elsewhere (a PKCS#11 token): only its public key.
+    fn issue_for(
+        &self,
+        dir: &Path,
+        file_stem: &str,
+        cn: &str,
+        public_key: &impl rcgen::PublicKeyData,
+    ) -> Result<PathBuf, TestkitError> {
+        let params = Self::leaf_params(cn, vec![], false)?;
+        let cert = params.signed_by(public_key, &self.issuer)?;
+        let path = dir.join(format!("{file_stem}.crt"));
+        write_file(&path, &cert.pem())?;
+        Ok(path)
     }
 }
 
@@ -288,6 +312,19 @@ impl TestPki {
         let stem = self.unique_stem(client_id);
         self.ca
             .issue(self.dir.path(), &stem, client_id, vec![], false, Some(days))
+    }
+
+    /// Issues a client certificate from the trusted CA with CN = `client_id` for `public_key`,
+    /// whose private key the test does not have (it lives in a PKCS#11 token). Returns the
+    /// certificate file.
+    pub fn client_for_key(
+        &self,
+        client_id: &str,
+        public_key: &impl rcgen::PublicKeyData,
+    ) -> Result<PathBuf, TestkitError> {
+        let stem = self.unique_stem(client_id);
+        self.ca
+            .issue_for(self.dir.path(), &stem, client_id, public_key)
     }
 
     /// Issues a client certificate with CN = `client_id` from the rogue CA.

@@ -280,8 +280,13 @@ impl Identity {
             }
             Effect::Probe { generation } => {
                 let files = self.store.files(generation, self.keys.as_ref());
-                let ok = match telematics_link::probe(&self.link_config, &files, PROBE_TIMEOUT)
-                    .await
+                let ok = match telematics_link::probe(
+                    &self.link_config,
+                    &files,
+                    None,
+                    PROBE_TIMEOUT,
+                )
+                .await
                 {
                     Ok(()) => {
                         tracing::info!(
@@ -333,7 +338,7 @@ impl Identity {
             }
             Effect::Renewed { generation, serial } => {
                 let files = self.store.files(generation, self.keys.as_ref());
-                if let Err(e) = self.link.switch_identity(files) {
+                if let Err(e) = self.link.switch_identity(files, None) {
                     // Committed and proven: the next start uses it in any case.
                     tracing::error!(code = e.code(), error = %e, "switch to the renewed identity failed");
                 }
