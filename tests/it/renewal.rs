@@ -300,6 +300,23 @@ async fn renewal_end_to_end_refuses_wrong_answers_and_switches_without_loss() {
         w.broker.log().contains(&format!("as {VIN}-probe")),
         "the probe connection reached the broker"
     );
+    // The link reconnected on the new certificate: its `online` status (through the broker)
+    // names the new serial, and the earlier ones the old.
+    let serial = renewed.serial.clone().unwrap();
+    w.wait_for("online with the new certificate", 10, |i| {
+        i.status.iter().find_map(|b| {
+            let st = telematics_link::Status::from_cbor(b)?;
+            (st.state == telematics_link::Presence::Online && st.cert_serial == serial)
+                .then_some(())
+        })
+    })
+    .await;
+    let first = telematics_link::Status::from_cbor(&w.inbox.lock().unwrap().status[0]).unwrap();
+    assert_eq!(
+        first.cert_serial,
+        field(&before, "serial"),
+        "first status: old certificate"
+    );
     // The link reconnected with the new identity and telemetry kept flowing without a gap.
     w.wait_for("telemetry after the switch", 15, |i| {
         (i.telemetry.len() >= telemetry_before + 3).then_some(())

@@ -200,8 +200,10 @@ impl LinkConfig {
         }
     }
 
-    /// The status message for `state`, now.
-    fn status(&self, state: Presence) -> Status {
+    /// The status message for `state`, now, for a connection with the certificate of
+    /// `identity`.
+    fn status(&self, state: Presence, identity: &TlsFiles) -> Status {
+        let cert = certificate_facts_of_file(&identity.cert_chain).ok();
         Status {
             state,
             agent_version: self.agent_version.clone(),
@@ -210,6 +212,8 @@ impl LinkConfig {
             build: self.build.clone(),
             dbc_hash: self.dbc_hash.clone(),
             mapping_hash: self.mapping_hash.clone(),
+            cert_serial: cert.as_ref().map(|c| c.serial.clone()).unwrap_or_default(),
+            cert_not_after: cert.map_or(0, |c| c.validity.not_after.saturating_mul(1000)),
         }
     }
 
@@ -357,6 +361,13 @@ struct Shared {
 }
 
 impl Shared {
+    fn identity(&self) -> TlsFiles {
+        self.tls_files
+            .lock()
+            .map(|f| f.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
     fn mark_connected(&self) {
         self.last_connected_at
             .store(status::unix_now_s(), Ordering::Relaxed);
@@ -494,11 +505,7 @@ impl LinkHandle {
 
     /// The certificate, key and CA files in force.
     pub fn identity(&self) -> TlsFiles {
-        self.shared
-            .tls_files
-            .lock()
-            .map(|f| f.clone())
-            .unwrap_or_else(|p| p.into_inner().clone())
+        self.shared.identity()
     }
 
     /// Switches to the identity `files` (a renewed certificate and its key: the PEM file
@@ -605,7 +612,7 @@ async fn run(config: LinkConfig, shared: Arc<Shared>, incoming: mpsc::Sender<Inc
     let _ = shared.state.send(LinkState::Stopped);
 }
 
-fn mqtt_options(config: &LinkConfig, tls: Arc<ClientConfig>) -> MqttOptions {
+fn mqtt_options(config: &LinkConfig, tls: Arc<ClientConfig>, identity: &TlsFiles) -> MqttOptions {
     let mut o = MqttOptions::new(config.client_id.clone(), config.host.clone(), config.port);
     o.set_keep_alive(config.keep_alive);
     o.set_clean_session(false);
@@ -617,7 +624,7 @@ fn mqtt_options(config: &LinkConfig, tls: Arc<ClientConfig>) -> MqttOptions {
     let window = u16::try_from(config.inflight_window).unwrap_or(1000);
     o.set_inflight(window.saturating_add(8));
     o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
-    let will = config.status(Presence::Offline);
+    let will = config.status(Presence::Offline, identity);
     o.set_last_will(LastWill::new(
         topics::status(&config.vin),
         will.to_cbor(),
@@ -642,7 +649,7 @@ struct Session<'a> {
 
 impl Session<'_> {
     fn publish_status(&mut self, state: Presence) -> Result<(), String> {
-        let status = self.config.status(state);
+        let status = self.config.status(state, &self.shared.identity());
         self.client
             .try_publish(
                 topics::status(&self.config.vin),
@@ -774,11 +781,14 @@ async fn session(
             };
         }
     };
+    let identity = shared.identity();
     let policy = config.backoff();
     // Room for the window's publishes, the acks of a full broker inflight window and control
     // packets; flume allocates on use, so a generous bound costs nothing when idle.
-    let (client, mut eventloop) =
-        AsyncClient::new(mqtt_options(config, tls), 4 * config.inflight_window + 1024);
+    let (client, mut eventloop) = AsyncClient::new(
+        mqtt_options(config, tls, &identity),
+        4 * config.inflight_window + 1024,
+    );
     // Small MQTT packets (PUBACKs, results) must not wait for Nagle + delayed ACK (~40 ms).
     let mut net = rumqttc::NetworkOptions::new();
     net.set_tcp_nodelay(true);
@@ -1155,6 +1165,8 @@ mod tests {
             build: "abc123".into(),
             dbc_hash: "d1".into(),
             mapping_hash: "m1".into(),
+            cert_serial: "0a1b".into(),
+            cert_not_after: 1_900_000_000_000,
         };
         let b = s.to_cbor();
         assert_eq!(Status::from_cbor(&b), Some(s.clone()));
@@ -1170,7 +1182,9 @@ mod tests {
                 "at",
                 "build",
                 "dbc_hash",
-                "mapping_hash"
+                "mapping_hash",
+                "cert_serial",
+                "cert_not_after"
             ]
         );
         // A status from before these fields still decodes.
