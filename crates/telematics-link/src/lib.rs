@@ -413,6 +413,9 @@ impl Link {
         config.validate()?;
         let tls = client_config_with_key(&config.tls, config.client_key.as_ref())?;
         let (incoming_tx, incoming_rx) = mpsc::channel(config.incoming_capacity);
+        // Every state change uses `send_replace`: `send` does not store the value while no
+        // receiver exists, and the daemon subscribes only after the link task started (a fast
+        // first connection was left showing `Connecting`).
         let (state, _) = watch::channel(LinkState::Connecting { attempt: 1 });
         let (shutdown, _) = watch::channel(None);
         let shared = Arc::new(Shared {
@@ -549,7 +552,7 @@ impl LinkHandle {
             task.abort();
             let _ = task.await;
         }
-        let _ = self.shared.state.send(LinkState::Stopped);
+        let _ = self.shared.state.send_replace(LinkState::Stopped);
     }
 }
 
@@ -573,7 +576,7 @@ async fn run(config: LinkConfig, shared: Arc<Shared>, incoming: mpsc::Sender<Inc
         if shutdown_rx.borrow().is_some() {
             break;
         }
-        let _ = shared.state.send(LinkState::Connecting {
+        let _ = shared.state.send_replace(LinkState::Connecting {
             attempt: failures.saturating_add(1),
         });
         match session(&config, &shared, &incoming, &mut shutdown_rx).await {
@@ -598,7 +601,7 @@ async fn run(config: LinkConfig, shared: Arc<Shared>, incoming: mpsc::Sender<Inc
                 failures = policy.failures_after(failures, connected_for);
                 let delay = policy.delay(failures, backoff::random_draw());
                 tracing::warn!(%error, ?delay, failures, ?connected_for, "MQTT connection lost or refused");
-                let _ = shared.state.send(LinkState::Disconnected {
+                let _ = shared.state.send_replace(LinkState::Disconnected {
                     error,
                     retry_in: delay,
                 });
@@ -609,7 +612,7 @@ async fn run(config: LinkConfig, shared: Arc<Shared>, incoming: mpsc::Sender<Inc
             }
         }
     }
-    let _ = shared.state.send(LinkState::Stopped);
+    let _ = shared.state.send_replace(LinkState::Stopped);
 }
 
 fn mqtt_options(config: &LinkConfig, tls: Arc<ClientConfig>, identity: &TlsFiles) -> MqttOptions {
@@ -995,7 +998,7 @@ fn on_suback(
             tracing::info!(topic = %commands, refusals, "commands subscription granted after refusals");
         }
         *sub = Sub::Granted;
-        let _ = shared.state.send(LinkState::Connected);
+        let _ = shared.state.send_replace(LinkState::Connected);
         return s.publish_status(Presence::Online);
     }
     let first = before == 0;
@@ -1016,7 +1019,7 @@ fn on_suback(
         retry_in_ms = u64::try_from(retry_in.as_millis()).unwrap_or(u64::MAX),
         "{err}: connected but no command can reach the vehicle; retrying"
     );
-    let _ = shared.state.send(LinkState::SubscribeRefused {
+    let _ = shared.state.send_replace(LinkState::SubscribeRefused {
         attempt: refusals,
         retry_in,
     });

@@ -361,10 +361,11 @@ impl TestPki {
 }
 
 /// The ACL file the launcher writes (see docs/topics.md): each vehicle (username = certificate
-/// CN = VIN) may publish its own telemetry/alerts/results/status/session info, device list and
-/// revocation outcomes, and read its own commands, session requests, device-list requests and
-/// device revocations; `backend_users` may read `vehicles/#` and write commands, session
-/// requests, device-list requests and device revocations.
+/// CN = VIN) may publish its own telemetry/alerts/results/status/session info, device list,
+/// revocation outcomes, renewal CSR and renewal outcomes, and read its own commands, session
+/// requests, device-list requests, device revocations and renewed certificates;
+/// `backend_users` may read `vehicles/#` and write commands, session requests, device-list
+/// requests, device revocations and renewed certificates.
 pub fn acl_file(backend_users: &[&str]) -> String {
     let mut acl = String::from(
         "# vehicles: username = certificate CN = VIN\n\

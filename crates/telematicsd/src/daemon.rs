@@ -115,8 +115,11 @@ impl DaemonAdmin {
                 &self.link.borrow(),
                 self.link_handle.diagnostics(),
             ),
-            certificate: telematics_link::certificate_validity(&cfg.mqtt.cert)
-                .map_err(|e| e.to_string()),
+            // The certificate in force: after an in-band renewal, the renewed one.
+            certificate: telematics_link::certificate_validity(
+                &self.link_handle.identity().cert_chain,
+            )
+            .map_err(|e| e.to_string()),
             outbox: diagnostics::OutboxFacts {
                 queued: stats.as_ref().map_or(0, |s| s.len),
                 bytes: stats.as_ref().map_or(0, |s| s.bytes),
