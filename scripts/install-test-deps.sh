@@ -18,6 +18,9 @@ command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 command -v deb-systemd-helper >/dev/null 2>&1 || need_apt+=(init-system-helpers)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v man >/dev/null 2>&1 || need_apt+=(man-db)
+# PKCS#11 key store tests (telematics-keystore, tests/it): SoftHSM2 token and pkcs11-tool.
+command -v softhsm2-util >/dev/null 2>&1 || need_apt+=(softhsm2)
+command -v pkcs11-tool >/dev/null 2>&1 || need_apt+=(opensc)
 # AsyncAPI check (scripts/asyncapi-check.sh): @asyncapi/parser from the npm registry.
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)

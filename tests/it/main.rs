@@ -11,6 +11,7 @@ mod doctor;
 mod durability;
 mod events;
 mod faults;
+mod renewal;
 
 use std::time::Duration;
 

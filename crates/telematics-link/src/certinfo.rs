@@ -1,6 +1,7 @@
-//! The validity period of a PEM certificate (for `telematicsctl doctor`: days left, clock
-//! plausibility). A minimal DER walk to `tbsCertificate.validity` (RFC 5280 §4.1); rustls
-//! checks the certificate itself when connecting.
+//! The facts of a certificate the daemon needs without a full X.509 parser: validity period
+//! (`telematicsctl doctor`, the expiry check), serial number, subject CN and public key (the
+//! checks of a renewed certificate). A minimal DER walk of `tbsCertificate` (RFC 5280 §4.1);
+//! rustls / webpki check the certificate itself (signature, chain).
 
 use std::path::Path;
 
@@ -19,8 +20,96 @@ pub struct Validity {
     pub not_after: u64,
 }
 
-/// The validity of the first certificate in the PEM file `path` (the leaf of a chain).
-pub fn certificate_validity(path: &Path) -> Result<Validity, LinkError> {
+/// What [`certificate_facts`] reads from a certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertFacts {
+    /// Validity period.
+    pub validity: Validity,
+    /// Serial number, lower-case hex of its DER content bytes.
+    pub serial: String,
+    /// The first `commonName` of the subject, if any (the VIN for a vehicle).
+    pub subject_cn: Option<String>,
+    /// The DER `SubjectPublicKeyInfo` (compared with the key the vehicle generated).
+    pub spki: Vec<u8>,
+    /// SHA-256 of the whole certificate DER, lower-case hex (the fingerprint).
+    pub sha256: String,
+}
+
+/// The facts of the DER certificate `der` (`None` if it cannot be walked).
+pub fn certificate_facts(der: &[u8]) -> Option<CertFacts> {
+    let (0x30, cert, _) = tlv(der)? else {
+        return None;
+    };
+    let (0x30, mut tbs, _) = tlv(cert)? else {
+        return None;
+    };
+    let (tag, _, rest) = tlv(tbs)?;
+    if tag == 0xa0 {
+        tbs = rest;
+    }
+    let (0x02, serial, rest) = tlv(tbs)? else {
+        return None;
+    };
+    // signature, issuer
+    let (_, _, rest) = tlv(rest)?;
+    let (_, _, rest) = tlv(rest)?;
+    let (_, _, rest) = tlv(rest)?; // validity (read by validity_of_der)
+    let (0x30, subject, rest) = tlv(rest)? else {
+        return None;
+    };
+    let (0x30, _, after) = tlv(rest)? else {
+        return None;
+    };
+    let spki = rest.get(..rest.len() - after.len())?.to_vec();
+    Some(CertFacts {
+        validity: validity_of_der(der)?,
+        serial: hex(serial),
+        subject_cn: common_name(subject),
+        spki,
+        sha256: hex(ring::digest::digest(&ring::digest::SHA256, der).as_ref()),
+    })
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The first `commonName` (OID 2.5.4.3) of a `Name`'s content.
+fn common_name(mut name: &[u8]) -> Option<String> {
+    while !name.is_empty() {
+        let (0x31, mut set, rest) = tlv(name)? else {
+            return None;
+        };
+        name = rest;
+        while !set.is_empty() {
+            let (0x30, atv, rest) = tlv(set)? else {
+                return None;
+            };
+            set = rest;
+            let (0x06, oid, value) = tlv(atv)? else {
+                return None;
+            };
+            if oid == [0x55, 0x04, 0x03] {
+                let (_, v, _) = tlv(value)?;
+                return String::from_utf8(v.to_vec()).ok();
+            }
+        }
+    }
+    None
+}
+
+/// The facts of the first certificate in the PEM file `path` (the leaf of a chain).
+pub fn certificate_facts_of_file(path: &Path) -> Result<CertFacts, LinkError> {
+    let what = "client certificate";
+    let der = first_der(path)?;
+    certificate_facts(der.as_ref()).ok_or_else(|| LinkError::TlsFileInvalid {
+        what,
+        path: path.display().to_string(),
+        detail: "cannot read the certificate".into(),
+    })
+}
+
+fn first_der(path: &Path) -> Result<CertificateDer<'static>, LinkError> {
     let what = "client certificate";
     let invalid = |detail: &str| LinkError::TlsFileInvalid {
         what,
@@ -32,11 +121,20 @@ pub fn certificate_validity(path: &Path) -> Result<Validity, LinkError> {
         path: path.display().to_string(),
         detail: e.to_string(),
     })?;
-    let der = CertificateDer::pem_slice_iter(&pem)
+    CertificateDer::pem_slice_iter(&pem)
         .next()
         .ok_or_else(|| invalid("no CERTIFICATE in the file"))?
-        .map_err(|e| invalid(&e.to_string()))?;
-    validity_of_der(der.as_ref()).ok_or_else(|| invalid("cannot read the validity period"))
+        .map_err(|e| invalid(&e.to_string()))
+}
+
+/// The validity of the first certificate in the PEM file `path` (the leaf of a chain).
+pub fn certificate_validity(path: &Path) -> Result<Validity, LinkError> {
+    let der = first_der(path)?;
+    validity_of_der(der.as_ref()).ok_or_else(|| LinkError::TlsFileInvalid {
+        what: "client certificate",
+        path: path.display().to_string(),
+        detail: "cannot read the validity period".into(),
+    })
 }
 
 /// One DER TLV: (tag, content, rest).
@@ -158,5 +256,15 @@ mod tests {
             "link.tls_file_unreadable"
         );
         assert_eq!(validity_of_der(&[0x30, 0x03, 0x02, 0x01, 0x00]), None);
+        assert_eq!(certificate_facts(&[0x30, 0x03, 0x02, 0x01, 0x00]), None);
+        let f = certificate_facts_of_file(&files.cert).unwrap();
+        assert_eq!(f.validity, v);
+        assert_eq!(f.subject_cn.as_deref(), Some("VIN1"));
+        let key = std::fs::read_to_string(&files.key).unwrap();
+        let key = rcgen::KeyPair::from_pem(&key).unwrap();
+        use rcgen::PublicKeyData;
+        assert_eq!(f.spki, key.subject_public_key_info());
+        assert_eq!(f.sha256.len(), 64);
+        assert!(!f.serial.is_empty());
     }
 }

@@ -41,6 +41,9 @@ pub enum LinkError {
         /// The refused topic filter.
         topic: String,
     },
+    /// The probe connection with a new identity failed (refused, TLS error, no CONNACK).
+    #[error("probe connection with the new identity failed: {0}")]
+    ProbeRefused(String),
     /// The link task is gone (shut down or crashed).
     #[error("the link task has stopped")]
     Stopped,
@@ -56,6 +59,7 @@ impl LinkError {
             LinkError::Config(_) => "link.bad_config",
             LinkError::Store(_) => "link.store",
             LinkError::SubscribeRefused { .. } => "link.subscribe_refused",
+            LinkError::ProbeRefused(_) => "link.probe_refused",
             LinkError::Stopped => "link.stopped",
         }
     }

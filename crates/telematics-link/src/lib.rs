@@ -32,11 +32,13 @@ mod status;
 mod tls;
 
 pub use backoff::Backoff;
-pub use certinfo::{Validity, certificate_validity};
+pub use certinfo::{
+    CertFacts, Validity, certificate_facts, certificate_facts_of_file, certificate_validity,
+};
 pub use diag::{ConnectErrorClass, LastError, LinkDiagnostics};
 pub use error::LinkError;
 pub use status::{Presence, Status};
-pub use tls::{TlsFiles, client_config};
+pub use tls::{ChainRefusal, TlsFiles, client_config, client_config_with_key, verify_client_chain};
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -98,6 +100,21 @@ pub mod topics {
     pub fn devices_revocations(vin: &str) -> String {
         format!("vehicles/{vin}/devices/revocations")
     }
+    /// `vehicles/{vin}/identity/csr` (vehicle -> back end, QoS 1, retained): the PEM
+    /// certificate signing request of a renewal in progress.
+    pub fn identity_csr(vin: &str) -> String {
+        format!("vehicles/{vin}/identity/csr")
+    }
+    /// `vehicles/{vin}/identity/certificate` (back end -> vehicle, QoS 1): the PEM certificate
+    /// (chain) signed for that CSR.
+    pub fn identity_certificate(vin: &str) -> String {
+        format!("vehicles/{vin}/identity/certificate")
+    }
+    /// `vehicles/{vin}/identity/outcome` (vehicle -> back end, QoS 1): renewed, or refused with
+    /// a stable code.
+    pub fn identity_outcome(vin: &str) -> String {
+        format!("vehicles/{vin}/identity/outcome")
+    }
 }
 
 /// Default of [`LinkConfig::max_incoming_packet`]: 1 MiB + 4 KiB (a broker limited to 1 MiB
@@ -122,6 +139,9 @@ pub struct LinkConfig {
     pub port: u16,
     /// Client certificate, key and pinned CA.
     pub tls: TlsFiles,
+    /// Signing key of the client certificate held by the key store (a PKCS#11 token); `None`:
+    /// the PEM file `tls.key`.
+    pub client_key: Option<Arc<dyn rustls::sign::SigningKey>>,
     /// MQTT keep-alive.
     pub keep_alive: Duration,
     /// Ceiling of the first reconnect delay (doubles on each failed attempt; the delay is drawn
@@ -164,6 +184,7 @@ impl LinkConfig {
             host: host.into(),
             port,
             tls,
+            client_key: None,
             keep_alive: Duration::from_secs(30),
             backoff_min: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),
@@ -179,8 +200,10 @@ impl LinkConfig {
         }
     }
 
-    /// The status message for `state`, now.
-    fn status(&self, state: Presence) -> Status {
+    /// The status message for `state`, now, for a connection with the certificate of
+    /// `identity`.
+    fn status(&self, state: Presence, identity: &TlsFiles) -> Status {
+        let cert = certificate_facts_of_file(&identity.cert_chain).ok();
         Status {
             state,
             agent_version: self.agent_version.clone(),
@@ -189,6 +212,8 @@ impl LinkConfig {
             build: self.build.clone(),
             dbc_hash: self.dbc_hash.clone(),
             mapping_hash: self.mapping_hash.clone(),
+            cert_serial: cert.as_ref().map(|c| c.serial.clone()).unwrap_or_default(),
+            cert_not_after: cert.map_or(0, |c| c.validity.not_after.saturating_mul(1000)),
         }
     }
 
@@ -326,13 +351,23 @@ struct Shared {
     outbox: Outbox,
     wake: Notify,
     tls: Mutex<Arc<ClientConfig>>,
-    tls_files: TlsFiles,
+    tls_files: Mutex<TlsFiles>,
+    client_key: Mutex<Option<Arc<dyn rustls::sign::SigningKey>>>,
+    /// Ends the current connection cleanly so that the next one uses a new identity.
+    reconnect: Notify,
     state: watch::Sender<LinkState>,
     shutdown: watch::Sender<Option<Duration>>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Shared {
+    fn identity(&self) -> TlsFiles {
+        self.tls_files
+            .lock()
+            .map(|f| f.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
     fn mark_connected(&self) {
         self.last_connected_at
             .store(status::unix_now_s(), Ordering::Relaxed);
@@ -376,8 +411,11 @@ impl Link {
         outbox: Outbox,
     ) -> Result<(LinkHandle, mpsc::Receiver<Incoming>), LinkError> {
         config.validate()?;
-        let tls = client_config(&config.tls)?;
+        let tls = client_config_with_key(&config.tls, config.client_key.as_ref())?;
         let (incoming_tx, incoming_rx) = mpsc::channel(config.incoming_capacity);
+        // Every state change uses `send_replace`: `send` does not store the value while no
+        // receiver exists, and the daemon subscribes only after the link task started (a fast
+        // first connection was left showing `Connecting`).
         let (state, _) = watch::channel(LinkState::Connecting { attempt: 1 });
         let (shutdown, _) = watch::channel(None);
         let shared = Arc::new(Shared {
@@ -387,7 +425,9 @@ impl Link {
             outbox,
             wake: Notify::new(),
             tls: Mutex::new(tls),
-            tls_files: config.tls.clone(),
+            tls_files: Mutex::new(config.tls.clone()),
+            client_key: Mutex::new(config.client_key.clone()),
+            reconnect: Notify::new(),
             state,
             shutdown,
             task: Mutex::new(None),
@@ -453,7 +493,9 @@ impl LinkHandle {
     /// (the current connection is kept). On failure the previous configuration stays in force
     /// and the error names the bad file. Call it on SIGHUP.
     pub fn reload_tls(&self) -> Result<(), LinkError> {
-        let cfg = client_config(&self.shared.tls_files)?;
+        let files = self.identity();
+        let key = self.shared.client_key.lock().ok().and_then(|k| k.clone());
+        let cfg = client_config_with_key(&files, key.as_ref())?;
         let mut guard = self
             .shared
             .tls
@@ -461,6 +503,32 @@ impl LinkHandle {
             .map_err(|_| LinkError::TlsConfig("TLS state lock poisoned".into()))?;
         *guard = cfg;
         tracing::info!("TLS credentials reloaded; used from the next connection");
+        Ok(())
+    }
+
+    /// The certificate, key and CA files in force.
+    pub fn identity(&self) -> TlsFiles {
+        self.shared.identity()
+    }
+
+    /// Switches to the identity `files` (a renewed certificate and its key: the PEM file
+    /// `files.key`, or `key` held elsewhere, e.g. a token): loads them (on failure nothing
+    /// changes), makes them the identity of every later connection and of
+    /// [`LinkHandle::reload_tls`], and ends the current connection with a clean DISCONNECT (no
+    /// last will) so that the link reconnects at once with the new certificate. Messages not
+    /// yet acknowledged stay in the outbox and are sent on the new connection.
+    pub fn switch_identity(
+        &self,
+        files: TlsFiles,
+        key: Option<Arc<dyn rustls::sign::SigningKey>>,
+    ) -> Result<(), LinkError> {
+        let cfg = client_config_with_key(&files, key.as_ref())?;
+        let poisoned = || LinkError::TlsConfig("TLS state lock poisoned".into());
+        *self.shared.tls.lock().map_err(|_| poisoned())? = cfg;
+        *self.shared.tls_files.lock().map_err(|_| poisoned())? = files;
+        *self.shared.client_key.lock().map_err(|_| poisoned())? = key;
+        self.shared.reconnect.notify_one();
+        tracing::info!("switched to a new client identity; reconnecting");
         Ok(())
     }
 
@@ -484,12 +552,14 @@ impl LinkHandle {
             task.abort();
             let _ = task.await;
         }
-        let _ = self.shared.state.send(LinkState::Stopped);
+        let _ = self.shared.state.send_replace(LinkState::Stopped);
     }
 }
 
 enum End {
     Shutdown,
+    /// Clean disconnect for a new identity: reconnect at once, not a failure.
+    Reconnect,
     Failed {
         error: String,
         class: ConnectErrorClass,
@@ -506,11 +576,12 @@ async fn run(config: LinkConfig, shared: Arc<Shared>, incoming: mpsc::Sender<Inc
         if shutdown_rx.borrow().is_some() {
             break;
         }
-        let _ = shared.state.send(LinkState::Connecting {
+        let _ = shared.state.send_replace(LinkState::Connecting {
             attempt: failures.saturating_add(1),
         });
         match session(&config, &shared, &incoming, &mut shutdown_rx).await {
             End::Shutdown => break,
+            End::Reconnect => continue,
             End::Failed {
                 error,
                 mut class,
@@ -530,7 +601,7 @@ async fn run(config: LinkConfig, shared: Arc<Shared>, incoming: mpsc::Sender<Inc
                 failures = policy.failures_after(failures, connected_for);
                 let delay = policy.delay(failures, backoff::random_draw());
                 tracing::warn!(%error, ?delay, failures, ?connected_for, "MQTT connection lost or refused");
-                let _ = shared.state.send(LinkState::Disconnected {
+                let _ = shared.state.send_replace(LinkState::Disconnected {
                     error,
                     retry_in: delay,
                 });
@@ -541,10 +612,10 @@ async fn run(config: LinkConfig, shared: Arc<Shared>, incoming: mpsc::Sender<Inc
             }
         }
     }
-    let _ = shared.state.send(LinkState::Stopped);
+    let _ = shared.state.send_replace(LinkState::Stopped);
 }
 
-fn mqtt_options(config: &LinkConfig, tls: Arc<ClientConfig>) -> MqttOptions {
+fn mqtt_options(config: &LinkConfig, tls: Arc<ClientConfig>, identity: &TlsFiles) -> MqttOptions {
     let mut o = MqttOptions::new(config.client_id.clone(), config.host.clone(), config.port);
     o.set_keep_alive(config.keep_alive);
     o.set_clean_session(false);
@@ -556,7 +627,7 @@ fn mqtt_options(config: &LinkConfig, tls: Arc<ClientConfig>) -> MqttOptions {
     let window = u16::try_from(config.inflight_window).unwrap_or(1000);
     o.set_inflight(window.saturating_add(8));
     o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
-    let will = config.status(Presence::Offline);
+    let will = config.status(Presence::Offline, identity);
     o.set_last_will(LastWill::new(
         topics::status(&config.vin),
         will.to_cbor(),
@@ -581,7 +652,7 @@ struct Session<'a> {
 
 impl Session<'_> {
     fn publish_status(&mut self, state: Presence) -> Result<(), String> {
-        let status = self.config.status(state);
+        let status = self.config.status(state, &self.shared.identity());
         self.client
             .try_publish(
                 topics::status(&self.config.vin),
@@ -713,11 +784,14 @@ async fn session(
             };
         }
     };
+    let identity = shared.identity();
     let policy = config.backoff();
     // Room for the window's publishes, the acks of a full broker inflight window and control
     // packets; flume allocates on use, so a generous bound costs nothing when idle.
-    let (client, mut eventloop) =
-        AsyncClient::new(mqtt_options(config, tls), 4 * config.inflight_window + 1024);
+    let (client, mut eventloop) = AsyncClient::new(
+        mqtt_options(config, tls, &identity),
+        4 * config.inflight_window + 1024,
+    );
     // Small MQTT packets (PUBACKs, results) must not wait for Nagle + delayed ACK (~40 ms).
     let mut net = rumqttc::NetworkOptions::new();
     net.set_tcp_nodelay(true);
@@ -738,6 +812,7 @@ async fn session(
         topics::session_request(&config.vin),
         topics::devices_request(&config.vin),
         topics::devices_revoke(&config.vin),
+        topics::identity_certificate(&config.vin),
     ];
     let subscribe = |client: &AsyncClient| {
         client.try_subscribe_many(
@@ -861,6 +936,25 @@ async fn session(
                     return fail(e.to_string());
                 }
             }
+            _ = shared.reconnect.notified(), if !stopping => {
+                let _ = s.client.try_disconnect();
+                let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                    loop {
+                        match eventloop.poll().await {
+                            Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+                            Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                                let _ = s.on_puback(ack.pkid);
+                            }
+                            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                                let _ = s.on_outgoing_publish(pkid);
+                            }
+                            Ok(_) => {}
+                        }
+                    }
+                })
+                .await;
+                return End::Reconnect;
+            }
             _ = shared.wake.notified(), if connected && !stopping => {
                 if let Err(e) = s.top_up() {
                     return fail(e);
@@ -904,7 +998,7 @@ fn on_suback(
             tracing::info!(topic = %commands, refusals, "commands subscription granted after refusals");
         }
         *sub = Sub::Granted;
-        let _ = shared.state.send(LinkState::Connected);
+        let _ = shared.state.send_replace(LinkState::Connected);
         return s.publish_status(Presence::Online);
     }
     let first = before == 0;
@@ -925,7 +1019,7 @@ fn on_suback(
         retry_in_ms = u64::try_from(retry_in.as_millis()).unwrap_or(u64::MAX),
         "{err}: connected but no command can reach the vehicle; retrying"
     );
-    let _ = shared.state.send(LinkState::SubscribeRefused {
+    let _ = shared.state.send_replace(LinkState::SubscribeRefused {
         attempt: refusals,
         retry_in,
     });
@@ -934,6 +1028,51 @@ fn on_suback(
         s.publish_status(Presence::CommandsRefused)?;
     }
     Ok(())
+}
+
+/// Proves that the broker accepts the identity `files`: a second, clean-session MQTT
+/// connection with client id `{client_id}-probe` (so the vehicle's own session is not taken
+/// over), waiting up to `timeout` for the CONNACK, then a clean DISCONNECT. Nothing is
+/// published or subscribed. `key`: the identity's key when it is not the PEM file `files.key`.
+pub async fn probe(
+    config: &LinkConfig,
+    files: &TlsFiles,
+    key: Option<&Arc<dyn rustls::sign::SigningKey>>,
+    timeout: Duration,
+) -> Result<(), LinkError> {
+    let tls = client_config_with_key(files, key)?;
+    let mut o = MqttOptions::new(
+        format!("{}-probe", config.client_id),
+        config.host.clone(),
+        config.port,
+    );
+    o.set_keep_alive(config.keep_alive);
+    o.set_clean_session(true);
+    o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
+    let (client, mut eventloop) = AsyncClient::new(o, 8);
+    let result = tokio::time::timeout(timeout, async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => return Ok(()),
+                Ok(_) => {}
+                Err(e) => return Err(LinkError::ProbeRefused(describe(&e))),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| Err(LinkError::ProbeRefused("no CONNACK in time".into())));
+    if result.is_ok() {
+        let _ = client.try_disconnect();
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            while let Ok(ev) = eventloop.poll().await {
+                if matches!(ev, Event::Outgoing(Outgoing::Disconnect)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+    result
 }
 
 fn describe(e: &ConnectionError) -> String {
@@ -1029,6 +1168,8 @@ mod tests {
             build: "abc123".into(),
             dbc_hash: "d1".into(),
             mapping_hash: "m1".into(),
+            cert_serial: "0a1b".into(),
+            cert_not_after: 1_900_000_000_000,
         };
         let b = s.to_cbor();
         assert_eq!(Status::from_cbor(&b), Some(s.clone()));
@@ -1044,7 +1185,9 @@ mod tests {
                 "at",
                 "build",
                 "dbc_hash",
-                "mapping_hash"
+                "mapping_hash",
+                "cert_serial",
+                "cert_not_after"
             ]
         );
         // A status from before these fields still decodes.

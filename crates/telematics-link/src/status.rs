@@ -17,8 +17,9 @@ pub enum Presence {
     CommandsRefused,
 }
 
-/// CBOR map `{state, agent_version, config_version, at, build, dbc_hash, mapping_hash}` (the
-/// last three may be absent in messages of older versions: decoded as empty).
+/// CBOR map `{state, agent_version, config_version, at, build, dbc_hash, mapping_hash,
+/// cert_serial, cert_not_after}` (the last five may be absent in messages of older versions:
+/// decoded as empty / 0).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
     /// "online" | "offline" | "commands_refused".
@@ -40,6 +41,13 @@ pub struct Status {
     /// Hash of the VSS mapping file in force (16 hex digits of its SHA-256).
     #[serde(default)]
     pub mapping_hash: String,
+    /// Serial number (hex) of the client certificate of this connection (empty if unreadable):
+    /// after an in-band renewal, the renewed one.
+    #[serde(default)]
+    pub cert_serial: String,
+    /// `notAfter` of that certificate, Unix milliseconds (0 if unreadable).
+    #[serde(default)]
+    pub cert_not_after: u64,
 }
 
 impl Status {

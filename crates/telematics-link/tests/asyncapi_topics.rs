@@ -28,6 +28,9 @@ fn code_topics() -> Vec<(&'static str, String)> {
         ("devices_request", topics::devices_request(VIN)),
         ("devices_revoke", topics::devices_revoke(VIN)),
         ("devices_revocations", topics::devices_revocations(VIN)),
+        ("identity_csr", topics::identity_csr(VIN)),
+        ("identity_certificate", topics::identity_certificate(VIN)),
+        ("identity_outcome", topics::identity_outcome(VIN)),
     ]
 }
 

@@ -854,3 +854,38 @@ async fn a_stalled_consumer_under_a_flood_of_1_mb_commands_bounds_the_links_memo
 fn _handle_is_clone(h: &LinkHandle) -> LinkHandle {
     h.clone()
 }
+
+/// The pinned CA file may hold several CAs (the back end rotating its CA): with the broker's CA
+/// second in the file, after another one, the handshake succeeds; with the other CA alone it
+/// fails. Shown with `probe`, the renewal's proof connection (client id `{vin}-probe`), which
+/// also refuses a client certificate the broker does not trust.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pinned_ca_file_with_two_cas_and_the_probe_connection() {
+    let pki = TestPki::generate().unwrap();
+    let broker = Mosquitto::start(&pki, &[]).unwrap();
+    let car = pki.client(VIN).unwrap();
+    let cfg = link_config(&pki, &broker, &car);
+    let dir = tempfile::tempdir().unwrap();
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap();
+    let both = dir.path().join("cas.pem");
+    std::fs::write(&both, read(pki.rogue_ca_cert()) + &read(pki.ca_cert())).unwrap();
+    let files = |cert: &CertFiles, ca: &std::path::Path| TlsFiles {
+        cert_chain: cert.cert.clone(),
+        key: cert.key.clone(),
+        ca: ca.to_path_buf(),
+    };
+    let t = Duration::from_secs(5);
+    telematics_link::probe(&cfg, &files(&car, &both), None, t)
+        .await
+        .expect("broker certificate from the second CA of the file is trusted");
+    let other = telematics_link::probe(&cfg, &files(&car, pki.rogue_ca_cert()), None, t).await;
+    assert_eq!(other.unwrap_err().code(), "link.probe_refused");
+    let rogue = pki.rogue_client(VIN).unwrap();
+    let refused = telematics_link::probe(&cfg, &files(&rogue, &both), None, t).await;
+    assert_eq!(refused.unwrap_err().code(), "link.probe_refused");
+    assert!(
+        broker.log().contains(&format!("as {VIN}-probe")),
+        "{}",
+        broker.log()
+    );
+}

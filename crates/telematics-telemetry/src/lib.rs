@@ -4,12 +4,14 @@
 mod alert;
 mod devices;
 mod error;
+mod identity;
 mod payload;
 mod schedule;
 
 pub use alert::{AlertEngine, ThresholdRule};
 pub use devices::{DeviceEntry, DeviceList, DeviceStatus, RevocationOutcome};
 pub use error::TelemetryError;
+pub use identity::RenewalOutcome;
 pub use payload::{
     Alert, AlertState, CommandResult, ResultState, SignalValue, Telemetry, TelemetryKind,
 };

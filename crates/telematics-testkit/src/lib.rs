@@ -138,6 +138,7 @@ pub struct CertFiles {
 struct Ca {
     issuer: Issuer<'static, KeyPair>,
     cert_path: PathBuf,
+    key_path: PathBuf,
 }
 
 impl Ca {
@@ -152,20 +153,20 @@ impl Ca {
         let cert = params.self_signed(&key)?;
         let cert_path = dir.join(format!("{name}.crt"));
         write_file(&cert_path, &cert.pem())?;
+        let key_path = dir.join(format!("{name}.key"));
+        write_file(&key_path, &key.serialize_pem())?;
         Ok(Ca {
             issuer: Issuer::new(params, key),
             cert_path,
+            key_path,
         })
     }
 
-    fn issue(
-        &self,
-        dir: &Path,
-        file_stem: &str,
+    fn leaf_params(
         cn: &str,
         sans: Vec<String>,
         server: bool,
-    ) -> Result<CertFiles, TestkitError> {
+    ) -> Result<CertificateParams, TestkitError> {
         let mut params = CertificateParams::new(sans)?;
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, cn);
@@ -176,6 +177,24 @@ impl Ca {
         } else {
             ExtendedKeyUsagePurpose::ClientAuth
         }];
+        Ok(params)
+    }
+
+    fn issue(
+        &self,
+        dir: &Path,
+        file_stem: &str,
+        cn: &str,
+        sans: Vec<String>,
+        server: bool,
+        valid_days: Option<i64>,
+    ) -> Result<CertFiles, TestkitError> {
+        let mut params = Self::leaf_params(cn, sans, server)?;
+        if let Some(days) = valid_days {
+            let now = time::OffsetDateTime::now_utc();
+            params.not_before = now - time::Duration::days(1);
+            params.not_after = now + time::Duration::days(days);
+        }
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
         let files = CertFiles {
@@ -185,6 +204,21 @@ impl Ca {
         write_file(&files.cert, &cert.pem())?;
         write_file(&files.key, &key.serialize_pem())?;
         Ok(files)
+    }
+
+    /// A client certificate for a key held elsewhere (a PKCS#11 token): only its public key.
+    fn issue_for(
+        &self,
+        dir: &Path,
+        file_stem: &str,
+        cn: &str,
+        public_key: &impl rcgen::PublicKeyData,
+    ) -> Result<PathBuf, TestkitError> {
+        let params = Self::leaf_params(cn, vec![], false)?;
+        let cert = params.signed_by(public_key, &self.issuer)?;
+        let path = dir.join(format!("{file_stem}.crt"));
+        write_file(&path, &cert.pem())?;
+        Ok(path)
     }
 }
 
@@ -223,6 +257,7 @@ impl TestPki {
             "localhost",
             vec!["localhost".into(), "127.0.0.1".into()],
             true,
+            None,
         )?;
         Ok(TestPki {
             dir,
@@ -242,6 +277,16 @@ impl TestPki {
         &self.ca.cert_path
     }
 
+    /// PEM PKCS#8 key of the trusted CA (a back end's signing key: `telematicsctl ca`).
+    pub fn ca_key(&self) -> &Path {
+        &self.ca.key_path
+    }
+
+    /// PEM PKCS#8 key of the rogue CA.
+    pub fn rogue_ca_key(&self) -> &Path {
+        &self.rogue.key_path
+    }
+
     /// PEM file of the rogue CA (not trusted by the broker).
     pub fn rogue_ca_cert(&self) -> &Path {
         &self.rogue.cert_path
@@ -258,14 +303,35 @@ impl TestPki {
     pub fn client(&self, client_id: &str) -> Result<CertFiles, TestkitError> {
         let stem = self.unique_stem(client_id);
         self.ca
-            .issue(self.dir.path(), &stem, client_id, vec![], false)
+            .issue(self.dir.path(), &stem, client_id, vec![], false, None)
+    }
+
+    /// Like [`TestPki::client`], valid from a day ago for `days` days from now (the default
+    /// validity of the others runs until 4096).
+    pub fn client_valid_for(&self, client_id: &str, days: i64) -> Result<CertFiles, TestkitError> {
+        let stem = self.unique_stem(client_id);
+        self.ca
+            .issue(self.dir.path(), &stem, client_id, vec![], false, Some(days))
+    }
+
+    /// Issues a client certificate from the trusted CA with CN = `client_id` for `public_key`,
+    /// whose private key the test does not have (it lives in a PKCS#11 token). Returns the
+    /// certificate file.
+    pub fn client_for_key(
+        &self,
+        client_id: &str,
+        public_key: &impl rcgen::PublicKeyData,
+    ) -> Result<PathBuf, TestkitError> {
+        let stem = self.unique_stem(client_id);
+        self.ca
+            .issue_for(self.dir.path(), &stem, client_id, public_key)
     }
 
     /// Issues a client certificate with CN = `client_id` from the rogue CA.
     pub fn rogue_client(&self, client_id: &str) -> Result<CertFiles, TestkitError> {
         let stem = self.unique_stem(&format!("rogue-{client_id}"));
         self.rogue
-            .issue(self.dir.path(), &stem, client_id, vec![], false)
+            .issue(self.dir.path(), &stem, client_id, vec![], false, None)
     }
 
     fn unique_stem(&self, base: &str) -> String {
@@ -295,10 +361,11 @@ impl TestPki {
 }
 
 /// The ACL file the launcher writes (see docs/topics.md): each vehicle (username = certificate
-/// CN = VIN) may publish its own telemetry/alerts/results/status/session info, device list and
-/// revocation outcomes, and read its own commands, session requests, device-list requests and
-/// device revocations; `backend_users` may read `vehicles/#` and write commands, session
-/// requests, device-list requests and device revocations.
+/// CN = VIN) may publish its own telemetry/alerts/results/status/session info, device list,
+/// revocation outcomes, renewal CSR and renewal outcomes, and read its own commands, session
+/// requests, device-list requests, device revocations and renewed certificates;
+/// `backend_users` may read `vehicles/#` and write commands, session requests, device-list
+/// requests, device revocations and renewed certificates.
 pub fn acl_file(backend_users: &[&str]) -> String {
     let mut acl = String::from(
         "# vehicles: username = certificate CN = VIN\n\
@@ -309,6 +376,9 @@ pub fn acl_file(backend_users: &[&str]) -> String {
          pattern write vehicles/%u/session\n\
          pattern write vehicles/%u/devices\n\
          pattern write vehicles/%u/devices/revocations\n\
+         pattern write vehicles/%u/identity/csr\n\
+         pattern write vehicles/%u/identity/outcome\n\
+         pattern read vehicles/%u/identity/certificate\n\
          pattern read vehicles/%u/commands\n\
          pattern read vehicles/%u/session/request\n\
          pattern read vehicles/%u/devices/request\n\
@@ -319,7 +389,8 @@ pub fn acl_file(backend_users: &[&str]) -> String {
             "\nuser {u}\ntopic read vehicles/#\ntopic write vehicles/+/commands\n\
              topic write vehicles/+/session/request\n\
              topic write vehicles/+/devices/request\n\
-             topic write vehicles/+/devices/revoke\n"
+             topic write vehicles/+/devices/revoke\n\
+             topic write vehicles/+/identity/certificate\n"
         ));
     }
     acl

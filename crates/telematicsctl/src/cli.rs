@@ -267,6 +267,9 @@ pub enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Back end: the vehicle-certificate CA (in-band renewal: sign a CSR, answer CSRs).
+    #[command(subcommand)]
+    Ca(crate::ca::CaCmd),
 }
 
 pub(crate) fn read_code(input: &CodeInput, prompt: &str) -> anyhow::Result<Secret> {
@@ -590,6 +593,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
                 );
             }
         }
+        Cmd::Ca(cmd) => crate::ca::run(cmd, json).await?,
         Cmd::ResetAuth {
             vin,
             key,

@@ -45,6 +45,9 @@ pub enum CtlError {
         /// What is wrong.
         why: String,
     },
+    /// A CA operation failed (unusable CA files, a CSR refused, signing failed).
+    #[error("ca: {0}")]
+    Ca(String),
     /// An argument is invalid.
     #[error("invalid argument: {0}")]
     Invalid(String),
@@ -61,6 +64,7 @@ impl CtlError {
             CtlError::Security(e) => e.code(),
             CtlError::ResetAuthText(_) => "ctl.reset_auth_text",
             CtlError::BackendKey { .. } => "ctl.backend_key",
+            CtlError::Ca(_) => "ctl.ca",
             CtlError::Invalid(_) => "ctl.invalid",
         }
     }

@@ -1,6 +1,7 @@
 //! Owner / back-end / dealer tool for telematicsd, as a library so that end-to-end tests can
 //! run the CLI ([`main_entry`]) and call the remote-command functions in-process.
 //!
+//! - [`ca`]: the back end's CA for in-band certificate renewal (`ca sign-csr`, `ca respond`);
 //! - [`cli`]: clap types and [`main_entry`] (exit codes in `--help`);
 //! - [`remote`]: authenticated remote commands over mTLS MQTT ([`remote::send_command`]);
 //! - [`watch`]: decoded telemetry / alerts / results / status;
@@ -18,6 +19,7 @@
 //!
 //! Security codes are never accepted as command-line arguments.
 
+pub mod ca;
 pub mod cli;
 pub mod counter;
 #[cfg(feature = "demo")]

@@ -342,6 +342,8 @@ mod tests {
             build: "g1".into(),
             dbc_hash: "d1".into(),
             mapping_hash: "m1".into(),
+            cert_serial: "0a".into(),
+            cert_not_after: 0,
         };
         assert_eq!(
             format_message(VIN, &topics::status(VIN), &s.to_cbor()),

@@ -132,6 +132,19 @@ pub struct MqttConfig {
     pub reconnect_max_s: u64,
     /// A connection must stay up this long (s) before its loss restarts the backoff.
     pub reconnect_stable_s: u64,
+    /// In-band renewal of the client certificate starts when it has this many days left or
+    /// fewer (0 = never renew in band). See ARCHITECTURE.md "Certificate lifecycle".
+    pub cert_renew_before_days: u64,
+    /// A `certificate_expiring` alert is raised (at start and daily) when the certificate has
+    /// this many days left or fewer, i.e. when renewal has not succeeded in time.
+    pub cert_warn_days: u64,
+    /// While a renewal waits for the back end's certificate, its CSR is published again after
+    /// this many seconds.
+    pub renewal_retry_s: u64,
+    /// Directory of the renewed identities (generations of key + certificate and the commit
+    /// record); relative paths are under `[state] directory`. Until a renewal commits, the
+    /// identity is `cert` / `key` above.
+    pub identity_dir: PathBuf,
 }
 
 impl Default for MqttConfig {
@@ -145,6 +158,10 @@ impl Default for MqttConfig {
             reconnect_min_ms: 1000,
             reconnect_max_s: 60,
             reconnect_stable_s: 60,
+            cert_renew_before_days: 30,
+            cert_warn_days: 14,
+            renewal_retry_s: 3600,
+            identity_dir: "identity".into(),
             ca: "/etc/telematicsd/ca.pem".into(),
             cert: "/etc/telematicsd/client.pem".into(),
             key: "/etc/telematicsd/client.key".into(),
@@ -474,6 +491,18 @@ impl Config {
                 self.mqtt.reconnect_max_s
             ));
         }
+        if self.mqtt.cert_warn_days > 3650 || self.mqtt.cert_renew_before_days > 3650 {
+            errs.push(format!(
+                "mqtt.cert_warn_days / mqtt.cert_renew_before_days: must be 0..=3650, got {} / {}",
+                self.mqtt.cert_warn_days, self.mqtt.cert_renew_before_days
+            ));
+        }
+        if !(1..=7 * 86_400).contains(&self.mqtt.renewal_retry_s) {
+            errs.push(format!(
+                "mqtt.renewal_retry_s: must be 1..=604800, got {}",
+                self.mqtt.renewal_retry_s
+            ));
+        }
         if !(1..=86_400).contains(&self.mqtt.reconnect_stable_s) {
             errs.push(format!(
                 "mqtt.reconnect_stable_s: must be 1..=86400, got {}",
@@ -614,6 +643,11 @@ impl Config {
         }
     }
 
+    /// The identity directory resolved against the state directory.
+    pub fn identity_dir(&self) -> PathBuf {
+        self.state.directory.join(&self.mqtt.identity_dir)
+    }
+
     /// Outbox path resolved against the state directory.
     pub fn outbox_path(&self) -> PathBuf {
         self.state.directory.join(&self.outbox.path)
@@ -632,8 +666,12 @@ impl Config {
             }
         };
         need("mqtt.ca", &self.mqtt.ca);
-        need("mqtt.cert", &self.mqtt.cert);
-        need("mqtt.key", &self.mqtt.key);
+        // Once a renewal committed, the identity in force is in the identity directory and the
+        // configured (factory) files may be gone.
+        if !crate::identity::store::has_commit(&self.identity_dir()) {
+            need("mqtt.cert", &self.mqtt.cert);
+            need("mqtt.key", &self.mqtt.key);
+        }
         need(
             "security.backend_public_key",
             &self.security.backend_public_key,

@@ -82,6 +82,7 @@ struct DaemonAdmin {
     config: Config,
     versions: crate::config::Versions,
     samples: Arc<Mutex<Samples>>,
+    identity: Arc<crate::identity::driver::IdentityStatus>,
 }
 
 impl DaemonAdmin {
@@ -114,8 +115,11 @@ impl DaemonAdmin {
                 &self.link.borrow(),
                 self.link_handle.diagnostics(),
             ),
-            certificate: telematics_link::certificate_validity(&cfg.mqtt.cert)
-                .map_err(|e| e.to_string()),
+            // The certificate in force: after an in-band renewal, the renewed one.
+            certificate: telematics_link::certificate_validity(
+                &self.link_handle.identity().cert_chain,
+            )
+            .map_err(|e| e.to_string()),
             outbox: diagnostics::OutboxFacts {
                 queued: stats.as_ref().map_or(0, |s| s.len),
                 bytes: stats.as_ref().map_or(0, |s| s.bytes),
@@ -194,6 +198,7 @@ impl AdminHandler for DaemonAdmin {
         let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         let mqtt = link_state_text(&self.link.borrow());
         components.push(("mqtt".into(), mqtt));
+        components.push(("certificate".into(), self.identity.text()));
         components.push((
             "can".into(),
             format!(
@@ -392,6 +397,7 @@ impl Daemon {
             config: self.config.clone(),
             versions: runtime.versions().clone(),
             samples,
+            identity: runtime.identity_status(),
         });
         let admin_task = tokio::spawn(admin::serve(
             listener,

@@ -68,6 +68,10 @@ pub enum DaemonError {
     /// The MQTT link could not be configured (TLS files, topics).
     #[error("mqtt: {0}")]
     Link(String),
+    /// An identity file (renewed key, certificate, commit record) could not be read or
+    /// written.
+    #[error("identity: {0}")]
+    Identity(String),
 }
 
 impl DaemonError {
@@ -86,6 +90,7 @@ impl DaemonError {
             DaemonError::Store(e) => e.code(),
             DaemonError::Can(_) => "can.setup",
             DaemonError::Link(_) => "mqtt.setup",
+            DaemonError::Identity(_) => "identity.store",
             DaemonError::StoreFailed(_) => "store.write_failed",
             DaemonError::Exec(_) => "exec.config",
             DaemonError::Telemetry(_) => "telemetry.config",

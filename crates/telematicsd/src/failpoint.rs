@@ -32,6 +32,16 @@ pub enum Crash {
     /// In-car pairing: the wrong-code pre-count is persisted, PBKDF2 not run yet (not a step
     /// of a remote command, so not in [`Crash::ALL`]).
     PairAfterBeginPersist,
+    /// Certificate renewal: the new key is on disk, no CSR published yet.
+    RenewAfterKeyGenerated,
+    /// Certificate renewal: the CSR is in the outbox.
+    RenewAfterCsrPublished,
+    /// Certificate renewal: the back end's certificate is checked and stored, not proven.
+    RenewAfterCertStored,
+    /// Certificate renewal: the probe connection succeeded, nothing committed.
+    RenewAfterProbe,
+    /// Certificate renewal: the commit record is renamed, the link not yet switched.
+    RenewAfterCommit,
 }
 
 impl Crash {
@@ -44,6 +54,15 @@ impl Crash {
         Crash::ExecAfterJournalTerminal,
     ];
 
+    /// Every crash point of a certificate renewal, in renewal order.
+    pub const RENEWAL: [Crash; 5] = [
+        Crash::RenewAfterKeyGenerated,
+        Crash::RenewAfterCsrPublished,
+        Crash::RenewAfterCertStored,
+        Crash::RenewAfterProbe,
+        Crash::RenewAfterCommit,
+    ];
+
     /// The name given in [`ENV_VAR`].
     pub fn name(self) -> &'static str {
         match self {
@@ -53,6 +72,11 @@ impl Crash {
             Crash::ExecAfterActuationSent => "exec.after_actuation_sent",
             Crash::ExecAfterJournalTerminal => "exec.after_journal_terminal",
             Crash::PairAfterBeginPersist => "pair.after_begin_persist",
+            Crash::RenewAfterKeyGenerated => "renew.after_key_generated",
+            Crash::RenewAfterCsrPublished => "renew.after_csr_published",
+            Crash::RenewAfterCertStored => "renew.after_cert_stored",
+            Crash::RenewAfterProbe => "renew.after_probe",
+            Crash::RenewAfterCommit => "renew.after_commit",
         }
     }
 }
@@ -64,6 +88,15 @@ pub const POINTS: &[&str] = &[
     "exec.after_journal_accepted",
     "exec.after_actuation_sent",
     "exec.after_journal_terminal",
+];
+
+/// The crash point names of a certificate renewal (see [`Crash::RENEWAL`]).
+pub const RENEWAL_POINTS: &[&str] = &[
+    "renew.after_key_generated",
+    "renew.after_csr_published",
+    "renew.after_cert_stored",
+    "renew.after_probe",
+    "renew.after_commit",
 ];
 
 /// Durable writes that [`write_fails`] can make fail.
@@ -127,6 +160,8 @@ mod tests {
     fn names_are_unique_and_points_lists_every_crash() {
         let names: Vec<_> = Crash::ALL.iter().map(|c| c.name()).collect();
         assert_eq!(names, POINTS);
+        let renewal: Vec<_> = Crash::RENEWAL.iter().map(|c| c.name()).collect();
+        assert_eq!(renewal, RENEWAL_POINTS);
         let writes: std::collections::BTreeSet<_> = Write::ALL.iter().map(|w| w.name()).collect();
         assert_eq!(writes.len(), Write::ALL.len());
     }

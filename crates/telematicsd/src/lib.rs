@@ -23,6 +23,7 @@ pub mod daemon;
 pub mod diagnostics;
 pub mod error;
 pub mod failpoint;
+pub mod identity;
 pub mod journal;
 pub mod logging;
 pub mod runtime;

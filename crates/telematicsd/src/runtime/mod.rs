@@ -43,6 +43,10 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, Versions};
 use crate::core::{CoreParts, Effect, Restored, SecurityEvent, VehicleCore};
 use crate::error::DaemonError;
+use crate::identity::driver::{self, IdentityStatus};
+use crate::identity::expiry::Policy;
+use crate::identity::keys::{FileKeys, KeyBackend};
+use crate::identity::store::IdentityStore;
 use crate::security::{SecurityService, Verification, unix_now_s};
 
 /// Most frames fed to the core in one call (a burst is coalesced, bounded).
@@ -62,6 +66,7 @@ pub struct Runtime {
     health: Arc<Health>,
     core: VehicleCore,
     versions: Versions,
+    identity: crate::identity::driver::Identity,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -155,9 +160,30 @@ impl Runtime {
         // Read once (it hashes the DBC and mapping files): the retained status and the admin
         // status report the same values.
         let versions = cfg.versions();
-        let (link, incoming) =
-            telematics_link::Link::start(link_config(&cfg, &versions), store.outbox())
-                .map_err(|e| DaemonError::Link(e.to_string()))?;
+        // The identity in force: the last committed renewal, else the configured files.
+        let mut lc = link_config(&cfg, &versions);
+        let identity_store = IdentityStore::new(cfg.identity_dir(), lc.tls.clone());
+        let keys: Arc<dyn KeyBackend> = Arc::new(FileKeys);
+        let (generation, files) = driver::committed_files(&identity_store, keys.as_ref())?;
+        if generation > 0 {
+            tracing::info!(generation, cert = %files.cert_chain.display(), "using the renewed identity");
+        }
+        lc.tls = files;
+        let (link, incoming) = telematics_link::Link::start(lc.clone(), store.outbox())
+            .map_err(|e| DaemonError::Link(e.to_string()))?;
+        let identity = driver::Identity {
+            vin: cfg.vehicle.vin.clone(),
+            link: link.clone(),
+            link_config: lc,
+            store: identity_store,
+            keys,
+            policy: Policy {
+                renew_before_days: cfg.mqtt.cert_renew_before_days,
+                warn_days: cfg.mqtt.cert_warn_days,
+            },
+            retry_ms: cfg.mqtt.renewal_retry_s.saturating_mul(1000),
+            status: Arc::new(IdentityStatus::default()),
+        };
         security.attach_link(link.clone());
         let (events_tx, events) = mpsc::unbounded_channel();
         security.attach_events(events_tx);
@@ -175,7 +201,13 @@ impl Runtime {
             health,
             core,
             versions,
+            identity,
         })
+    }
+
+    /// The certificate line of the admin status (generation, serial, days left, renewal).
+    pub fn identity_status(&self) -> Arc<IdentityStatus> {
+        self.identity.status.clone()
     }
 
     /// The versions the link announces in the retained status (config, build, DBC, mapping).
@@ -220,10 +252,13 @@ impl Runtime {
             shutdown.clone(),
         ));
         let (verified_tx, verified_rx) = mpsc::channel::<SecurityOutput>(16);
+        let (cert_tx, cert_rx) = mpsc::channel::<Vec<u8>>(4);
+        let identity = tokio::spawn(self.identity.run(cert_rx, shutdown.clone()));
         let verifier = tokio::spawn(verifier::verify_worker(
             self.incoming,
             security.clone(),
             verified_tx,
+            cert_tx,
             self.cfg.vehicle.vin.clone(),
             shutdown.clone(),
         ));
@@ -273,6 +308,7 @@ impl Runtime {
         }
         reader.abort();
         verifier.abort();
+        identity.abort();
         // Commits already handed over are written before the outbox is drained.
         drop(carriers);
         if tokio::task::spawn_blocking(move || store_thread.join())

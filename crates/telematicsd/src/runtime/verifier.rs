@@ -34,11 +34,13 @@ pub async fn verify_worker(
     mut incoming: mpsc::Receiver<Incoming>,
     security: Arc<SecurityService>,
     out: mpsc::Sender<SecurityOutput>,
+    certificates: mpsc::Sender<Vec<u8>>,
     vin: String,
     shutdown: CancellationToken,
 ) {
     let commands = topics::commands(&vin);
     let session_request = topics::session_request(&vin);
+    let identity_certificate = topics::identity_certificate(&vin);
     let mut flush = tokio::time::interval(Duration::from_millis(REFUSAL_FLUSH_MS));
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -57,6 +59,25 @@ pub async fn verify_worker(
                 Ok(m) => batch.push(m),
                 Err(_) => break,
             }
+        }
+        // Renewed certificates go to the identity task (no security state involved).
+        batch.retain_mut(|m| {
+            if m.topic != identity_certificate {
+                return true;
+            }
+            if certificates
+                .try_send(std::mem::take(&mut m.payload))
+                .is_err()
+            {
+                tracing::warn!(
+                    code = "identity.busy",
+                    "certificate message dropped: the identity task is busy"
+                );
+            }
+            false
+        });
+        if batch.is_empty() {
+            continue;
         }
         let sec = security.clone();
         let tx = out.clone();

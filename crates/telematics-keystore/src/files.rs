@@ -1,0 +1,162 @@
+//! Files backend (development default): the identity key is a PEM file (signing by ring
+//! through rustls), the sealing key a 32-byte file or systemd credential outside the state
+//! directory.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::pki_types::PrivateKeyDer;
+use rustls::pki_types::pem::PemObject;
+use rustls::sign::SigningKey;
+
+use crate::IdentitySlot;
+use crate::config::SecretSource;
+use crate::error::{KeyError, Result};
+use crate::seal::Sealer;
+
+pub(crate) struct Files {
+    pub(crate) tls_key: PathBuf,
+    pub(crate) seal_key: Option<SecretSource>,
+}
+
+fn key_file_error(path: &Path, detail: impl Into<String>) -> KeyError {
+    KeyError::KeyFile {
+        path: path.display().to_string(),
+        detail: detail.into(),
+    }
+}
+
+/// Writes `contents` to `path` with mode 0600 atomically (temp file, fsync, rename, fsync dir).
+fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = path.with_extension("tmp");
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(contents)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    result.map_err(|e| key_file_error(path, e.to_string()))
+}
+
+impl Files {
+    pub(crate) fn path(&self, slot: IdentitySlot) -> PathBuf {
+        match slot {
+            IdentitySlot::Current => self.tls_key.clone(),
+            IdentitySlot::Next => {
+                let mut p = self.tls_key.clone().into_os_string();
+                p.push(".next");
+                PathBuf::from(p)
+            }
+        }
+    }
+
+    pub(crate) fn signing_key(&self, slot: IdentitySlot) -> Result<Arc<dyn SigningKey>> {
+        let path = self.path(slot);
+        let pem = std::fs::read(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                KeyError::NotFound(format!("identity key file {}", path.display()))
+            } else {
+                key_file_error(&path, e.to_string())
+            }
+        })?;
+        let der = PrivateKeyDer::from_pem_slice(&pem)
+            .map_err(|e| key_file_error(&path, e.to_string()))?;
+        rustls::crypto::ring::sign::any_supported_type(&der)
+            .map_err(|e| key_file_error(&path, e.to_string()))
+    }
+
+    pub(crate) fn generate(&self, slot: IdentitySlot) -> Result<()> {
+        let path = self.path(slot);
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .map_err(|e| key_file_error(&path, e.to_string()))?;
+        write_private(&path, key.serialize_pem().as_bytes())
+    }
+
+    pub(crate) fn promote(&self) -> Result<()> {
+        let next = self.path(IdentitySlot::Next);
+        if !next.exists() {
+            return Err(KeyError::NotFound(format!(
+                "identity key file {}",
+                next.display()
+            )));
+        }
+        let cur = self.path(IdentitySlot::Current);
+        let dir = cur
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::rename(&next, &cur)
+            .and_then(|()| std::fs::File::open(dir)?.sync_all())
+            .map_err(|e| key_file_error(&cur, e.to_string()))
+    }
+
+    pub(crate) fn delete(&self, slot: IdentitySlot) -> Result<()> {
+        let path = self.path(slot);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(key_file_error(&path, e.to_string())),
+        }
+    }
+
+    pub(crate) fn sealer(&self) -> Result<Option<Sealer>> {
+        let Some(src) = &self.seal_key else {
+            return Ok(None);
+        };
+        let bytes = src.read("sealing key")?;
+        let key = parse_seal_key(&bytes).ok_or_else(|| KeyError::KeyFile {
+            path: src.describe(),
+            detail: "a sealing key is 32 bytes (raw) or 64 hex characters".into(),
+        })?;
+        Sealer::from_key_bytes(&key).map(Some)
+    }
+}
+
+/// 32 raw bytes, or 64 hex characters (surrounding whitespace ignored).
+fn parse_seal_key(bytes: &[u8]) -> Option<[u8; 32]> {
+    if let Ok(raw) = <[u8; 32]>::try_from(bytes) {
+        return Some(raw);
+    }
+    let text = std::str::from_utf8(bytes).ok()?.trim();
+    let decoded = hex::decode(text).ok()?;
+    <[u8; 32]>::try_from(decoded.as_slice()).ok()
+}
+
+/// Writes a fresh random 32-byte sealing key to `path` (mode 0600). Refuses to overwrite.
+pub fn write_new_seal_key(path: &Path) -> Result<()> {
+    if path.exists() {
+        return Err(key_file_error(
+            path,
+            "exists; refusing to replace a sealing key",
+        ));
+    }
+    let mut key = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key)
+        .map_err(|_| key_file_error(path, "no randomness"))?;
+    write_private(path, &key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_key_file_forms() {
+        assert_eq!(parse_seal_key(&[1u8; 32]), Some([1u8; 32]));
+        let hex_form = format!("{}\n", "ab".repeat(32));
+        assert_eq!(parse_seal_key(hex_form.as_bytes()), Some([0xab; 32]));
+        assert_eq!(parse_seal_key(b"short"), None);
+    }
+}
