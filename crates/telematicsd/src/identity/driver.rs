@@ -225,6 +225,9 @@ impl Identity {
             state: AlertState::Raised,
             value: Some(value),
             threshold: None,
+            count: None,
+            device: None,
+            until: None,
         };
         let sent = alert
             .encode()
