@@ -10,6 +10,7 @@ mod devices;
 mod doctor;
 mod durability;
 mod faults;
+mod sealing;
 
 use std::time::Duration;
 

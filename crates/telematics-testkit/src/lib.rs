@@ -212,6 +212,39 @@ impl Ca {
     }
 }
 
+/// An EC P-256 public key from its SubjectPublicKeyInfo DER (`pkcs11-tool --read-object
+/// --type pubkey`), for [`TestPki::client_for_key`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct P256PublicKey {
+    point: Vec<u8>,
+}
+
+impl P256PublicKey {
+    /// DER prefix of a P-256 SPKI (id-ecPublicKey, prime256v1, 66-byte BIT STRING).
+    const SPKI_PREFIX: [u8; 26] = [
+        0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08,
+        0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+    ];
+
+    /// Parses a P-256 SPKI; `None` for any other key.
+    pub fn from_spki(der: &[u8]) -> Option<P256PublicKey> {
+        let point = der.strip_prefix(&Self::SPKI_PREFIX[..])?;
+        (point.len() == 65 && point[0] == 0x04).then(|| P256PublicKey {
+            point: point.to_vec(),
+        })
+    }
+}
+
+impl rcgen::PublicKeyData for P256PublicKey {
+    fn der_bytes(&self) -> &[u8] {
+        &self.point
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        &rcgen::PKCS_ECDSA_P256_SHA256
+    }
+}
+
 /// A throw-away PKI in a temp directory: a CA, a server certificate for `localhost` /
 /// `127.0.0.1`, client certificates on demand (CN = client id), and a second, unrelated
 /// "rogue" CA whose client certificates the broker must refuse.

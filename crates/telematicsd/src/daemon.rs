@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use std::sync::Mutex;
 
+use telematics_keystore::{Backend, IdentitySlot, KeyStore, SigningKey};
 use telematics_link::{LinkHandle, LinkState};
 use telematics_store::Store;
 use tokio::sync::mpsc;
@@ -37,6 +38,10 @@ pub struct Daemon {
     notify: bool,
     store: Store,
     security: Arc<SecurityService>,
+    /// The key store of `[keys]` (identity key, sealing key).
+    keys: Arc<KeyStore>,
+    /// The token's identity key signing the mTLS handshake (`None`: the PEM file `mqtt.key`).
+    client_key: Option<Arc<dyn SigningKey>>,
     connector: CanConnector,
     health: Option<Arc<Health>>,
     clock: Clock,
@@ -305,7 +310,21 @@ impl Daemon {
                 max_bytes: config.outbox.max_bytes,
             },
         )?;
-        let security = Arc::new(SecurityService::open(store.clone(), &config)?);
+        // The key store before the state: a missing module, token, PIN or key refuses to
+        // start with its `keys.*` code, never falling back to files.
+        let keys = Arc::new(KeyStore::open(&config.keys, &config.mqtt.key)?);
+        let sealer = keys.sealer()?.map(Arc::new);
+        if sealer.is_none() {
+            tracing::warn!(
+                "security state stored in clear: no [keys] seal_key (development only; \
+                 docs/deploy.md, sealing key)"
+            );
+        }
+        let client_key = match keys.backend() {
+            Backend::Pkcs11 => Some(keys.tls_signing_key(IdentitySlot::Current)?),
+            Backend::Files => None,
+        };
+        let security = Arc::new(SecurityService::open(store.clone(), &config, sealer)?);
         let connector = can_connector(&config);
         let clock = Clock::new();
         let (parts, warnings) = CoreParts::from_config(&config, clock.now_ms())?;
@@ -321,6 +340,8 @@ impl Daemon {
             notify,
             store,
             security,
+            keys,
+            client_key,
             connector,
             health: None,
             clock,
@@ -338,6 +359,11 @@ impl Daemon {
     /// The token that stops the daemon when cancelled.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
+    }
+
+    /// The key store (identity keys for certificate renewal).
+    pub fn keys(&self) -> Arc<KeyStore> {
+        self.keys.clone()
     }
 
     /// The security service (admin operations in-process).
@@ -367,6 +393,7 @@ impl Daemon {
             self.config.clone(),
             self.store.clone(),
             self.security.clone(),
+            self.client_key.clone(),
             self.connector.clone(),
             self.clock,
             parts,

@@ -68,6 +68,9 @@ pub enum DaemonError {
     /// The MQTT link could not be configured (TLS files, topics).
     #[error("mqtt: {0}")]
     Link(String),
+    /// The key store refused: module, token, PIN, key or sealed state (fail closed).
+    #[error(transparent)]
+    Keys(#[from] telematics_keystore::KeyError),
 }
 
 impl DaemonError {
@@ -91,6 +94,7 @@ impl DaemonError {
             DaemonError::Telemetry(_) => "telemetry.config",
             DaemonError::Journal(_) => "journal.encoding",
             DaemonError::Task(_) => "runtime.task_failed",
+            DaemonError::Keys(e) => e.code(),
         }
     }
 }

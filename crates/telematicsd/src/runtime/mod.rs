@@ -141,6 +141,7 @@ impl Runtime {
         cfg: Config,
         store: Store,
         security: Arc<SecurityService>,
+        client_key: Option<Arc<dyn telematics_keystore::SigningKey>>,
         connector: CanConnector,
         clock: Clock,
         parts: CoreParts,
@@ -153,9 +154,10 @@ impl Runtime {
         // Read once (it hashes the DBC and mapping files): the retained status and the admin
         // status report the same values.
         let versions = cfg.versions();
-        let (link, incoming) =
-            telematics_link::Link::start(link_config(&cfg, &versions), store.outbox())
-                .map_err(|e| DaemonError::Link(e.to_string()))?;
+        let mut lc = link_config(&cfg, &versions);
+        lc.client_key = client_key;
+        let (link, incoming) = telematics_link::Link::start(lc, store.outbox())
+            .map_err(|e| DaemonError::Link(e.to_string()))?;
         security.attach_link(link.clone());
         tracing::info!(entries = restored.journal.len(), "command journal restored");
         let core = VehicleCore::new(parts, restored, now);
@@ -385,7 +387,8 @@ mod tests {
         );
         let cfg = Config::from_toml_with_env(&toml, Vec::new()).expect("cfg");
         let store = Store::open(cfg.outbox_path()).expect("store");
-        let security = Arc::new(SecurityService::open(store.clone(), &cfg).expect("security"));
+        let security =
+            Arc::new(SecurityService::open(store.clone(), &cfg, None).expect("security"));
         let Response::Paired { credential, .. } = security.handle(Request::Pair {
             device_name: "phone".into(),
             code: Secret("2468".into()),
