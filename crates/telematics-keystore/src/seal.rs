@@ -35,7 +35,7 @@ pub fn is_sealed(bytes: &[u8]) -> bool {
 }
 
 enum Key {
-    File(LessSafeKey),
+    File(Box<LessSafeKey>),
     Token(Arc<TokenAesKey>),
 }
 
@@ -59,7 +59,7 @@ impl Sealer {
         let key = UnboundKey::new(&AES_256_GCM, bytes)
             .map_err(|_| KeyError::Seal("sealing key must be 32 bytes".into()))?;
         Ok(Sealer {
-            key: Key::File(LessSafeKey::new(key)),
+            key: Key::File(Box::new(LessSafeKey::new(key))),
             rng: SystemRandom::new(),
         })
     }

@@ -134,9 +134,11 @@ impl Carriers {
 }
 
 impl Runtime {
-    /// Starts the MQTT link (TLS files are loaded now: missing or invalid ones refuse to start)
+    /// Starts the MQTT link (TLS files are loaded now: missing or invalid ones refuse to start;
+    /// `client_key`, the key store's token key, signs the handshake instead of `mqtt.key`)
     /// and builds the core from its parts and the restored state. Must run inside a tokio
     /// runtime.
+    #[allow(clippy::too_many_arguments)] // the parts Daemon::open built and failed closed on
     pub fn start(
         cfg: Config,
         store: Store,
