@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use std::sync::Mutex;
 
-use telematics_keystore::{Backend, IdentitySlot, KeyStore, SigningKey};
+use telematics_keystore::{Backend, IdentitySlot, KeyStore, Sealer, SigningKey};
 use telematics_link::{LinkHandle, LinkState};
 use telematics_store::Store;
 use tokio::sync::mpsc;
@@ -291,6 +291,32 @@ pub fn can_connector(cfg: &Config) -> CanConnector {
     }
 }
 
+/// What the daemon takes from the key store of `[keys]`.
+pub struct Keys {
+    /// The opened key store.
+    pub store: Arc<KeyStore>,
+    /// The sealer of the security state (`None`: files backend without `seal_key`).
+    pub sealer: Option<Arc<Sealer>>,
+    /// The token's identity key for mTLS (`None`: the files backend's `mqtt.key`).
+    pub client_key: Option<Arc<dyn SigningKey>>,
+}
+
+/// Opens the key store and takes the sealing key and, with a token, the identity key: each
+/// missing piece is an error with its `keys.*` code (`run` and `check-config`).
+pub fn open_keys(config: &Config) -> Result<Keys, DaemonError> {
+    let store = Arc::new(KeyStore::open(&config.keys, &config.mqtt.key)?);
+    let sealer = store.sealer()?.map(Arc::new);
+    let client_key = match store.backend() {
+        Backend::Pkcs11 => Some(store.tls_signing_key(IdentitySlot::Current)?),
+        Backend::Files => None,
+    };
+    Ok(Keys {
+        store,
+        sealer,
+        client_key,
+    })
+}
+
 impl Daemon {
     /// Opens the store and the security state, restores the command journal, builds the
     /// vehicle model (DBC, mapping), executor, telemetry schedule and alerts, and prepares the
@@ -312,18 +338,17 @@ impl Daemon {
         )?;
         // The key store before the state: a missing module, token, PIN or key refuses to
         // start with its `keys.*` code, never falling back to files.
-        let keys = Arc::new(KeyStore::open(&config.keys, &config.mqtt.key)?);
-        let sealer = keys.sealer()?.map(Arc::new);
+        let Keys {
+            store: keys,
+            sealer,
+            client_key,
+        } = open_keys(&config)?;
         if sealer.is_none() {
             tracing::warn!(
                 "security state stored in clear: no [keys] seal_key (development only; \
                  docs/deploy.md, sealing key)"
             );
         }
-        let client_key = match keys.backend() {
-            Backend::Pkcs11 => Some(keys.tls_signing_key(IdentitySlot::Current)?),
-            Backend::Files => None,
-        };
         let security = Arc::new(SecurityService::open(store.clone(), &config, sealer)?);
         let connector = can_connector(&config);
         let clock = Clock::new();
