@@ -142,6 +142,20 @@ async fn refuses_to_start(
     );
 }
 
+/// `telematicsd check-config` with the token's configuration: (success, stdout + stderr).
+fn check_config(w: &World, softhsm_conf: &Path) -> (bool, String) {
+    let out = std::process::Command::new(w.daemon_bin())
+        .arg("--config")
+        .arg(&w.config_path)
+        .arg("check-config")
+        .env("SOFTHSM2_CONF", softhsm_conf)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copy_of_the_state_directory_of_a_paired_daemon_holds_no_secret_and_no_verifier() {
     let mut w = World::new(Options::default(), DAEMON.as_ref()).await;
@@ -288,6 +302,8 @@ async fn the_daemon_signs_mtls_and_seals_its_state_with_keys_in_a_softhsm_token(
         out + &hsm.keys_toml(&hsm.pin_file)
     });
     let conf = hsm.conf.clone();
+    let (ok, out) = check_config(&w, &conf);
+    assert!(ok && out.contains("backend = \"pkcs11\""), "{out}");
     w.start_daemon_with(|c| {
         c.env("SOFTHSM2_CONF", &conf);
     })
@@ -317,6 +333,8 @@ async fn the_daemon_signs_mtls_and_seals_its_state_with_keys_in_a_softhsm_token(
             &format!("{:?}", wrong.display().to_string()),
         )
     });
+    let (ok, out) = check_config(&w, &conf);
+    assert!(!ok && out.contains("keys.login"), "check-config: {out}");
     refuses_to_start(&mut w, "keys.login", |c| {
         c.env("SOFTHSM2_CONF", &conf);
     })
