@@ -6,7 +6,6 @@
 
 use std::path::{Path, PathBuf};
 
-use telematics_it::hsm::SoftHsm;
 use telematics_it::{CODE, Device, Options, VIN, World};
 use telematics_keystore::{
     KeyStore, KeysConfig, Sealer, SecretSource, is_sealed, write_new_seal_key,
@@ -14,10 +13,33 @@ use telematics_keystore::{
 use telematics_security::{Action, SecurityState};
 use telematics_telemetry::ResultState;
 use telematics_testkit::P256PublicKey;
+use telematics_testkit::softhsm::SoftHsm;
 
 use crate::DAEMON;
 
 const SEAL_CRED: &str = "telematicsd-seal";
+const TOKEN: &str = "telematicsd";
+const IDENTITY: &str = "telematicsd-identity";
+
+/// The `[keys]` section of a daemon with both keys in `hsm`'s token, PIN from `pin_file`.
+fn token_keys_toml(hsm: &SoftHsm, pin_file: &Path) -> String {
+    format!(
+        "[keys]\nbackend = \"pkcs11\"\n[keys.pkcs11]\nmodule = {:?}\ntoken_label = \"{TOKEN}\"\n\
+         pin = {{ file = {:?} }}\nkey_label = \"{IDENTITY}\"\nseal_key_label = \"{SEAL_CRED}\"\n",
+        hsm.module(),
+        pin_file
+    )
+}
+
+/// Copies the state directory of `w` (a dump of the flash) and returns the copy,
+/// all its bytes and its security state record, which must be sealed.
+fn dump_state(w: &World) -> (tempfile::TempDir, Vec<u8>, Vec<u8>) {
+    let copy = copy_dir(&state_dir(w));
+    let dump = all_bytes(copy.path());
+    let sealed = stored_record(copy.path());
+    assert!(is_sealed(&sealed), "the security state record is sealed");
+    (copy, dump, sealed)
+}
 
 /// Every file under `dir`, byte for byte, into a fresh directory (a dump of the flash).
 fn copy_dir(dir: &Path) -> tempfile::TempDir {
@@ -173,12 +195,9 @@ async fn a_copy_of_the_state_directory_of_a_paired_daemon_holds_no_secret_and_no
     executes(&w, &mut phone).await;
     w.stop_daemon().await;
 
-    let copy = copy_dir(&state_dir(&w));
-    let dump = all_bytes(copy.path());
+    let (_copy, dump, sealed) = dump_state(&w);
     // With the key (which the copy does not have) the record opens and holds both secrets and
     // the verifier: the values searched for are the real ones.
-    let sealed = stored_record(copy.path());
-    assert!(is_sealed(&sealed));
     let clear = key_file_sealer(&creds.join(SEAL_CRED))
         .unseal(&telematicsd::security::state_aad(VIN), &sealed)
         .unwrap();
@@ -280,9 +299,11 @@ async fn a_clear_state_is_sealed_at_the_first_start_with_a_sealing_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_signs_mtls_and_seals_its_state_with_keys_in_a_softhsm_token() {
-    let hsm = SoftHsm::provisioned();
+    let hsm = SoftHsm::new(&[TOKEN]);
+    hsm.provision(TOKEN, IDENTITY, SEAL_CRED);
     let mut w = World::new(Options::default(), DAEMON.as_ref()).await;
-    let public = P256PublicKey::from_spki(&hsm.identity_spki()).expect("P-256 key in the token");
+    let public = P256PublicKey::from_spki(&hsm.public_key_spki(TOKEN, IDENTITY))
+        .expect("P-256 key in the token");
     let cert = w.pki.client_for_key(VIN, &public).unwrap();
     // The vehicle's PEM key is deleted: only the token can sign the handshake.
     w.edit_config(|c| {
@@ -299,9 +320,9 @@ async fn the_daemon_signs_mtls_and_seals_its_state_with_keys_in_a_softhsm_token(
             out.push_str(line);
             out.push('\n');
         }
-        out + &hsm.keys_toml(&hsm.pin_file)
+        out + &token_keys_toml(&hsm, &hsm.pin_file())
     });
-    let conf = hsm.conf.clone();
+    let conf = hsm.conf().to_path_buf();
     let (ok, out) = check_config(&w, &conf);
     assert!(ok && out.contains("backend = \"pkcs11\""), "{out}");
     w.start_daemon_with(|c| {
@@ -312,10 +333,7 @@ async fn the_daemon_signs_mtls_and_seals_its_state_with_keys_in_a_softhsm_token(
     executes(&w, &mut phone).await;
     w.stop_daemon().await;
 
-    let copy = copy_dir(&state_dir(&w));
-    let dump = all_bytes(copy.path());
-    let sealed = stored_record(copy.path());
-    assert!(is_sealed(&sealed));
+    let (_copy, dump, sealed) = dump_state(&w);
     assert_eq!(sealed[4], 1, "sealed by the token's AES key");
     for (what, n) in device_needles(&[&phone]) {
         assert!(
@@ -324,9 +342,9 @@ async fn the_daemon_signs_mtls_and_seals_its_state_with_keys_in_a_softhsm_token(
         );
     }
     // A wrong PIN refuses to start (no fall-back to files).
-    let wrong = hsm.dir.path().join("wrong-pin");
+    let wrong = hsm.dir().join("wrong-pin");
     std::fs::write(&wrong, "000000\n").unwrap();
-    let pin = hsm.pin_file.display().to_string();
+    let pin = hsm.pin_file().display().to_string();
     w.edit_config(|c| {
         c.replace(
             &format!("{pin:?}"),

@@ -4,7 +4,6 @@
 //! client that sends COSE commands and collects results, telemetry and alerts.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-pub mod hsm;
 pub mod proxy;
 
 use std::net::SocketAddr;

@@ -46,6 +46,8 @@ pub const MOSQUITTO_CTRL_BIN: &str = "/usr/bin/mosquitto_ctrl";
 /// Client id / certificate CN of the dynamic-security administrator the launcher creates.
 pub const DYNSEC_ADMIN: &str = "testkit-dynsec-admin";
 
+pub mod softhsm;
+
 /// Broker limits the launcher configures, as docs/topics.md asks of a deployment.
 pub mod limits {
     /// `max_packet_size`: the broker refuses (disconnects) any larger packet, so it never
