@@ -22,7 +22,7 @@ use telematics_keystore::{
 };
 use telematics_link::{Link, LinkConfig, LinkState, TlsFiles, client_config_with_key};
 use telematics_store::Store;
-use telematics_testkit::{Mosquitto, TestPki};
+use telematics_testkit::{Mosquitto, P256PublicKey, TestPki};
 
 use telematics_testkit::softhsm::{PIN, SoftHsm};
 
@@ -104,7 +104,8 @@ async fn mtls_to_mosquitto_with_the_identity_key_in_the_token() {
     let id = ks.identity(IdentitySlot::Current).unwrap();
     let pki = TestPki::generate().unwrap();
     // The certificate is issued for the token's public key; the test never sees the private key.
-    let cert = pki.client_for_key(VIN, &id).unwrap();
+    let public = P256PublicKey::from_spki(id.spki().as_ref()).unwrap();
+    let cert = pki.client_for_key(VIN, &public).unwrap();
     let broker = Mosquitto::start(&pki, &[]).unwrap();
     let files = TlsFiles {
         cert_chain: cert,
@@ -208,11 +209,7 @@ fn identity_and_sealing_keys_cannot_be_exported() {
     }
     // The key still signs: a signature of the token verifies against its public key.
     let id = ks.identity(IdentitySlot::Current).unwrap();
-    let signer = id
-        .tls()
-        .choose_scheme(&[rustls::SignatureScheme::ECDSA_NISTP256_SHA256])
-        .unwrap();
-    let sig = signer.sign(b"handshake transcript").unwrap();
+    let sig = id.sign(b"handshake transcript").unwrap();
     let spki = id.spki();
     let point = &spki.as_ref()[26..];
     ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_ASN1, point)
