@@ -12,6 +12,7 @@ mod durability;
 mod events;
 mod faults;
 mod renewal;
+mod sealing;
 
 use std::time::Duration;
 

@@ -157,6 +157,10 @@ pub struct ConfigFacts {
     pub lockout_threshold: u32,
     /// Wrong codes before the lock until recovery.
     pub lockout_hard_limit: u32,
+    /// Whether the security state is sealed at rest (`[keys]`: a token or a sealing key file);
+    /// absent from an older daemon, which stored it in clear.
+    #[serde(default)]
+    pub state_sealed: bool,
 }
 
 /// The result of one check; ordered, so the worst of several is their maximum.
@@ -611,6 +615,13 @@ fn config(c: &ConfigFacts) -> Check {
             c.lockout_threshold
         ));
     }
+    if !c.state_sealed {
+        issues.push(
+            "security state stored in clear (no [keys] seal_key, no token: a copy of the state \
+             directory reveals the device secrets and the code verifier)"
+                .into(),
+        );
+    }
     if issues.is_empty() {
         line(
             "config",
@@ -683,6 +694,7 @@ mod tests {
                 min_pbkdf2_iterations: 600_000,
                 lockout_threshold: 3,
                 lockout_hard_limit: 10,
+                state_sealed: true,
             },
         }
     }
@@ -927,12 +939,14 @@ mod tests {
         f.config.pbkdf2_iterations = 100_000;
         f.config.min_pbkdf2_iterations = 100_000;
         f.config.lockout_threshold = 50;
+        f.config.state_sealed = false;
         let c = check(&f, "config");
         assert_eq!(c.level, Level::Warn);
         for part in [
             "low PBKDF2 cost (100000 < 600000",
             "min_pbkdf2_iterations lowered",
             "lockout effectively disabled",
+            "security state stored in clear",
         ] {
             assert!(c.summary.contains(part), "{part}: {c:?}");
         }

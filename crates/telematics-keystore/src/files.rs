@@ -79,9 +79,13 @@ impl Files {
 
     pub(crate) fn generate(&self, slot: IdentitySlot) -> Result<()> {
         let path = self.path(slot);
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-            .map_err(|e| key_file_error(&path, e.to_string()))?;
-        write_private(&path, key.serialize_pem().as_bytes())
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = ring::signature::EcdsaKeyPair::generate_pkcs8(
+            &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+            &rng,
+        )
+        .map_err(|_| key_file_error(&path, "EC P-256 key generation failed"))?;
+        write_private(&path, pkcs8_pem(pkcs8.as_ref()).as_bytes())
     }
 
     pub(crate) fn promote(&self) -> Result<()> {
@@ -124,6 +128,19 @@ impl Files {
     }
 }
 
+/// PEM `PRIVATE KEY` (PKCS#8) text of `der`, 64 base64 characters a line.
+fn pkcs8_pem(der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::from("-----BEGIN PRIVATE KEY-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str("-----END PRIVATE KEY-----\n");
+    out
+}
+
 /// 32 raw bytes, or 64 hex characters (surrounding whitespace ignored).
 fn parse_seal_key(bytes: &[u8]) -> Option<[u8; 32]> {
     if let Ok(raw) = <[u8; 32]>::try_from(bytes) {
@@ -151,6 +168,31 @@ pub fn write_new_seal_key(path: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generated_key_files_are_p256_pkcs8_pem_0600_and_promote_atomically() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = Files {
+            tls_key: dir.path().join("client.key"),
+            seal_key: None,
+        };
+        files.generate(IdentitySlot::Next).expect("generate");
+        let next = files.path(IdentitySlot::Next);
+        let mode = std::fs::metadata(&next).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let key = files
+            .signing_key(IdentitySlot::Next)
+            .expect("parses as PEM");
+        assert_eq!(key.algorithm(), rustls::SignatureAlgorithm::ECDSA);
+        let spki = key.public_key().expect("spki").as_ref().to_vec();
+        assert!(files.signing_key(IdentitySlot::Current).is_err());
+        files.promote().expect("promote");
+        let cur = files.signing_key(IdentitySlot::Current).expect("current");
+        assert_eq!(cur.public_key().expect("spki").as_ref(), &spki[..]);
+        assert!(!next.exists());
+        assert!(matches!(files.promote(), Err(KeyError::NotFound(_))));
+    }
 
     #[test]
     fn seal_key_file_forms() {

@@ -92,8 +92,7 @@ impl KeyStore {
         }
     }
 
-    /// The identity key of `slot` for rcgen (CSR, certificates in tests) and its public key.
-    /// Must be EC P-256.
+    /// The identity key of `slot` with its public key, to sign a CSR. Must be EC P-256.
     pub fn identity(&self, slot: IdentitySlot) -> Result<IdentityKey> {
         IdentityKey::new(self.tls_signing_key(slot)?)
     }

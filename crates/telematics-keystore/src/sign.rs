@@ -1,4 +1,4 @@
-//! rustls and rcgen signing through a key that may never leave its token: the SHA-256 digest
+//! rustls (TLS handshake) and CSR signing through a key that may never leave its token: the SHA-256 digest
 //! is computed in software (ring), the token signs the digest (CKM_ECDSA) and returns raw
 //! `r || s`, converted here to the DER `ECDSA-Sig-Value` that TLS and X.509 carry.
 
@@ -115,8 +115,9 @@ impl Signer for TokenSigningKey {
     }
 }
 
-/// An identity key as an rcgen signer (ECDSA P-256 SHA-256): signs a CSR or a test
-/// certificate with the key wherever it lives, and gives rcgen the public key.
+/// An identity key wherever it lives, with its public key: signs a CSR or any other
+/// ECDSA P-256 SHA-256 signature with the key (DER `ECDSA-Sig-Value`), e.g. for certificate
+/// renewal, without the daemon linking a certificate generator.
 #[derive(Debug, Clone)]
 pub struct IdentityKey {
     key: Arc<dyn SigningKey>,
@@ -139,29 +140,26 @@ impl IdentityKey {
         SubjectPublicKeyInfoDer::from(der)
     }
 
-    /// The rustls signing key (TLS handshake).
-    pub fn tls(&self) -> Arc<dyn SigningKey> {
-        self.key.clone()
-    }
-}
-
-impl rcgen::PublicKeyData for IdentityKey {
-    fn der_bytes(&self) -> &[u8] {
+    /// The uncompressed P-256 point (`0x04 || x || y`).
+    pub fn point(&self) -> &[u8] {
         &self.point
     }
 
-    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
-        &rcgen::PKCS_ECDSA_P256_SHA256
-    }
-}
-
-impl rcgen::SigningKey for IdentityKey {
-    fn sign(&self, msg: &[u8]) -> std::result::Result<Vec<u8>, rcgen::Error> {
+    /// ECDSA P-256 SHA-256 signature of `msg`, DER encoded (as X.509 and CSRs carry it).
+    pub fn sign(&self, msg: &[u8]) -> Result<Vec<u8>> {
         let signer = self
             .key
             .choose_scheme(&[SignatureScheme::ECDSA_NISTP256_SHA256])
-            .ok_or(rcgen::Error::RemoteKeyError)?;
-        signer.sign(msg).map_err(|_| rcgen::Error::RemoteKeyError)
+            .ok_or_else(|| KeyError::UnsupportedKey("not an ECDSA P-256 key".into()))?;
+        signer.sign(msg).map_err(|e| KeyError::Pkcs11 {
+            op: "sign",
+            detail: e.to_string(),
+        })
+    }
+
+    /// The rustls signing key (TLS handshake).
+    pub fn tls(&self) -> Arc<dyn SigningKey> {
+        self.key.clone()
     }
 }
 

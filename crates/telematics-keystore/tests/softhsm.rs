@@ -7,7 +7,6 @@
 #![allow(unsafe_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -23,63 +22,20 @@ use telematics_keystore::{
 };
 use telematics_link::{Link, LinkConfig, LinkState, TlsFiles, client_config_with_key};
 use telematics_store::Store;
-use telematics_testkit::{Mosquitto, TestPki};
+use telematics_testkit::{Mosquitto, P256PublicKey, TestPki};
 
-const PIN: &str = "4711-user";
-const SO_PIN: &str = "0815-so";
+use telematics_testkit::softhsm::{PIN, SoftHsm};
+
 /// One token per test (SoftHSM2 reads its token directory at C_Initialize, once per process).
 const TOKENS: [&str; 5] = ["mtls", "export", "seal", "fail", "rotate"];
 
-struct Hsm {
-    dir: tempfile::TempDir,
-    module: PathBuf,
-}
-
-fn module_path() -> PathBuf {
-    [
-        "/usr/lib/softhsm/libsofthsm2.so",
-        "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
-    ]
-    .iter()
-    .map(PathBuf::from)
-    .find(|p| p.exists())
-    .expect("SoftHSM2 not installed (apt-get install softhsm2; scripts/install-test-deps.sh)")
-}
-
-fn hsm() -> &'static Hsm {
-    static HSM: OnceLock<Hsm> = OnceLock::new();
+fn hsm() -> &'static SoftHsm {
+    static HSM: OnceLock<SoftHsm> = OnceLock::new();
     HSM.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("softhsm-")
-            .tempdir()
-            .unwrap();
-        let tokens = dir.path().join("tokens");
-        std::fs::create_dir(&tokens).unwrap();
-        let conf = dir.path().join("softhsm2.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-                tokens.display()
-            ),
-        )
-        .unwrap();
+        let hsm = SoftHsm::new(&TOKENS);
         // SAFETY: set once, inside the OnceLock, before any PKCS#11 call of this process.
-        unsafe { std::env::set_var("SOFTHSM2_CONF", &conf) };
-        for label in TOKENS {
-            let out = Command::new("softhsm2-util")
-                .args(["--init-token", "--free", "--label", label])
-                .args(["--so-pin", SO_PIN, "--pin", PIN])
-                .env("SOFTHSM2_CONF", &conf)
-                .output()
-                .expect("softhsm2-util");
-            assert!(out.status.success(), "init-token {label}: {out:?}");
-        }
-        std::fs::write(dir.path().join("pin"), format!("{PIN}\n")).unwrap();
-        Hsm {
-            dir,
-            module: module_path(),
-        }
+        unsafe { std::env::set_var("SOFTHSM2_CONF", hsm.conf()) };
+        hsm
     })
 }
 
@@ -89,9 +45,9 @@ fn token_cfg(token: &str) -> KeysConfig {
         backend: Backend::Pkcs11,
         seal_key: None,
         pkcs11: Pkcs11Config {
-            module: h.module.clone(),
+            module: h.module().to_path_buf(),
             token_label: token.into(),
-            pin: Some(SecretSource::File(h.dir.path().join("pin"))),
+            pin: Some(SecretSource::File(h.pin_file())),
             key_label: "identity".into(),
             seal_key_label: "seal".into(),
         },
@@ -105,7 +61,7 @@ fn open(token: &str) -> KeyStore {
 /// The test's own logged-in session on `token`, outside the key store: what any other code
 /// in the process could do with the PIN.
 fn raw_session(token: &str) -> Session {
-    let ctx = Pkcs11::new(&hsm().module).unwrap();
+    let ctx = Pkcs11::new(hsm().module()).unwrap();
     match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
         Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
         Err(e) => panic!("C_Initialize: {e}"),
@@ -148,7 +104,8 @@ async fn mtls_to_mosquitto_with_the_identity_key_in_the_token() {
     let id = ks.identity(IdentitySlot::Current).unwrap();
     let pki = TestPki::generate().unwrap();
     // The certificate is issued for the token's public key; the test never sees the private key.
-    let cert = pki.client_for_key(VIN, &id).unwrap();
+    let public = P256PublicKey::from_spki(id.spki().as_ref()).unwrap();
+    let cert = pki.client_for_key(VIN, &public).unwrap();
     let broker = Mosquitto::start(&pki, &[]).unwrap();
     let files = TlsFiles {
         cert_chain: cert,
@@ -252,11 +209,7 @@ fn identity_and_sealing_keys_cannot_be_exported() {
     }
     // The key still signs: a signature of the token verifies against its public key.
     let id = ks.identity(IdentitySlot::Current).unwrap();
-    let signer = id
-        .tls()
-        .choose_scheme(&[rustls::SignatureScheme::ECDSA_NISTP256_SHA256])
-        .unwrap();
-    let sig = signer.sign(b"handshake transcript").unwrap();
+    let sig = id.sign(b"handshake transcript").unwrap();
     let spki = id.spki();
     let point = &spki.as_ref()[26..];
     ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_ASN1, point)
@@ -376,13 +329,13 @@ fn token_failures_refuse_with_stable_codes() {
             .code()
     };
     let mut cfg = token_cfg("fail");
-    cfg.pkcs11.module = h.dir.path().join("no-such-module.so");
+    cfg.pkcs11.module = h.dir().join("no-such-module.so");
     assert_eq!(code(cfg), "keys.pkcs11_module");
     assert_eq!(code(token_cfg("no-such-token")), "keys.token_not_found");
     let mut cfg = token_cfg("fail");
-    cfg.pkcs11.pin = Some(SecretSource::File(h.dir.path().join("no-pin")));
+    cfg.pkcs11.pin = Some(SecretSource::File(h.dir().join("no-pin")));
     assert_eq!(code(cfg), "keys.pin_missing");
-    let wrong = h.dir.path().join("wrong-pin");
+    let wrong = h.dir().join("wrong-pin");
     std::fs::write(&wrong, "0000").unwrap();
     let mut cfg = token_cfg("fail");
     cfg.pkcs11.pin = Some(SecretSource::File(wrong));

@@ -46,6 +46,8 @@ pub const MOSQUITTO_CTRL_BIN: &str = "/usr/bin/mosquitto_ctrl";
 /// Client id / certificate CN of the dynamic-security administrator the launcher creates.
 pub const DYNSEC_ADMIN: &str = "testkit-dynsec-admin";
 
+pub mod softhsm;
+
 /// Broker limits the launcher configures, as docs/topics.md asks of a deployment.
 pub mod limits {
     /// `max_packet_size`: the broker refuses (disconnects) any larger packet, so it never
@@ -219,6 +221,39 @@ impl Ca {
         let path = dir.join(format!("{file_stem}.crt"));
         write_file(&path, &cert.pem())?;
         Ok(path)
+    }
+}
+
+/// An EC P-256 public key from its SubjectPublicKeyInfo DER (`pkcs11-tool --read-object
+/// --type pubkey`), for [`TestPki::client_for_key`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct P256PublicKey {
+    point: Vec<u8>,
+}
+
+impl P256PublicKey {
+    /// DER prefix of a P-256 SPKI (id-ecPublicKey, prime256v1, 66-byte BIT STRING).
+    const SPKI_PREFIX: [u8; 26] = [
+        0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08,
+        0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+    ];
+
+    /// Parses a P-256 SPKI; `None` for any other key.
+    pub fn from_spki(der: &[u8]) -> Option<P256PublicKey> {
+        let point = der.strip_prefix(&Self::SPKI_PREFIX[..])?;
+        (point.len() == 65 && point[0] == 0x04).then(|| P256PublicKey {
+            point: point.to_vec(),
+        })
+    }
+}
+
+impl rcgen::PublicKeyData for P256PublicKey {
+    fn der_bytes(&self) -> &[u8] {
+        &self.point
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        &rcgen::PKCS_ECDSA_P256_SHA256
     }
 }
 

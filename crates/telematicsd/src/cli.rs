@@ -23,7 +23,8 @@ enum Cmd {
     Run,
     /// Validate the configuration and print the effective config.
     CheckConfig {
-        /// Skip the existence check of certificate/key/DBC/state files.
+        /// Skip the existence check of certificate/key/DBC/state files and the key store check
+        /// (PKCS#11 token, PIN, identity and sealing keys).
         #[arg(long)]
         no_files: bool,
     },
@@ -57,6 +58,8 @@ pub fn main_entry() -> ExitCode {
             let res = load(&cli.config).and_then(|c| {
                 if !no_files {
                     c.check_files()?;
+                    // Module, token, PIN, identity and sealing keys: as `run` opens them.
+                    crate::daemon::open_keys(&c)?;
                 }
                 Ok(c)
             });

@@ -45,6 +45,8 @@ pub struct Config {
     pub state: StateConfig,
     /// `[log]`
     pub log: LogConfig,
+    /// `[keys]`: where the identity key and the state's sealing key live (telematics-keystore).
+    pub keys: telematics_keystore::KeysConfig,
 }
 
 /// `[vehicle]` section.
@@ -422,6 +424,9 @@ impl Config {
     /// Validates every field; the error lists each bad key and why.
     pub fn validate(&self) -> Result<(), DaemonError> {
         let mut errs = Vec::new();
+        if let Err(e) = self.keys.validate() {
+            errs.push(e.to_string());
+        }
         if let Err(why) = validate_vin(&self.vehicle.vin, self.vehicle.verify_check_digit) {
             errs.push(format!("vehicle.vin: {why}"));
         }
@@ -670,7 +675,18 @@ impl Config {
         // configured (factory) files may be gone.
         if !crate::identity::store::has_commit(&self.identity_dir()) {
             need("mqtt.cert", &self.mqtt.cert);
-            need("mqtt.key", &self.mqtt.key);
+            if self.keys.backend == telematics_keystore::Backend::Files {
+                // With pkcs11 the key is in the token: no key file at all.
+                need("mqtt.key", &self.mqtt.key);
+            }
+        }
+        if let Some(telematics_keystore::SecretSource::File(p)) = &self.keys.seal_key {
+            need("keys.seal_key", p);
+        }
+        if let Some(telematics_keystore::SecretSource::File(p)) = &self.keys.pkcs11.pin
+            && self.keys.backend == telematics_keystore::Backend::Pkcs11
+        {
+            need("keys.pkcs11.pin", p);
         }
         need(
             "security.backend_public_key",

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use std::sync::Mutex;
 
+use telematics_keystore::{Backend, IdentitySlot, KeyStore, Sealer, SigningKey};
 use telematics_link::{LinkHandle, LinkState};
 use telematics_store::Store;
 use tokio::sync::mpsc;
@@ -37,6 +38,10 @@ pub struct Daemon {
     notify: bool,
     store: Store,
     security: Arc<SecurityService>,
+    /// The key store of `[keys]` (identity key, sealing key).
+    keys: Arc<KeyStore>,
+    /// The token's identity key signing the mTLS handshake (`None`: the PEM file `mqtt.key`).
+    client_key: Option<Arc<dyn SigningKey>>,
     connector: CanConnector,
     health: Option<Arc<Health>>,
     clock: Clock,
@@ -291,6 +296,32 @@ pub fn can_connector(cfg: &Config) -> CanConnector {
     }
 }
 
+/// What the daemon takes from the key store of `[keys]`.
+pub struct Keys {
+    /// The opened key store.
+    pub store: Arc<KeyStore>,
+    /// The sealer of the security state (`None`: files backend without `seal_key`).
+    pub sealer: Option<Arc<Sealer>>,
+    /// The token's identity key for mTLS (`None`: the files backend's `mqtt.key`).
+    pub client_key: Option<Arc<dyn SigningKey>>,
+}
+
+/// Opens the key store and takes the sealing key and, with a token, the identity key: each
+/// missing piece is an error with its `keys.*` code (`run` and `check-config`).
+pub fn open_keys(config: &Config) -> Result<Keys, DaemonError> {
+    let store = Arc::new(KeyStore::open(&config.keys, &config.mqtt.key)?);
+    let sealer = store.sealer()?.map(Arc::new);
+    let client_key = match store.backend() {
+        Backend::Pkcs11 => Some(store.tls_signing_key(IdentitySlot::Current)?),
+        Backend::Files => None,
+    };
+    Ok(Keys {
+        store,
+        sealer,
+        client_key,
+    })
+}
+
 impl Daemon {
     /// Opens the store and the security state, restores the command journal, builds the
     /// vehicle model (DBC, mapping), executor, telemetry schedule and alerts, and prepares the
@@ -310,7 +341,20 @@ impl Daemon {
                 max_bytes: config.outbox.max_bytes,
             },
         )?;
-        let security = Arc::new(SecurityService::open(store.clone(), &config)?);
+        // The key store before the state: a missing module, token, PIN or key refuses to
+        // start with its `keys.*` code, never falling back to files.
+        let Keys {
+            store: keys,
+            sealer,
+            client_key,
+        } = open_keys(&config)?;
+        if sealer.is_none() {
+            tracing::warn!(
+                "security state stored in clear: no [keys] seal_key (development only; \
+                 docs/deploy.md, sealing key)"
+            );
+        }
+        let security = Arc::new(SecurityService::open(store.clone(), &config, sealer)?);
         let connector = can_connector(&config);
         let clock = Clock::new();
         let (parts, warnings) = CoreParts::from_config(&config, clock.now_ms())?;
@@ -326,6 +370,8 @@ impl Daemon {
             notify,
             store,
             security,
+            keys,
+            client_key,
             connector,
             health: None,
             clock,
@@ -343,6 +389,11 @@ impl Daemon {
     /// The token that stops the daemon when cancelled.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
+    }
+
+    /// The key store (identity keys for certificate renewal).
+    pub fn keys(&self) -> Arc<KeyStore> {
+        self.keys.clone()
     }
 
     /// The security service (admin operations in-process).
@@ -372,6 +423,7 @@ impl Daemon {
             self.config.clone(),
             self.store.clone(),
             self.security.clone(),
+            self.client_key.clone(),
             self.connector.clone(),
             self.clock,
             parts,

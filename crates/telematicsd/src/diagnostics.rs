@@ -15,6 +15,10 @@ pub fn config_facts(cfg: &crate::Config) -> ConfigFacts {
         min_pbkdf2_iterations: s.min_pbkdf2_iterations,
         lockout_threshold: s.lockout_threshold,
         lockout_hard_limit: s.lockout_hard_limit,
+        // The daemon refuses to start when the configured sealing key is missing, so the
+        // configuration tells whether the running daemon seals.
+        state_sealed: cfg.keys.backend == telematics_keystore::Backend::Pkcs11
+            || cfg.keys.seal_key.is_some(),
     }
 }
 /// Whether the system clock is synchronised, as far as systemd-timesyncd tells

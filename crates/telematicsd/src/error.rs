@@ -72,6 +72,9 @@ pub enum DaemonError {
     /// written.
     #[error("identity: {0}")]
     Identity(String),
+    /// The key store refused: module, token, PIN, key or sealed state (fail closed).
+    #[error(transparent)]
+    Keys(#[from] telematics_keystore::KeyError),
 }
 
 impl DaemonError {
@@ -96,6 +99,7 @@ impl DaemonError {
             DaemonError::Telemetry(_) => "telemetry.config",
             DaemonError::Journal(_) => "journal.encoding",
             DaemonError::Task(_) => "runtime.task_failed",
+            DaemonError::Keys(e) => e.code(),
         }
     }
 }

@@ -25,11 +25,12 @@ mod devices;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use ring::rand::SystemRandom;
 use serde::{Deserialize, Serialize};
+use telematics_keystore::{KeyError, Sealer, is_sealed};
 use telematics_link::LinkHandle;
 use telematics_security::{
     Action, AuditOutcome, CommandId, CredentialStatus, Fault, RetryAfter, SecurityState,
@@ -46,6 +47,28 @@ use crate::failpoint::{self, Crash};
 
 /// KV key of the persisted security state.
 pub const STATE_KEY: &str = "security/state";
+/// Additional data of the sealed security state (docs/protocol.md, "Sealed security state"):
+/// binds the record to its key and vehicle, so a sealed record cannot be moved to another key
+/// or another car's store and still open.
+pub fn state_aad(vin: &str) -> Vec<u8> {
+    format!("telematicsd/v1/{STATE_KEY}/{vin}").into_bytes()
+}
+
+/// The stored form of `state`: CBOR, sealed when there is a sealing key.
+fn stored_state(
+    state: &SecurityState,
+    sealer: Option<&Sealer>,
+    vin: &str,
+) -> Result<Vec<u8>, DaemonError> {
+    let bytes = state
+        .to_cbor()
+        .map_err(|e| DaemonError::Security(format!("encode state: {e}")))?;
+    match sealer {
+        Some(s) => Ok(s.seal(&state_aad(vin), &bytes)?),
+        None => Ok(bytes),
+    }
+}
+
 /// KV prefix of the audit ring.
 pub const AUDIT_PREFIX: &str = "audit/";
 /// Audit events kept (oldest dropped first).
@@ -209,6 +232,8 @@ pub struct SecurityService {
     vin: String,
     rng: SystemRandom,
     started: Instant,
+    /// Seals the state at rest (`None`: clear, development only).
+    sealer: Option<Arc<Sealer>>,
     /// Lock-free copy of the persisted lockout (`0` none, `u64::MAX` until recovery, else the
     /// Unix second the wait ends), so the core loop never waits on the mutex held through
     /// PBKDF2.
@@ -273,22 +298,54 @@ impl SecurityService {
     /// Loads the security state from `store` (absent = not paired yet; commands are refused
     /// `not_paired` until the owner pairs in the car). A state that does not decode refuses to
     /// start: nothing falls back to an empty, unpaired state.
-    pub fn open(store: Store, cfg: &Config) -> Result<Self, DaemonError> {
+    ///
+    /// With a `sealer` the state is stored sealed (AES-256-GCM, [`state_aad`]): a sealed state
+    /// that does not open refuses to start (`keys.unseal_failed`), a sealed state without a
+    /// sealer too, and a clear state is resealed in one store write (migration).
+    pub fn open(
+        store: Store,
+        cfg: &Config,
+        sealer: Option<Arc<Sealer>>,
+    ) -> Result<Self, DaemonError> {
         let pcfg = protocol_config(cfg);
         pcfg.validate()
             .map_err(|e| DaemonError::Security(format!("security: {e}")))?;
         let verifier = Verifier::new(pcfg.clone(), &cfg.vehicle.vin)
             .map_err(|e| DaemonError::Security(format!("security: {e}")))?;
         let backend_public_key = read_backend_key(&cfg.security.backend_public_key)?;
+        let vin = &cfg.vehicle.vin;
         let state = match store.get(STATE_KEY)? {
             None => SecurityState::default(),
-            Some(bytes) => SecurityState::from_cbor(&bytes).map_err(|e| {
-                DaemonError::StateCorrupted(format!(
-                    "security state in {} does not decode ({e}); refusing to start \
-                     (restore the state file or re-provision through recovery)",
-                    store.path().display()
-                ))
-            })?,
+            Some(bytes) => {
+                let sealed = is_sealed(&bytes);
+                let clear = match (&sealer, sealed) {
+                    (Some(s), true) => s.unseal(&state_aad(vin), &bytes)?,
+                    (None, true) => {
+                        return Err(KeyError::Unseal(format!(
+                            "the security state in {} is sealed and no sealing key is \
+                             configured ([keys] seal_key or backend = \"pkcs11\")",
+                            store.path().display()
+                        ))
+                        .into());
+                    }
+                    (_, false) => bytes,
+                };
+                let state = SecurityState::from_cbor(&clear).map_err(|e| {
+                    DaemonError::StateCorrupted(format!(
+                        "security state in {} does not decode ({e}); refusing to start \
+                         (restore the state file or re-provision through recovery)",
+                        store.path().display()
+                    ))
+                })?;
+                if !sealed && let Some(s) = &sealer {
+                    store.put(STATE_KEY, &stored_state(&state, Some(s), vin)?)?;
+                    tracing::info!(
+                        kind = ?s.kind(),
+                        "security state sealed at rest (migrated from the clear format)"
+                    );
+                }
+                state
+            }
         };
         let audit_seq = store
             .keys_with_prefix(AUDIT_PREFIX)?
@@ -309,6 +366,7 @@ impl SecurityService {
             verifier,
             cfg: pcfg,
             backend_public_key,
+            sealer,
             vin: cfg.vehicle.vin.clone(),
             rng: SystemRandom::new(),
             started: Instant::now(),
@@ -350,9 +408,7 @@ impl SecurityService {
         if failpoint::write_fails(failpoint::Write::SecurityState) {
             return Err(DaemonError::StoreFailed("injected: security state".into()));
         }
-        let bytes = state
-            .to_cbor()
-            .map_err(|e| DaemonError::Security(format!("encode state: {e}")))?;
+        let bytes = stored_state(state, self.sealer.as_deref(), &self.vin)?;
         self.store.put(STATE_KEY, &bytes)?;
         self.locked_until
             .store(lockout_snapshot(state), Ordering::Release);
@@ -1113,7 +1169,7 @@ mod tests {
         /// Opens the service on the car's store (again after a drop = a restart).
         fn open(&self) -> SecurityService {
             let store = Store::open(self.cfg.outbox_path()).expect("store");
-            SecurityService::open(store, &self.cfg).expect("open")
+            SecurityService::open(store, &self.cfg, None).expect("open")
         }
 
         /// Opens the service with its security events collected.

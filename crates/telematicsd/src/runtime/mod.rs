@@ -141,13 +141,16 @@ impl Carriers {
 }
 
 impl Runtime {
-    /// Starts the MQTT link (TLS files are loaded now: missing or invalid ones refuse to start)
+    /// Starts the MQTT link (TLS files are loaded now: missing or invalid ones refuse to start;
+    /// `client_key`, the key store's token key, signs the handshake instead of `mqtt.key`)
     /// and builds the core from its parts and the restored state. Must run inside a tokio
     /// runtime.
+    #[allow(clippy::too_many_arguments)] // the parts Daemon::open built and failed closed on
     pub fn start(
         cfg: Config,
         store: Store,
         security: Arc<SecurityService>,
+        client_key: Option<Arc<dyn telematics_keystore::SigningKey>>,
         connector: CanConnector,
         clock: Clock,
         parts: CoreParts,
@@ -169,6 +172,7 @@ impl Runtime {
             tracing::info!(generation, cert = %files.cert_chain.display(), "using the renewed identity");
         }
         lc.tls = files;
+        lc.client_key = client_key;
         let (link, incoming) = telematics_link::Link::start(lc.clone(), store.outbox())
             .map_err(|e| DaemonError::Link(e.to_string()))?;
         let identity = driver::Identity {
@@ -451,7 +455,8 @@ mod tests {
         );
         let cfg = Config::from_toml_with_env(&toml, Vec::new()).expect("cfg");
         let store = Store::open(cfg.outbox_path()).expect("store");
-        let security = Arc::new(SecurityService::open(store.clone(), &cfg).expect("security"));
+        let security =
+            Arc::new(SecurityService::open(store.clone(), &cfg, None).expect("security"));
         let Response::Paired { credential, .. } = security.handle(Request::Pair {
             device_name: "phone".into(),
             code: Secret("2468".into()),
