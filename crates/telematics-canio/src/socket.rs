@@ -279,6 +279,26 @@ mod tests {
         }
     }
 
+    /// The kernel passes a frame when `(frame_id & mask) == (filter_id & mask)`: a filter entry
+    /// passes data frames of its id only, never the same bits with the other id width or RTR.
+    #[test]
+    fn filter_entries_match_exactly_one_data_id() {
+        let passes = |(id, mask): (u32, u32), frame_id: u32| (frame_id & mask) == (id & mask);
+        let std = filter_for(CanId::standard(0x101));
+        assert!(passes(std, 0x101));
+        assert!(!passes(std, 0x102));
+        assert!(
+            !passes(std, 0x101 | CAN_EFF_FLAG),
+            "extended id with the same low bits"
+        );
+        assert!(!passes(std, 0x101 | CAN_RTR_FLAG), "remote frame");
+        let ext = filter_for(CanId::extended(0x18FF_1020));
+        assert!(passes(ext, 0x18FF_1020 | CAN_EFF_FLAG));
+        assert!(!passes(ext, 0x18FF_1020), "standard flag");
+        assert!(!passes(ext, 0x18FF_1021 | CAN_EFF_FLAG));
+        assert!(!passes(filter_for(CanId::extended(0x101)), 0x101));
+    }
+
     #[test]
     fn invalid_frames_rejected() {
         let mut f = CanFrame {
