@@ -1,14 +1,17 @@
 //! The CAN reader task of one bus: connects (and reconnects with back-off) through its
 //! [`CanConnector`], reads frames in batches (every frame queued per wakeup), forwards them
 //! tagged with the bus to the core over a bounded channel shared by all buses (drops counted)
-//! and publishes the bus's current sink for actuation frames.
+//! and publishes the bus's current sink for actuation frames. Frames with an id the vehicle
+//! does not read on this bus are counted as received and go no further (the user-space twin
+//! of SocketCAN's kernel filter, for the TCP bus and replays).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use telematics_can::CanFrame;
+use telematics_can::{CanFrame, CanId};
 use telematics_canio::{CanIoError, CanSink, CanSource};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -68,6 +71,9 @@ pub struct BusReader {
     pub connector: CanConnector,
     /// Where its connected sink is published.
     pub sink: watch::Sender<Option<Arc<dyn CanSink>>>,
+    /// The ids the vehicle reads on this bus; other frames are not handed to the core.
+    /// `None`: every frame is.
+    pub accept: Option<HashSet<CanId>>,
 }
 
 /// Runs until `shutdown`: the bus's frames into `frames`, its connected sink into `sink`.
@@ -82,6 +88,7 @@ pub async fn can_reader(
         name,
         connector,
         sink,
+        accept,
     } = reader;
     let received = health.bus_counter(bus);
     let mut batch = Vec::with_capacity(READ_BATCH);
@@ -121,6 +128,9 @@ pub async fn can_reader(
                         c.fetch_add(n, Ordering::Relaxed);
                     }
                     for f in batch.drain(..) {
+                        if accept.as_ref().is_some_and(|a| !a.contains(&f.can_id())) {
+                            continue;
+                        }
                         if frames.try_send((bus, f)).is_err() {
                             health.frames_dropped.fetch_add(1, Ordering::Relaxed);
                         }
@@ -138,5 +148,77 @@ pub async fn can_reader(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use telematics_canio::CanBus;
+
+    /// Frames of ids the vehicle does not read on the bus are counted as received and never
+    /// reach the core; the rest arrive tagged with their bus, in order.
+    #[tokio::test]
+    async fn frames_the_vehicle_does_not_read_stop_at_the_reader() {
+        let bus = CanBus::new(64);
+        let car = bus.node();
+        let node = std::sync::Mutex::new(Some(bus.node()));
+        let node = Arc::new(node);
+        let connector: CanConnector = Arc::new(move || {
+            let node = node.lock().ok().and_then(|mut n| n.take());
+            Box::pin(async move {
+                let node = node.ok_or(CanIoError::Closed)?;
+                let sink = Arc::new(node.sender());
+                Ok(CanPorts {
+                    source: Box::new(node),
+                    sink,
+                })
+            })
+        });
+        let health = Arc::new(Health::with_buses(&["body".into(), "chassis".into()]));
+        let (tx, mut rx) = mpsc::channel(16);
+        let (sink, mut slot) = watch::channel(None);
+        let stop = CancellationToken::new();
+        let mapped = CanId::standard(0x101);
+        let task = tokio::spawn(can_reader(
+            BusReader {
+                bus: BusId(1),
+                name: "chassis".into(),
+                connector,
+                sink,
+                accept: Some([mapped].into_iter().collect()),
+            },
+            tx,
+            health.clone(),
+            stop.clone(),
+        ));
+        slot.wait_for(Option::is_some).await.expect("connected");
+        for id in [0x101u16, 0x300, 0x101, 0x7FF] {
+            car.sender()
+                .send_frame(&CanFrame::new(CanId::standard(id), &[1]))
+                .expect("send");
+        }
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            let (b, f) = rx.recv().await.expect("frame");
+            got.push((b, f.can_id()));
+        }
+        assert_eq!(got, [(BusId(1), mapped), (BusId(1), mapped)]);
+        while health.frames.load(Ordering::Relaxed) < 4 {
+            tokio::task::yield_now().await;
+        }
+        assert!(rx.try_recv().is_err(), "unread ids were not handed on");
+        let received = health
+            .bus_counter(BusId(1))
+            .map(|c| c.load(Ordering::Relaxed));
+        assert_eq!(received, Some(4));
+        assert_eq!(
+            health
+                .bus_counter(BusId(0))
+                .map(|c| c.load(Ordering::Relaxed)),
+            Some(0)
+        );
+        stop.cancel();
+        task.await.expect("reader stops");
     }
 }

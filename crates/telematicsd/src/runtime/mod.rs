@@ -234,12 +234,14 @@ impl Runtime {
         for (i, (name, connector)) in self.connectors.into_iter().enumerate() {
             let (sink_tx, sink_rx) = watch::channel::<Option<Arc<dyn CanSink>>>(None);
             sinks.insert(&name, sink_rx);
+            let accept = core.model().receive_ids(BusId(i)).into_iter().collect();
             readers.push(tokio::spawn(can_reader::can_reader(
                 BusReader {
                     bus: BusId(i),
                     name,
                     connector,
                     sink: sink_tx,
+                    accept: Some(accept),
                 },
                 frame_tx.clone(),
                 health.clone(),
