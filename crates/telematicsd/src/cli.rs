@@ -57,6 +57,12 @@ pub fn main_entry() -> ExitCode {
             let res = load(&cli.config).and_then(|c| {
                 if !no_files {
                     c.check_files()?;
+                    // Every bus's DBC and mapping parse (errors name the key, e.g.
+                    // `can.bus[1].dbc: ...`); what the loader tolerated is a warning.
+                    let (_, warnings) = crate::vehicle::VehicleModel::load(&c)?;
+                    for w in warnings {
+                        eprintln!("warning: {w}");
+                    }
                 }
                 Ok(c)
             });

@@ -499,6 +499,43 @@ mod tests {
         );
     }
 
+    /// Loading every bus of a `[[can.bus]]` configuration: a bad file names its bus's key.
+    #[test]
+    fn load_names_the_bus_key_of_a_bad_file() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let write = |name: &str, text: &str| {
+            let p = d.path().join(name);
+            std::fs::write(&p, text).expect("write");
+            p
+        };
+        let (bd, bm) = (
+            write("b.dbc", demo::DEMO_DBC),
+            write("b.toml", demo::DEMO_VSS_TOML),
+        );
+        let (cd, cm) = (write("c.dbc", "not a dbc"), write("c.toml", ""));
+        let text = format!(
+            "[vehicle]\nvin = \"1M8GDM9AXKP042788\"\n\
+             [[can.bus]]\nname = \"body\"\nsource = \"tcp\"\ninterface = \"127.0.0.1:1\"\n\
+             dbc = {bd:?}\nmapping = {bm:?}\n\
+             [[can.bus]]\nname = \"chassis\"\nsource = \"tcp\"\ninterface = \"127.0.0.1:2\"\n\
+             dbc = {cd:?}\nmapping = {cm:?}\n"
+        );
+        let cfg = Config::from_toml_with_env(&text, Vec::new()).expect("config");
+        let e = VehicleModel::load(&cfg)
+            .expect_err("bad chassis DBC")
+            .to_string();
+        assert!(e.contains("can.bus[1].dbc: "), "{e}");
+        std::fs::write(&cd, demo::DEMO_DBC).expect("write");
+        std::fs::write(&cm, "[[signal]]\npath = 1").expect("write");
+        let e = VehicleModel::load(&cfg)
+            .expect_err("bad chassis mapping")
+            .to_string();
+        assert!(e.contains("can.bus[1].mapping: "), "{e}");
+        std::fs::write(&cm, demo::DEMO_VSS_TOML).expect("write");
+        let (m, _) = VehicleModel::load(&cfg).expect("both buses");
+        assert_eq!(m.bus_names(), ["body", "chassis"]);
+    }
+
     #[test]
     fn garbage_frames_are_counted_not_fatal() {
         let mut m = VehicleModel::demo().expect("demo model");
