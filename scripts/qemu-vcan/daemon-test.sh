@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Real SocketCAN end to end for the daemon's CAN side: builds the static (musl) test binaries of
 # telematics-canio (tests/vcan.rs) and telematicsd (tests/vcan.rs: the daemon's socketcan
-# connector + VehicleModel + DBC-encoded actuation against a body controller on vcan0), boots
+# connector + VehicleModel + DBC-encoded actuation against a body controller on vcan0, and two
+# [[can.bus]] on vcan0/vcan1 with the kernel filter: unused ids never reach the daemon), boots
 # the qemu VM of run.sh for each, and fails unless both pass. Installs what it needs (CI).
 #   scripts/qemu-vcan/daemon-test.sh
 set -euo pipefail

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Run a static Linux x86_64 test binary inside a qemu VM whose (Debian) kernel has real
-# SocketCAN: can.ko, can-raw.ko, vcan.ko loaded and vcan0 up (MTU 72, CAN FD capable).
+# SocketCAN: can.ko, can-raw.ko, vcan.ko loaded and vcan0, vcan1 up (MTU 72, CAN FD capable).
 #   scripts/qemu-vcan/run.sh <static-test-binary> [args...]
 # Env: QEMU_VCAN_CACHE (kernel cache dir, default target/qemu-vcan), QEMU_VCAN_TIMEOUT
 # (seconds, default 120), QEMU_VCAN_ENV ("K=V K2=V2" exported in the guest; TELEMATICS_VCAN=vcan0
-# is always set). Prints the guest console; exits 0 only on the QEMU-VCAN-PASS marker.
+# and TELEMATICS_VCAN2=vcan1 are always set). Prints the guest console; exits 0 only on the QEMU-VCAN-PASS marker.
 set -euo pipefail
 [ $# -ge 1 ] || { echo "usage: $0 <static-test-binary> [args...]" >&2; exit 2; }
 bin="$(realpath "$1")"; shift
@@ -36,14 +36,16 @@ ir="$work/root"; mkdir -p "$ir"/{bin,lib,proc,sys,dev,tmp}
 cp "$(command -v busybox)" "$ir/bin/busybox"
 cp "$cache"/can.ko "$cache"/can-raw.ko "$cache"/can-dev.ko "$cache"/vcan.ko "$ir/lib/"
 cp "$bin" "$ir/test"
-{ printf 'export TELEMATICS_VCAN=vcan0 %s\n' "${QEMU_VCAN_ENV:-}"
+{ printf 'export TELEMATICS_VCAN=vcan0 TELEMATICS_VCAN2=vcan1 %s\n' "${QEMU_VCAN_ENV:-}"
   printf 'set --'; for a in "$@"; do printf " '%s'" "${a//\'/\'\\\'\'}"; done; echo; } > "$ir/args"
 cat > "$ir/init" <<'INIT'
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev; mount -t tmpfs tmp /tmp
 insmod /lib/can.ko && insmod /lib/can-raw.ko && insmod /lib/can-dev.ko && insmod /lib/vcan.ko || echo "QEMU-VCAN-FAIL insmod"
-ip link add dev vcan0 type vcan && ip link set vcan0 mtu 72 && ip link set up vcan0 || echo "QEMU-VCAN-FAIL vcan0"
+for i in vcan0 vcan1; do
+  ip link add dev $i type vcan && ip link set $i mtu 72 && ip link set up $i || echo "QEMU-VCAN-FAIL $i"
+done
 echo "QEMU-VCAN-START uptime=$(cut -d' ' -f1 /proc/uptime)"
 . /args
 cd /tmp && /test "$@"; rc=$?

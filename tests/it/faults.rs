@@ -458,8 +458,12 @@ async fn can_flood_keeps_memory_bounded_counts_drops_and_still_serves_commands()
     let (id, before) = id.expect("command sent during the flood");
     let rs = w.terminal(id, 30).await;
     let terminal = rs.last().cloned().expect("answered");
+    // Answered during the flood: accepted, or refused `stale_state` when the flood (above what
+    // the daemon decodes) made it drop or delay the car's status frames past their maximum
+    // age: freshness is each frame's own timestamp, and state that old fails closed.
     assert!(
-        rs.iter().any(|r| r.state == ResultState::Accepted),
+        rs.iter().any(|r| r.state == ResultState::Accepted)
+            || (rs.len() == 1 && rs[0].reason_code.as_deref() == Some("stale_state")),
         "verified during the flood: {rs:?}"
     );
     assert_one_terminal(&rs);
@@ -469,6 +473,14 @@ async fn can_flood_keeps_memory_bounded_counts_drops_and_still_serves_commands()
         assert_eq!(on_bus, 1);
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
+    // Once the flood is over the daemon serves commands on fresh state again.
+    let after = w.send(&mut phone, Action::Lock, CODE).await;
+    let rs_after = w.terminal(after, 15).await;
+    assert_eq!(
+        rs_after.last().map(|r| r.state),
+        Some(ResultState::Executed),
+        "after the flood: {rs_after:?}"
+    );
     let rss_after = vm_rss_kb(pid);
     let can = component(&w, "can").await;
     let (frames_rx, dropped) = (
@@ -481,7 +493,7 @@ async fn can_flood_keeps_memory_bounded_counts_drops_and_still_serves_commands()
         rate > 8_000.0,
         "the flood must exceed bus saturation: {rate:.0} frames/s"
     );
-    // Bounded memory: the frame queue (4096) and the hub queues are bounded.
+    // Bounded memory: the frame queue (FRAME_QUEUE) and the hub queues are bounded.
     assert!(rss_before > 0 && rss_max > 0, "VmRSS readable");
     assert!(
         rss_max <= rss_before + 64 * 1024,

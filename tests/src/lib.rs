@@ -231,6 +231,12 @@ filter = "info"
         }
     }
 
+    /// A node of the vehicle's TCP bus for the test itself (e.g. frames with chosen
+    /// timestamps; the bus keeps a sender's timestamp).
+    pub fn bus_node(&self) -> telematics_canio::TcpBusPort {
+        self._hub.local_node()
+    }
+
     /// Starts the daemon process and waits until it serves the admin socket and is online.
     pub async fn start_daemon(&mut self) {
         self.start_daemon_with(|_| {}).await;

@@ -343,6 +343,11 @@ pub struct MessageDef {
     pub min_len: usize,
     /// Payload with every non-multiplexed signal at its `GenSigStartValue` (zeros elsewhere).
     pub default_data: Vec<u8>,
+    /// Transmission period from the `GenMsgCycleTime` attribute (`BA_ "GenMsgCycleTime" BO_`,
+    /// else its `BA_DEF_DEF_` default), ms; `None` when absent, zero, negative or not a
+    /// number (an event-driven message). The default maximum age of the message's signals is
+    /// derived from it (see [`crate::vss`]).
+    pub cycle_time_ms: Option<u64>,
     by_name: HashMap<String, usize>,
 }
 
@@ -685,6 +690,18 @@ const INDEPENDENT_SIG_MSG: &str = "VECTOR__INDEPENDENT_SIG_MSG";
 const MESSAGE_LONG_SYMBOL: &str = "SystemMessageLongSymbol";
 /// Attribute holding the full name of a signal whose `SG_` name was cut to 32 characters.
 const SIGNAL_LONG_SYMBOL: &str = "SystemSignalLongSymbol";
+/// Attribute holding a message's transmission period in ms (Vector's convention).
+const CYCLE_TIME: &str = "GenMsgCycleTime";
+
+/// A positive whole number of milliseconds from an attribute value.
+fn cycle_ms(v: &AttributeValue) -> Option<u64> {
+    match v {
+        AttributeValue::Uint(u) if *u > 0 => Some(*u),
+        AttributeValue::Int(i) if *i > 0 => u64::try_from(*i).ok(),
+        AttributeValue::Double(d) if d.is_finite() && *d >= 1.0 && *d < 1.0e12 => Some(*d as u64),
+        _ => None,
+    }
+}
 
 /// A non-empty string attribute value.
 fn long_symbol(v: &AttributeValue) -> Option<&str> {
@@ -1141,6 +1158,9 @@ impl Dbc {
                     kind: LoadWarningKind::DuplicateMessageName,
                 });
             }
+            let cycle_time_ms = raw
+                .resolved_message_attribute(m.id, CYCLE_TIME)
+                .and_then(cycle_ms);
             messages.push(MessageDef {
                 id,
                 name,
@@ -1148,6 +1168,7 @@ impl Dbc {
                 signals,
                 min_len,
                 default_data,
+                cycle_time_ms,
                 by_name: sig_by_name,
             });
         }

@@ -4,6 +4,12 @@
 //! A value is *stale* when `now - last_update > max_age_ms` (strictly greater; `max_age_ms == 0`
 //! means never stale). `last_update` is the time of the last frame that carried the signal, even
 //! if the value did not change. A path never received has no reading at all.
+//!
+//! This is the daemon's one staleness rule: the executor's preconditions, telemetry's `stale`
+//! list and `doctor`'s fresh count all read it. The time of an update is its frame's own
+//! timestamp (kernel receive time on SocketCAN, log time on replay, the sender's time on the
+//! TCP bus), so a frame that waited in a queue is as old as it is; an update older than the
+//! one already stored (frames from two buses out of order) is ignored.
 
 use std::collections::HashMap;
 
@@ -96,7 +102,11 @@ impl VehicleState {
     pub fn from_mapping(mapping: &BoundMapping) -> Self {
         let mut s = VehicleState::new(DEFAULT_MAX_AGE_MS);
         for e in mapping.entries() {
-            s.configure(&e.path, e.max_age_ms, e.deadband);
+            s.configure(
+                &e.path,
+                e.max_age_ms.unwrap_or(DEFAULT_MAX_AGE_MS),
+                e.deadband,
+            );
         }
         s
     }
@@ -137,11 +147,13 @@ impl VehicleState {
         }
     }
 
-    /// Record one value; returns a change when it differs from the last *reported* value
-    /// (beyond the deadband for floats).
+    /// Record one value observed at `now` (its frame's timestamp); returns a change when it
+    /// differs from the last *reported* value (beyond the deadband for floats). A value older
+    /// than the stored one is ignored.
     pub fn set(&mut self, path: &str, value: SignalValue, now: Timestamp) -> Option<Change> {
         let deadband = self.cfg(path).deadband;
         match self.slots.get_mut(path) {
+            Some(slot) if now < slot.updated => None,
             Some(slot) => {
                 slot.updated = now;
                 let changed = Self::differs(&slot.reported, &value, deadband);
@@ -206,6 +218,11 @@ impl VehicleState {
         })
     }
 
+    /// Whether `path` is stale at `now`: heard, and older than its maximum age.
+    pub fn is_stale(&self, path: &str, now: Timestamp) -> bool {
+        self.get(path, now).is_some_and(|r| r.is_stale)
+    }
+
     /// Latest value only if it is fresh.
     pub fn get_fresh(&self, path: &str, now: Timestamp) -> Option<&SignalValue> {
         self.get(path, now).filter(|r| !r.is_stale).map(|r| r.value)
@@ -267,6 +284,26 @@ mod tests {
         assert!(s.get("Vehicle.Missing", Timestamp(0)).is_none());
         // time going backwards saturates to age 0
         assert_eq!(s.get("Vehicle.Other", Timestamp(0)).expect("p").age_ms, 0);
+    }
+
+    #[test]
+    fn an_update_older_than_the_stored_one_is_ignored() {
+        let mut s = VehicleState::new(1_000);
+        s.set("Vehicle.Speed", SignalValue::Float(10.0), Timestamp(5_000));
+        // A frame stamped earlier (another bus, delivered late) neither regresses the value
+        // nor makes the signal look fresher.
+        assert!(
+            s.set("Vehicle.Speed", SignalValue::Float(3.0), Timestamp(4_000))
+                .is_none()
+        );
+        let r = s.get("Vehicle.Speed", Timestamp(6_001)).expect("present");
+        assert_eq!(
+            (r.value, r.updated),
+            (&SignalValue::Float(10.0), Timestamp(5_000))
+        );
+        assert!(r.is_stale);
+        assert!(s.is_stale("Vehicle.Speed", Timestamp(6_001)));
+        assert!(!s.is_stale("Vehicle.Missing", Timestamp(6_001)));
     }
 
     #[test]

@@ -1,4 +1,13 @@
 //! Mapping from DBC signals to COVESA VSS paths, from a TOML config or a Kuksa `dbc2vss` JSON file.
+//!
+//! # Maximum age
+//!
+//! A signal's maximum age (older is stale) is resolved when the mapping is bound to its DBC,
+//! first match wins: the entry's own `max_age_ms`; [`CYCLES_PER_MAX_AGE`] periods of its
+//! message's `GenMsgCycleTime` ([`crate::MessageDef::cycle_time_ms`]; the longest when the
+//! signal is in several messages); the file's `default_max_age_ms`; [`DEFAULT_MAX_AGE_MS`].
+//! A message the DBC declares periodic thus goes stale after three missed frames without any
+//! configuration, and a mapping can still widen or narrow a single signal.
 
 use std::collections::HashMap;
 
@@ -69,8 +78,10 @@ pub struct VssEntry {
     pub message: Option<String>,
     /// Output type.
     pub datatype: VssType,
-    /// Maximum age before the value is stale, ms (0 = never stale).
-    pub max_age_ms: u64,
+    /// Maximum age before the value is stale, ms (0 = never stale). `None` in a parsed mapping
+    /// when the entry sets none (resolved at binding, see the [module doc](self)); always
+    /// `Some` in a [`BoundMapping`].
+    pub max_age_ms: Option<u64>,
     /// Float deadband for change detection (0 = any change).
     pub deadband: f64,
     /// Transform.
@@ -82,6 +93,9 @@ pub struct VssEntry {
 pub struct VssMapping {
     /// Entries in file order.
     pub entries: Vec<VssEntry>,
+    /// The file's `default_max_age_ms` (used where neither the entry nor the DBC's
+    /// `GenMsgCycleTime` gives a maximum age).
+    pub default_max_age_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -126,8 +140,10 @@ struct TomlMap {
     to: toml::Value,
 }
 
-/// Default max age when neither the entry nor the file sets one.
+/// Default max age when neither the entry, the DBC's cycle time nor the file sets one.
 pub const DEFAULT_MAX_AGE_MS: u64 = 5_000;
+/// A periodic message's signals are stale after this many missed cycles (`GenMsgCycleTime`).
+pub const CYCLES_PER_MAX_AGE: u64 = 3;
 
 fn valid_path(p: &str) -> bool {
     p.starts_with("Vehicle.")
@@ -162,7 +178,6 @@ impl VssMapping {
     /// Parse the TOML mapping format (see `data/demo_car_vss.toml`). Errors name the bad entry.
     pub fn from_toml(text: &str) -> Result<VssMapping, CanError> {
         let file: TomlFile = toml::from_str(text).map_err(|e| CanError::Mapping(e.to_string()))?;
-        let default_age = file.default_max_age_ms.unwrap_or(DEFAULT_MAX_AGE_MS);
         let mut entries = Vec::with_capacity(file.signal.len());
         for (i, e) in file.signal.into_iter().enumerate() {
             let ctx =
@@ -220,18 +235,22 @@ impl VssMapping {
                 signal: e.signal.clone(),
                 message: e.message.clone(),
                 datatype,
-                max_age_ms: e.max_age_ms.unwrap_or(default_age),
+                max_age_ms: e.max_age_ms,
                 deadband,
                 transform,
             });
         }
-        let m = VssMapping { entries };
+        let m = VssMapping {
+            entries,
+            default_max_age_ms: file.default_max_age_ms,
+        };
         m.validate()?;
         Ok(m)
     }
 
-    /// Load the Kuksa CAN provider JSON format (VSS tree with `dbc2vss` leaves). Every entry gets
-    /// `max_age_ms` (Kuksa's `interval_ms` is a throttle, not a staleness limit).
+    /// Load the Kuksa CAN provider JSON format (VSS tree with `dbc2vss` leaves). `max_age_ms` is
+    /// the file's default maximum age (after the DBC's cycle time; Kuksa's `interval_ms` is a
+    /// throttle, not a staleness limit).
     pub fn from_kuksa_json(text: &str, max_age_ms: u64) -> Result<VssMapping, CanError> {
         let root: serde_json::Value =
             serde_json::from_str(text).map_err(|e| CanError::Mapping(format!("JSON: {e}")))?;
@@ -291,7 +310,7 @@ impl VssMapping {
                     signal: signal.to_string(),
                     message: None,
                     datatype,
-                    max_age_ms,
+                    max_age_ms: None,
                     deadband: 0.0,
                     transform,
                 });
@@ -303,7 +322,10 @@ impl VssMapping {
             }
         }
         entries.sort_by(|a, b| a.path.cmp(&b.path));
-        let m = VssMapping { entries };
+        let m = VssMapping {
+            entries,
+            default_max_age_ms: Some(max_age_ms),
+        };
         m.validate()?;
         Ok(m)
     }
@@ -356,6 +378,7 @@ impl VssMapping {
     fn bind_inner(&self, dbc: &Dbc, strict: bool) -> Result<(BoundMapping, Vec<String>), CanError> {
         let mut by_id: HashMap<CanId, Vec<(usize, usize)>> = HashMap::new();
         let mut skipped = Vec::new();
+        let mut entries = self.entries.clone();
         for (ei, e) in self.entries.iter().enumerate() {
             let owners: Vec<(usize, usize)> = match &e.message {
                 Some(mname) => {
@@ -413,19 +436,25 @@ impl VssMapping {
                     }
                 }
             }
+            let cycle = owners
+                .iter()
+                .filter_map(|(mi, _)| dbc.messages().get(*mi)?.cycle_time_ms)
+                .max();
+            if let Some(entry) = entries.get_mut(ei) {
+                entry.max_age_ms = Some(
+                    e.max_age_ms
+                        .or_else(|| cycle.map(|c| c.saturating_mul(CYCLES_PER_MAX_AGE)))
+                        .or(self.default_max_age_ms)
+                        .unwrap_or(DEFAULT_MAX_AGE_MS),
+                );
+            }
             for (mi, si) in owners {
                 if let Some(m) = dbc.messages().get(mi) {
                     by_id.entry(m.id).or_default().push((ei, si));
                 }
             }
         }
-        Ok((
-            BoundMapping {
-                entries: self.entries.clone(),
-                by_id,
-            },
-            skipped,
-        ))
+        Ok((BoundMapping { entries, by_id }, skipped))
     }
 }
 

@@ -259,17 +259,16 @@ fn kuksa_mapping_with_tesla_dbc() {
             .map(|r| r.value.clone()),
         Some(SignalValue::Bool(true))
     );
-    // Every staleness limit came from the loader argument
-    assert!(
-        !state
-            .get("Vehicle.Speed", telematics_can::Timestamp(3_000))
-            .expect("speed")
-            .is_stale
-    );
-    assert!(
+    // The speed's message declares GenMsgCycleTime 20 ms: stale after three cycles. The door's
+    // declares none: the loader argument (the file's default).
+    let stale = |path: &str, at: u64| {
         state
-            .get("Vehicle.Speed", telematics_can::Timestamp(3_001))
-            .expect("speed")
+            .get(path, telematics_can::Timestamp(at))
+            .expect(path)
             .is_stale
-    );
+    };
+    assert!(!stale("Vehicle.Speed", 1_060));
+    assert!(stale("Vehicle.Speed", 1_061));
+    assert!(!stale("Vehicle.Cabin.Door.Row1.DriverSide.IsOpen", 3_000));
+    assert!(stale("Vehicle.Cabin.Door.Row1.DriverSide.IsOpen", 3_001));
 }

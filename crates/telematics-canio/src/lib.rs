@@ -57,6 +57,37 @@ pub trait CanSource: Send {
     /// Wait for the next frame. `Ok(None)` means the source ended (e.g. a replayed log is done).
     /// Every returned frame carries `timestamp_us` (kernel, log or receive time).
     fn recv(&mut self) -> BoxFuture<'_, Result<Option<CanFrame>, CanIoError>>;
+
+    /// Waits for the next frame, then appends it and every frame already queued (up to `max`
+    /// in all) to `out`: one wakeup reads a whole burst (on SocketCAN, non-blocking reads
+    /// until `EAGAIN`). `Ok(false)` when the source ended with nothing read. An error after
+    /// the first frame ends the batch; it is reported by the next call.
+    ///
+    /// The default polls [`recv`](Self::recv) once more per queued frame, which is right for
+    /// sources whose `recv` is cancel-safe; a source whose `recv` is not overrides this.
+    fn recv_batch<'a>(
+        &'a mut self,
+        out: &'a mut Vec<CanFrame>,
+        max: usize,
+    ) -> BoxFuture<'a, Result<bool, CanIoError>> {
+        Box::pin(async move {
+            match self.recv().await? {
+                Some(f) => out.push(f),
+                None => return Ok(false),
+            }
+            let mut n = 1;
+            while n < max {
+                match futures::FutureExt::now_or_never(self.recv()) {
+                    Some(Ok(Some(f))) => {
+                        out.push(f);
+                        n += 1;
+                    }
+                    _ => break,
+                }
+            }
+            Ok(true)
+        })
+    }
 }
 
 /// Something frames can be sent to (the actuator's output, a simulator's reply path).

@@ -1,6 +1,11 @@
 //! Replay a can-utils `candump -L` log as a [`CanSource`], in real time (honouring the gaps
 //! between frames, scaled by a speed factor) or as fast as possible. Garbage lines are skipped
 //! and counted (see [`ReplaySource::garbage_count`]).
+//!
+//! Timestamps: a delivered frame carries its *log time* moved to the replay's clock: the first
+//! frame is stamped with the wall time it is delivered at, every later one with that plus its
+//! log offset from the first (scaled by the speed in real time). So a signal's age is what
+//! the log says it is, however late the frame is delivered.
 
 use std::io::Cursor;
 
@@ -27,7 +32,8 @@ pub enum ReplayMode {
 pub struct ReplaySource {
     reader: CandumpReader<Cursor<Vec<u8>>>,
     mode: ReplayMode,
-    origin: Option<(Instant, u64)>,
+    /// (delivery instant, wall time µs, log time µs) of the first frame.
+    origin: Option<(Instant, u64, u64)>,
     iface: Option<String>,
     delivered: u64,
 }
@@ -101,16 +107,27 @@ impl ReplaySource {
             if self.iface.as_deref().is_some_and(|i| i != lf.iface) {
                 continue;
             }
-            if let ReplayMode::RealTime { speed } = self.mode {
-                let (start, first) = *self.origin.get_or_insert((Instant::now(), lf.timestamp_us));
-                // timestamps going backwards replay immediately
-                let gap_us = lf.timestamp_us.saturating_sub(first) as f64 / speed;
-                let target =
-                    start + Duration::from_micros(gap_us.min(u64::MAX as f64 / 2.0) as u64);
-                tokio::time::sleep_until(target).await;
+            let (start, wall0, first) = *self.origin.get_or_insert_with(|| {
+                (
+                    Instant::now(),
+                    crate::unix_us(std::time::SystemTime::now()),
+                    lf.timestamp_us,
+                )
+            });
+            let speed = match self.mode {
+                ReplayMode::RealTime { speed } => speed,
+                ReplayMode::AsFastAsPossible => 1.0,
+            };
+            // timestamps going backwards replay immediately (and keep the first frame's time)
+            let gap_us = (lf.timestamp_us.saturating_sub(first) as f64 / speed)
+                .min(u64::MAX as f64 / 4.0) as u64;
+            if let ReplayMode::RealTime { .. } = self.mode {
+                tokio::time::sleep_until(start + Duration::from_micros(gap_us)).await;
             }
             self.delivered += 1;
-            return Some(lf.frame);
+            let mut frame = lf.frame;
+            frame.timestamp_us = Some(wall0.saturating_add(gap_us));
+            return Some(frame);
         }
     }
 }
@@ -118,5 +135,24 @@ impl ReplaySource {
 impl CanSource for ReplaySource {
     fn recv(&mut self) -> BoxFuture<'_, Result<Option<CanFrame>, CanIoError>> {
         async move { Ok(self.next_frame().await) }.boxed()
+    }
+
+    /// One frame per call: `next_frame` sleeps until the frame's time after taking it from
+    /// the log, so it must not be polled once and dropped.
+    fn recv_batch<'a>(
+        &'a mut self,
+        out: &'a mut Vec<CanFrame>,
+        _max: usize,
+    ) -> BoxFuture<'a, Result<bool, CanIoError>> {
+        async move {
+            match self.next_frame().await {
+                Some(f) => {
+                    out.push(f);
+                    Ok(true)
+                }
+                None => Ok(false),
+            }
+        }
+        .boxed()
     }
 }

@@ -5,6 +5,12 @@
 //! socketcan's `read_frame_with_timestamp`); if enabling it fails, the receive time is used.
 //! Error frames from the controller are skipped and counted.
 //!
+//! Kernel filter: [`open_filtered`] sets `CAN_RAW_FILTER` to the data frames of the given ids
+//! only, so traffic the vehicle does not use never reaches user space (never wakes the
+//! daemon). A socket that only sends is opened with [`open_send_only`] (drop-all filter: its
+//! receive queue costs nothing). [`CanSource::recv_batch`] reads every queued frame per wakeup
+//! (non-blocking reads until `EAGAIN`).
+//!
 //! Not testable in CI (no CAN in the kernel); exercised under qemu with vcan.
 
 use std::sync::Arc;
@@ -17,7 +23,31 @@ use socketcan::{
     SocketOptions, StandardId,
 };
 
-use crate::{CanFrame, CanIoError, CanSink, CanSource, unix_us};
+use crate::{CanFrame, CanId, CanIoError, CanSink, CanSource, unix_us};
+
+/// Most filters the kernel accepts on one socket (`CAN_RAW_FILTER_MAX`); beyond it the socket
+/// receives every frame (logged).
+pub const MAX_FILTERS: usize = 512;
+const CAN_EFF_FLAG: u32 = 0x8000_0000;
+const CAN_RTR_FLAG: u32 = 0x4000_0000;
+const CAN_SFF_MASK: u32 = 0x0000_07FF;
+const CAN_EFF_MASK: u32 = 0x1FFF_FFFF;
+
+/// The `CAN_RAW_FILTER` entry `(can_id, can_mask)` that passes data frames with exactly `id`
+/// (standard or extended; remote frames and the other id width are not passed).
+pub fn filter_for(id: CanId) -> (u32, u32) {
+    if id.extended {
+        (
+            (id.id & CAN_EFF_MASK) | CAN_EFF_FLAG,
+            CAN_EFF_MASK | CAN_EFF_FLAG | CAN_RTR_FLAG,
+        )
+    } else {
+        (
+            id.id & CAN_SFF_MASK,
+            CAN_SFF_MASK | CAN_EFF_FLAG | CAN_RTR_FLAG,
+        )
+    }
+}
 
 /// A SocketCAN interface (cloneable: clones share the socket, e.g. one task receives while
 /// another sends).
@@ -38,7 +68,40 @@ impl std::fmt::Debug for SocketCan {
     }
 }
 
-/// Open a SocketCAN interface such as `can0` or `vcan0`.
+/// Open `iface` with the kernel filter set to `ids` (data frames of these ids only; an empty
+/// list receives nothing). More than [`MAX_FILTERS`] ids: no filter (every frame).
+pub fn open_filtered(iface: &str, ids: &[CanId]) -> Result<SocketCan, CanIoError> {
+    let s = open(iface)?;
+    let r = if ids.len() > MAX_FILTERS {
+        tracing::warn!(
+            iface,
+            ids = ids.len(),
+            max = MAX_FILTERS,
+            "too many ids for the kernel filter; receiving every frame"
+        );
+        Ok(())
+    } else if ids.is_empty() {
+        s.sock.set_filter_drop_all()
+    } else {
+        let filters: Vec<socketcan::CanFilter> = ids
+            .iter()
+            .map(|id| {
+                let (can_id, mask) = filter_for(*id);
+                socketcan::CanFilter::new(can_id, mask)
+            })
+            .collect();
+        s.sock.set_filters(&filters)
+    };
+    r.map_err(|e| CanIoError::Io(format!("{iface}: CAN_RAW_FILTER: {e}")))?;
+    Ok(s)
+}
+
+/// Open `iface` for sending only: the kernel delivers it no frames.
+pub fn open_send_only(iface: &str) -> Result<SocketCan, CanIoError> {
+    open_filtered(iface, &[])
+}
+
+/// Open a SocketCAN interface such as `can0` or `vcan0` (no filter: every frame).
 pub fn open(iface: &str) -> Result<SocketCan, CanIoError> {
     let sock = socketcan::tokio::CanFdSocket::open(iface)
         .map_err(|e| CanIoError::Io(format!("open {iface}: {e}")))?;
@@ -214,6 +277,26 @@ mod tests {
                 }
             );
         }
+    }
+
+    /// The kernel passes a frame when `(frame_id & mask) == (filter_id & mask)`: a filter entry
+    /// passes data frames of its id only, never the same bits with the other id width or RTR.
+    #[test]
+    fn filter_entries_match_exactly_one_data_id() {
+        let passes = |(id, mask): (u32, u32), frame_id: u32| (frame_id & mask) == (id & mask);
+        let std = filter_for(CanId::standard(0x101));
+        assert!(passes(std, 0x101));
+        assert!(!passes(std, 0x102));
+        assert!(
+            !passes(std, 0x101 | CAN_EFF_FLAG),
+            "extended id with the same low bits"
+        );
+        assert!(!passes(std, 0x101 | CAN_RTR_FLAG), "remote frame");
+        let ext = filter_for(CanId::extended(0x18FF_1020));
+        assert!(passes(ext, 0x18FF_1020 | CAN_EFF_FLAG));
+        assert!(!passes(ext, 0x18FF_1020), "standard flag");
+        assert!(!passes(ext, 0x18FF_1021 | CAN_EFF_FLAG));
+        assert!(!passes(filter_for(CanId::extended(0x101)), 0x101));
     }
 
     #[test]

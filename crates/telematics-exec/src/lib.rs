@@ -24,8 +24,6 @@ pub use telematics_telemetry::{CommandResult, ResultState};
 /// Executor configuration.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ExecConfig {
-    /// Maximum age (ms) of a signal used by a precondition; older or missing refuses `stale_state`.
-    pub max_state_age_ms: u64,
     /// Speed (km/h) at or below which the vehicle counts as stationary.
     pub stationary_max_kmh: f64,
     /// Lock refuses `door_open` when a door is open.
@@ -41,7 +39,6 @@ pub struct ExecConfig {
 impl Default for ExecConfig {
     fn default() -> Self {
         ExecConfig {
-            max_state_age_ms: 5_000,
             stationary_max_kmh: 0.5,
             lock_requires_doors_closed: true,
             confirm_timeout_ms: 10_000,
@@ -243,7 +240,7 @@ impl Executor {
         let verdict = match actuate {
             None => Err(Reject::NotActuation),
             Some(_) if self.in_flight.is_some() => Err(Reject::Busy),
-            Some(a) => check(a, &self.state, &self.cfg, now).map(|()| a),
+            Some(a) => check(a, &self.state, &self.cfg).map(|()| a),
         };
         let actuate = match verdict {
             Ok(a) => a,
@@ -301,9 +298,25 @@ impl Executor {
         // waits for a report received after the actuation.
     }
 
-    /// Feed a decoded vehicle signal update.
+    /// The daemon's current view of the vehicle: every signal that is fresh now. A kind absent
+    /// from `fresh` is stale or was never heard, and preconditions reading it refuse
+    /// `stale_state`. The executor keeps no age rule of its own: freshness is decided once, by
+    /// the daemon's signal store (each signal's own maximum age against its frame's timestamp).
+    pub fn on_vehicle_state(&mut self, fresh: &[VehicleSignal], now: u64) {
+        for kind in SignalKind::ALL {
+            if !fresh.iter().any(|s| s.kind() == kind) {
+                self.state.mark_stale(kind);
+            }
+        }
+        for s in fresh {
+            self.on_vehicle_update(*s, now);
+        }
+    }
+
+    /// Feed one decoded, fresh vehicle signal update (it stays fresh until
+    /// [`on_vehicle_state`](Self::on_vehicle_state) leaves it out).
     pub fn on_vehicle_update(&mut self, signal: VehicleSignal, now: u64) {
-        self.state.update(signal, now);
+        self.state.update(signal);
         if let Some(f) = &self.in_flight {
             let confirmed = matches!(
                 (f.actuate, signal),

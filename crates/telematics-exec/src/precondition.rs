@@ -101,11 +101,9 @@ impl Check {
     }
 
     /// Evaluate against the state; stale or missing state fails closed.
-    pub fn eval(self, state: &VehicleState, cfg: &ExecConfig, now: u64) -> Result<(), Reject> {
+    pub fn eval(self, state: &VehicleState, cfg: &ExecConfig) -> Result<(), Reject> {
         let kind = self.signal();
-        let sig = state
-            .fresh(kind, now, cfg.max_state_age_ms)
-            .ok_or(Reject::StaleState(kind))?;
+        let sig = state.fresh(kind).ok_or(Reject::StaleState(kind))?;
         let ok = match (self, sig) {
             // NaN compares false: fail closed.
             (Check::Stationary, VehicleSignal::SpeedKmh(v)) => v.abs() <= cfg.stationary_max_kmh,
@@ -134,12 +132,7 @@ impl Check {
 }
 
 /// Check every rule for `kind` in table order; the first failing rule is the reason.
-pub fn check(
-    kind: Actuate,
-    state: &VehicleState,
-    cfg: &ExecConfig,
-    now: u64,
-) -> Result<(), Reject> {
+pub fn check(kind: Actuate, state: &VehicleState, cfg: &ExecConfig) -> Result<(), Reject> {
     for (k, c) in RULES {
         if *k != kind {
             continue;
@@ -147,7 +140,7 @@ pub fn check(
         if kind == Actuate::Lock && *c == Check::DoorsClosed && !cfg.lock_requires_doors_closed {
             continue;
         }
-        c.eval(state, cfg, now)?;
+        c.eval(state, cfg)?;
     }
     Ok(())
 }

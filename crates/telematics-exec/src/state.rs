@@ -111,24 +111,32 @@ impl VehicleSignal {
     }
 }
 
-/// Last known value of each signal with its arrival time (unix ms).
+/// Last known value of each signal and whether the daemon reports it fresh (the daemon's
+/// signal store owns the staleness rule; this view only records its verdict).
 #[derive(Clone, Debug, Default)]
 pub struct VehicleState {
-    last: [Option<(VehicleSignal, u64)>; 8],
+    last: [Option<(VehicleSignal, bool)>; 8],
 }
 
 impl VehicleState {
-    /// Record an update received at `now`.
-    pub fn update(&mut self, signal: VehicleSignal, now: u64) {
+    /// Record a fresh update.
+    pub fn update(&mut self, signal: VehicleSignal) {
         if let Some(slot) = self.last.get_mut(signal.kind().index()) {
-            *slot = Some((signal, now));
+            *slot = Some((signal, true));
         }
     }
 
-    /// The last value of `kind` if it was reported within `max_age_ms` of `now`.
-    pub fn fresh(&self, kind: SignalKind, now: u64, max_age_ms: u64) -> Option<VehicleSignal> {
-        let (sig, at) = (*self.last.get(kind.index())?)?;
-        (now.saturating_sub(at) <= max_age_ms).then_some(sig)
+    /// The daemon reports `kind` stale (its last value is kept for [`last`](Self::last)).
+    pub fn mark_stale(&mut self, kind: SignalKind) {
+        if let Some(Some((_, fresh))) = self.last.get_mut(kind.index()) {
+            *fresh = false;
+        }
+    }
+
+    /// The last value of `kind` if the daemon reports it fresh.
+    pub fn fresh(&self, kind: SignalKind) -> Option<VehicleSignal> {
+        let (sig, fresh) = (*self.last.get(kind.index())?)?;
+        fresh.then_some(sig)
     }
 
     /// The last value of `kind`, however old.

@@ -137,11 +137,11 @@ fn stale_and_missing_state_refuse_naming_the_signal() {
     };
     assert_eq!(r.reason_code.as_deref(), Some("stale_state"));
     assert_eq!(r.detail.as_deref(), Some("Vehicle.Speed"));
-    // Stale: reported, but older than max age.
+    // Stale: reported, then left out of the daemon's fresh view (the gear aged out).
     let mut e = ready(T0);
     drain(&mut e);
-    let late = T0 + ExecConfig::default().max_state_age_ms + 1;
-    e.on_vehicle_update(VehicleSignal::SpeedKmh(0.0), late);
+    let late = T0 + 10_000;
+    e.on_vehicle_state(&[VehicleSignal::SpeedKmh(0.0)], late);
     e.submit_request(req(2, start(None)), late);
     let out = drain(&mut e);
     let recs: Vec<_> = out
@@ -161,7 +161,13 @@ fn stale_and_missing_state_refuse_naming_the_signal() {
     // A door signal names each door's path the daemon reads.
     let mut e = ready(T0);
     drain(&mut e);
-    e.on_vehicle_update(VehicleSignal::DoorsLocked(false), late);
+    e.on_vehicle_state(
+        &[
+            VehicleSignal::SpeedKmh(0.0),
+            VehicleSignal::DoorsLocked(false),
+        ],
+        late,
+    );
     e.submit_request(req(3, Action::Lock), late);
     let out = drain(&mut e);
     let detail = out.iter().find_map(|o| match o {

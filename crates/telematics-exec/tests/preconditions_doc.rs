@@ -139,16 +139,15 @@ fn preconditions_md_matches_rules() {
         );
     }
     let cfg = ExecConfig::default();
-    let now = 1_000_000;
     for r in rows.iter() {
         let Some(c) = r.check else {
             // No precondition: allowed whatever the (even empty) state.
-            assert_eq!(check(r.action, &VehicleState::default(), &cfg, now), Ok(()));
+            assert_eq!(check(r.action, &VehicleState::default(), &cfg), Ok(()));
             continue;
         };
         let name = format!("{} / {}", action_name(r.action), doc_name(c));
         // The signal read: with no state the check refuses stale_state naming it.
-        match c.eval(&VehicleState::default(), &cfg, now) {
+        match c.eval(&VehicleState::default(), &cfg) {
             Err(Reject::StaleState(kind)) => assert_eq!(kind.vss_paths(), r.signal, "{name}"),
             other => panic!("{name}: {other:?}"),
         }
@@ -156,24 +155,24 @@ fn preconditions_md_matches_rules() {
         let mut st = VehicleState::default();
         for (k, other) in RULES {
             if *k == r.action {
-                st.update(signal(*other, true), now);
+                st.update(signal(*other, true));
             }
         }
-        assert_eq!(check(r.action, &st, &cfg, now), Ok(()), "{name}: all pass");
-        st.update(signal(c, false), now);
-        let got = check(r.action, &st, &cfg, now).unwrap_err();
+        assert_eq!(check(r.action, &st, &cfg), Ok(()), "{name}: all pass");
+        st.update(signal(c, false));
+        let got = check(r.action, &st, &cfg).unwrap_err();
         assert_eq!(got.code(), r.reason, "{name}");
     }
     // Lock's door rule is the configurable one the document describes.
     let mut st = VehicleState::default();
-    st.update(VehicleSignal::DoorsClosed(false), now);
+    st.update(VehicleSignal::DoorsClosed(false));
     let off = ExecConfig {
         lock_requires_doors_closed: false,
         ..cfg.clone()
     };
-    assert_eq!(check(Actuate::Lock, &st, &off, now), Ok(()));
+    assert_eq!(check(Actuate::Lock, &st, &off), Ok(()));
     assert_eq!(
-        check(Actuate::Lock, &st, &cfg, now).unwrap_err().code(),
+        check(Actuate::Lock, &st, &cfg).unwrap_err().code(),
         "door_open"
     );
 }

@@ -35,7 +35,6 @@ fn bench(c: &mut Criterion) {
     let cfg = ScheduleConfig {
         vin: "V".into(),
         periodic_ms: 60_000,
-        max_age_ms: 10_000,
         on_change: vec![OnChange {
             path: "Vehicle.Speed".into(),
             deadband: 1.0,

@@ -22,8 +22,6 @@ pub struct ScheduleConfig {
     pub vin: String,
     /// Snapshot period (ms).
     pub periodic_ms: u64,
-    /// A value older than this is listed in `stale` (ms).
-    pub max_age_ms: u64,
     /// On-change signals.
     pub on_change: Vec<OnChange>,
 }
@@ -60,6 +58,8 @@ struct ChangeState {
 pub struct Schedule {
     cfg: ScheduleConfig,
     latest: BTreeMap<String, (SignalValue, u64)>,
+    /// Paths the vehicle's signal store reports stale ([`Schedule::set_stale`]).
+    stale: Vec<String>,
     changes: BTreeMap<String, ChangeState>,
     next_periodic: u64,
     seq: u64,
@@ -87,6 +87,7 @@ impl Schedule {
         Ok(Schedule {
             cfg,
             latest: BTreeMap::new(),
+            stale: Vec::new(),
             changes,
             next_periodic: now,
             seq: 0,
@@ -158,6 +159,21 @@ impl Schedule {
         }
     }
 
+    /// Whether [`poll`](Self::poll) at `now` publishes a snapshot (the caller refreshes
+    /// [`set_stale`](Self::set_stale) first).
+    pub fn snapshot_due(&self, now: u64) -> bool {
+        now >= self.next_periodic
+    }
+
+    /// The paths that are stale now, as the vehicle's signal store decides them (the one
+    /// staleness rule: each signal's maximum age against its frame's timestamp). Listed in the
+    /// `stale` field of the next snapshots; the schedule keeps no age rule of its own.
+    pub fn set_stale(&mut self, mut stale: Vec<String>) {
+        stale.sort();
+        stale.dedup();
+        self.stale = stale;
+    }
+
     /// Timer tick: periodic snapshot when due, and rate-limited deltas that became allowed.
     pub fn poll(&mut self, now: u64) -> Vec<Telemetry> {
         let mut out: Vec<Telemetry> = self.due_delta(now).into_iter().collect();
@@ -167,12 +183,7 @@ impl Schedule {
                 .iter()
                 .map(|(k, (v, _))| (k.clone(), v.clone()))
                 .collect();
-            let stale = self
-                .latest
-                .iter()
-                .filter(|(_, (_, at))| now.saturating_sub(*at) > self.cfg.max_age_ms)
-                .map(|(k, _)| k.clone())
-                .collect();
+            let stale = self.stale.clone();
             out.push(self.message(TelemetryKind::Snapshot, signals, stale, now));
             // Skip missed periods instead of bursting after a long pause.
             let behind = (now - self.next_periodic) / self.cfg.periodic_ms;

@@ -411,7 +411,6 @@ fn sched() -> Schedule {
         ScheduleConfig {
             vin: VIN.into(),
             periodic_ms: 60_000,
-            max_age_ms: 10_000,
             on_change: vec![
                 OnChange {
                     path: SPEED.into(),
@@ -443,6 +442,9 @@ fn periodic_snapshot_with_virtual_time_and_stale_list() {
     assert_eq!(out[0].kind, TelemetryKind::Snapshot);
     assert_eq!(s.next_deadline(), T0 + 60_000);
     assert!(s.poll(T0 + 59_999).is_empty());
+    // The signal store reports the engine load stale: the next snapshot lists it.
+    assert!(s.snapshot_due(T0 + 60_000));
+    s.set_stale(vec!["Vehicle.OBD.EngineLoad".into()]);
     let out = s.poll(T0 + 60_000);
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].stale, vec!["Vehicle.OBD.EngineLoad".to_string()]);
@@ -496,7 +498,6 @@ fn schedule_config_validation_names_key() {
         ScheduleConfig {
             vin: VIN.into(),
             periodic_ms: 0,
-            max_age_ms: 1,
             on_change: vec![],
         },
         T0,

@@ -75,7 +75,9 @@ pub enum CanSourceKind {
     Tcp,
 }
 
-/// `[can]` section.
+/// `[can]` section: either one bus given by the flat keys (`source`, `interface`,
+/// `replay_file`, `dbc`, `mapping`; the bus is named [`DEFAULT_BUS`]) or several
+/// `[[can.bus]]` entries (then the flat bus keys must be left unset).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CanConfig {
@@ -90,8 +92,142 @@ pub struct CanConfig {
     /// CAN → VSS mapping file: KUKSA-style JSON when the name ends in `.json`, otherwise the
     /// TOML format of the shipped example `demo_car_vss.toml`.
     pub mapping: PathBuf,
-    /// A signal older than this is stale (ms).
+    /// Maximum age (ms) of a signal whose mapping entry sets none and whose message has no
+    /// `GenMsgCycleTime` in the DBC (the default of KUKSA JSON mappings; a TOML mapping's own
+    /// `default_max_age_ms` takes its place).
     pub max_age_ms: u64,
+    /// `[[can.bus]]`: several buses, each with its own source, DBC and mapping. Signals from
+    /// every bus feed one vehicle state.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub bus: Vec<BusConfig>,
+}
+
+/// The name of the bus given by the flat `[can]` keys (the body bus, where actuation goes).
+pub const DEFAULT_BUS: &str = "body";
+
+/// One `[[can.bus]]` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusConfig {
+    /// Bus name (unique; actuation names the bus it goes to).
+    pub name: String,
+    /// Source kind: `socketcan`, `replay` or `tcp`.
+    pub source: CanSourceKind,
+    /// SocketCAN interface (`socketcan`) or `host:port` of the virtual bus (`tcp`).
+    #[serde(default)]
+    pub interface: String,
+    /// candump log (`replay`).
+    #[serde(default)]
+    pub replay_file: Option<PathBuf>,
+    /// This bus's DBC file.
+    pub dbc: PathBuf,
+    /// This bus's CAN → VSS mapping file (as [`CanConfig::mapping`]).
+    pub mapping: PathBuf,
+}
+
+/// A bus as the daemon uses it, with the configuration key its errors name (`can` for the
+/// flat form, `can.bus[1]` for the second `[[can.bus]]` entry).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BusSpec {
+    /// Key prefix for messages (`can`, `can.bus[0]`, ...).
+    pub key: String,
+    /// The bus.
+    pub bus: BusConfig,
+}
+
+impl CanConfig {
+    /// The configured buses, in order: the `[[can.bus]]` entries, or the one bus of the flat
+    /// keys named [`DEFAULT_BUS`]. The first bus is the one actuation goes to unless an action
+    /// names another.
+    pub fn buses(&self) -> Vec<BusSpec> {
+        if self.bus.is_empty() {
+            return vec![BusSpec {
+                key: "can".into(),
+                bus: BusConfig {
+                    name: DEFAULT_BUS.into(),
+                    source: self.source,
+                    interface: self.interface.clone(),
+                    replay_file: self.replay_file.clone(),
+                    dbc: self.dbc.clone(),
+                    mapping: self.mapping.clone(),
+                },
+            }];
+        }
+        self.bus
+            .iter()
+            .enumerate()
+            .map(|(i, b)| BusSpec {
+                key: format!("can.bus[{i}]"),
+                bus: b.clone(),
+            })
+            .collect()
+    }
+
+    fn validate_buses(&self, errs: &mut Vec<String>) {
+        if !self.bus.is_empty() {
+            let d = CanConfig::default();
+            for (key, set) in [
+                ("source", self.source != d.source),
+                ("interface", self.interface != d.interface),
+                ("replay_file", self.replay_file != d.replay_file),
+                ("dbc", self.dbc != d.dbc),
+                ("mapping", self.mapping != d.mapping),
+            ] {
+                if set {
+                    errs.push(format!(
+                        "can.{key}: set it per bus in [[can.bus]] (the flat form is one bus named \"{DEFAULT_BUS}\")"
+                    ));
+                }
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for spec in self.buses() {
+            let (k, b) = (&spec.key, &spec.bus);
+            if !self.bus.is_empty() {
+                let valid = !b.name.is_empty()
+                    && b.name.len() <= 32
+                    && b.name
+                        .bytes()
+                        .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-');
+                if !valid {
+                    errs.push(format!(
+                        "{k}.name: 1..=32 characters of [A-Za-z0-9_-], got {:?}",
+                        b.name
+                    ));
+                } else if !names.insert(b.name.clone()) {
+                    errs.push(format!("{k}.name: {:?} is used by another bus", b.name));
+                }
+                if b.source == CanSourceKind::Sim {
+                    errs.push(format!(
+                        "{k}.source: \"sim\" is the built-in demo car, only as the single [can] bus"
+                    ));
+                }
+            }
+            match b.source {
+                CanSourceKind::Socketcan => {
+                    let n = b.interface.len();
+                    if n == 0 || n > 15 {
+                        errs.push(format!(
+                            "{k}.interface: must be 1..=15 characters, got {n} ({:?})",
+                            b.interface
+                        ));
+                    }
+                }
+                CanSourceKind::Tcp if b.interface.parse::<std::net::SocketAddr>().is_err() => {
+                    errs.push(format!(
+                        "{k}.interface: must be host:port (e.g. 127.0.0.1:29536) when {k}.source = \"tcp\", got {:?}",
+                        b.interface
+                    ));
+                }
+                CanSourceKind::Replay if b.replay_file.is_none() => {
+                    errs.push(format!(
+                        "{k}.replay_file: required when {k}.source = \"replay\""
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
 }
 
 impl Default for CanConfig {
@@ -103,6 +239,7 @@ impl Default for CanConfig {
             dbc: "/etc/telematicsd/vehicle.dbc".into(),
             mapping: "/etc/telematicsd/vss-mapping.toml".into(),
             max_age_ms: 2_000,
+            bus: Vec::new(),
         }
     }
 }
@@ -368,13 +505,22 @@ impl Config {
         let file = |p: &std::path::Path| {
             std::fs::read(p).map_or_else(|_| "unreadable".to_string(), |b| content_hash(&b))
         };
-        let (dbc, mapping) = if self.can.source == CanSourceKind::Sim {
+        let (dbc, mapping) = if self.can.source == CanSourceKind::Sim && self.can.bus.is_empty() {
             (
                 content_hash(telematics_can::demo::DEMO_DBC.as_bytes()),
                 content_hash(telematics_can::demo::DEMO_VSS_TOML.as_bytes()),
             )
         } else {
-            (file(&self.can.dbc), file(&self.can.mapping))
+            // One bus: its files' hashes (as before buses); several: the hash of their hashes.
+            let buses = self.can.buses();
+            let each = |f: fn(&BusConfig) -> &Path| -> String {
+                let hashes: Vec<String> = buses.iter().map(|s| file(f(&s.bus))).collect();
+                match hashes.as_slice() {
+                    [one] => one.clone(),
+                    many => content_hash(many.join(",").as_bytes()),
+                }
+            };
+            (each(|b| &b.dbc), each(|b| &b.mapping))
         };
         // The effective configuration, canonically: the parsed struct serialised again.
         let config =
@@ -430,27 +576,7 @@ impl Config {
         if let Err(why) = validate_vin(&self.vehicle.vin, self.vehicle.verify_check_digit) {
             errs.push(format!("vehicle.vin: {why}"));
         }
-        match self.can.source {
-            CanSourceKind::Socketcan => {
-                let n = self.can.interface.len();
-                if n == 0 || n > 15 {
-                    errs.push(format!(
-                        "can.interface: must be 1..=15 characters, got {n} ({:?})",
-                        self.can.interface
-                    ));
-                }
-            }
-            CanSourceKind::Tcp if self.can.interface.parse::<std::net::SocketAddr>().is_err() => {
-                errs.push(format!(
-                    "can.interface: must be host:port (e.g. 127.0.0.1:29536) when can.source = \"tcp\", got {:?}",
-                    self.can.interface
-                ));
-            }
-            CanSourceKind::Replay if self.can.replay_file.is_none() => {
-                errs.push("can.replay_file: required when can.source = \"replay\"".into());
-            }
-            _ => {}
-        }
+        self.can.validate_buses(&mut errs);
         if self.can.max_age_ms == 0 {
             errs.push("can.max_age_ms: must be > 0, got 0".into());
         }
@@ -692,14 +818,17 @@ impl Config {
             "security.backend_public_key",
             &self.security.backend_public_key,
         );
-        if self.can.source != CanSourceKind::Sim {
-            need("can.dbc", &self.can.dbc);
-            need("can.mapping", &self.can.mapping);
-        }
-        if let Some(r) = &self.can.replay_file
-            && self.can.source == CanSourceKind::Replay
-        {
-            need("can.replay_file", r);
+        for spec in self.can.buses() {
+            let (k, b) = (&spec.key, &spec.bus);
+            if b.source != CanSourceKind::Sim {
+                need(&format!("{k}.dbc"), &b.dbc);
+                need(&format!("{k}.mapping"), &b.mapping);
+            }
+            if let Some(r) = &b.replay_file
+                && b.source == CanSourceKind::Replay
+            {
+                need(&format!("{k}.replay_file"), r);
+            }
         }
         if !self.state.directory.is_dir() {
             missing.push(format!(
@@ -868,6 +997,102 @@ mod tests {
 
     fn base() -> String {
         format!("[vehicle]\nvin = \"{VIN}\"\n")
+    }
+
+    #[test]
+    fn flat_can_is_one_bus_named_body() {
+        let text = format!(
+            "{}[can]\nsource = \"tcp\"\ninterface = \"127.0.0.1:29536\"\ndbc = \"/v.dbc\"\n",
+            base()
+        );
+        let c = Config::from_toml_with_env(&text, env(&[])).expect("valid");
+        let buses = c.can.buses();
+        assert_eq!(buses.len(), 1);
+        assert_eq!(
+            (buses[0].key.as_str(), buses[0].bus.name.as_str()),
+            ("can", DEFAULT_BUS)
+        );
+        assert_eq!(buses[0].bus.source, CanSourceKind::Tcp);
+        assert_eq!(buses[0].bus.dbc, PathBuf::from("/v.dbc"));
+        // The flat form renders without a `bus` key (existing configs round-trip unchanged).
+        assert!(!c.to_toml().contains("[[can.bus]]"));
+    }
+
+    #[test]
+    fn several_buses_and_errors_naming_the_bus_key() {
+        let two = format!(
+            "{}[can]\nmax_age_ms = 1500\n\
+             [[can.bus]]\nname = \"body\"\nsource = \"socketcan\"\ninterface = \"vcan0\"\n\
+             dbc = \"/b.dbc\"\nmapping = \"/b.toml\"\n\
+             [[can.bus]]\nname = \"chassis\"\nsource = \"replay\"\nreplay_file = \"/c.log\"\n\
+             dbc = \"/c.dbc\"\nmapping = \"/c.json\"\n",
+            base()
+        );
+        let c = Config::from_toml_with_env(&two, env(&[])).expect("valid");
+        let buses = c.can.buses();
+        let names: Vec<_> = buses
+            .iter()
+            .map(|b| (b.key.as_str(), b.bus.name.as_str()))
+            .collect();
+        assert_eq!(names, [("can.bus[0]", "body"), ("can.bus[1]", "chassis")]);
+        let again = Config::from_toml_with_env(&c.to_toml(), env(&[])).expect("round trip");
+        assert_eq!(again, c);
+
+        let bad = format!(
+            "{}[can]\ndbc = \"/flat.dbc\"\n\
+             [[can.bus]]\nname = \"body\"\nsource = \"socketcan\"\ninterface = \"\"\n\
+             dbc = \"/b.dbc\"\nmapping = \"/b.toml\"\n\
+             [[can.bus]]\nname = \"body\"\nsource = \"replay\"\n\
+             dbc = \"/c.dbc\"\nmapping = \"/c.toml\"\n\
+             [[can.bus]]\nname = \"x y\"\nsource = \"sim\"\n\
+             dbc = \"/d.dbc\"\nmapping = \"/d.toml\"\n",
+            base()
+        );
+        let e = Config::from_toml_with_env(&bad, env(&[]))
+            .expect_err("invalid")
+            .to_string();
+        for key in [
+            "can.dbc: set it per bus",
+            "can.bus[0].interface: must be 1..=15",
+            "can.bus[1].name: \"body\" is used by another bus",
+            "can.bus[1].replay_file: required when can.bus[1].source = \"replay\"",
+            "can.bus[2].name: 1..=32 characters",
+            "can.bus[2].source: \"sim\"",
+        ] {
+            assert!(e.contains(key), "{key} missing from {e}");
+        }
+        // A missing key of an entry is a parse error naming the field.
+        let e = Config::from_toml_with_env(
+            &format!("{}[[can.bus]]\nname = \"body\"\nsource = \"tcp\"\n", base()),
+            env(&[]),
+        )
+        .expect_err("no dbc")
+        .to_string();
+        assert!(e.contains("dbc"), "{e}");
+    }
+
+    #[test]
+    fn missing_bus_files_name_the_bus_key() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let text = format!(
+            "{}[[can.bus]]\nname = \"body\"\nsource = \"tcp\"\ninterface = \"127.0.0.1:1\"\n\
+             dbc = \"/nonexistent/b.dbc\"\nmapping = \"/nonexistent/b.toml\"\n\
+             [[can.bus]]\nname = \"chassis\"\nsource = \"replay\"\nreplay_file = \"/nonexistent/c.log\"\n\
+             dbc = \"/nonexistent/c.dbc\"\nmapping = \"/nonexistent/c.toml\"\n\
+             [state]\ndirectory = {:?}\n",
+            base(),
+            d.path()
+        );
+        let c = Config::from_toml_with_env(&text, env(&[])).expect("valid");
+        let e = c.check_files().expect_err("missing").to_string();
+        for key in [
+            "can.bus[0].dbc:",
+            "can.bus[0].mapping:",
+            "can.bus[1].dbc:",
+            "can.bus[1].replay_file:",
+        ] {
+            assert!(e.contains(key), "{key} missing from {e}");
+        }
     }
 
     #[test]

@@ -14,12 +14,13 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AccessPolicy, AdminHandler};
-use crate::config::{CanSourceKind, Config};
+use crate::config::{BusConfig, CanSourceKind, Config};
 use crate::core::{CoreParts, Restored};
 use crate::diagnostics::{self, Samples};
 use crate::error::DaemonError;
-use crate::runtime::{CanConnector, CanPorts, Clock, DiscardSink, Health, Runtime};
+use crate::runtime::{CanConnector, CanPorts, Clock, DiscardSink, Health, NamedConnector, Runtime};
 use crate::security::SecurityService;
+use crate::vehicle::{BusId, VehicleModel};
 
 /// External events fed into the main loop (from signals or tests).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +43,7 @@ pub struct Daemon {
     keys: Arc<KeyStore>,
     /// The token's identity key signing the mTLS handshake (`None`: the PEM file `mqtt.key`).
     client_key: Option<Arc<dyn SigningKey>>,
-    connector: CanConnector,
+    connectors: Vec<NamedConnector>,
     health: Option<Arc<Health>>,
     clock: Clock,
     /// The core's parts, built (and failed closed) in [`Daemon::open`]; taken by `run`.
@@ -147,17 +148,19 @@ impl DaemonAdmin {
     }
 }
 
-/// The name of the configured bus in `doctor` (interface, replay file or `sim`).
+/// The name of the configured buses in `doctor` (interface, replay file or `sim` of each,
+/// comma-separated).
 fn bus_name(cfg: &Config) -> String {
-    match cfg.can.source {
-        CanSourceKind::Socketcan | CanSourceKind::Tcp => cfg.can.interface.clone(),
-        CanSourceKind::Replay => cfg
-            .can
+    let one = |b: &BusConfig| match b.source {
+        CanSourceKind::Socketcan | CanSourceKind::Tcp => b.interface.clone(),
+        CanSourceKind::Replay => b
             .replay_file
             .as_ref()
             .map_or_else(|| "replay".into(), |p| p.display().to_string()),
         CanSourceKind::Sim => "sim".into(),
-    }
+    };
+    let names: Vec<String> = cfg.can.buses().iter().map(|s| one(&s.bus)).collect();
+    names.join(",")
 }
 
 /// Samples the frame counter and the outbox's next sequence once a second for `doctor`.
@@ -213,6 +216,10 @@ impl AdminHandler for DaemonAdmin {
                 n(&h.frames_dropped)
             ),
         ));
+        // Frames that reached the daemon per bus (after the kernel filter).
+        for (name, frames) in &h.bus_frames {
+            components.push((format!("can.{name}"), format!("frames={}", n(frames))));
+        }
         components.push((
             "commands".into(),
             format!(
@@ -250,17 +257,46 @@ impl AdminHandler for DaemonAdmin {
     }
 }
 
-/// Builds the CAN connector for `[can] source`.
+/// Builds the CAN connector of the first bus of `[can]`, receiving every frame (no kernel
+/// filter).
 pub fn can_connector(cfg: &Config) -> CanConnector {
-    match cfg.can.source {
+    match cfg.can.buses().first() {
+        Some(spec) => bus_connector(&spec.bus, None),
+        None => crate::simbus::in_process_connector(),
+    }
+}
+
+/// The connector of every bus of `[can]`, named, in configuration order; a SocketCAN bus
+/// receives only the ids `model` reads on it ([`VehicleModel::receive_ids`], kernel filter).
+pub fn can_connectors(cfg: &Config, model: &VehicleModel) -> Vec<NamedConnector> {
+    cfg.can
+        .buses()
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| {
+            let ids = model.receive_ids(BusId(i));
+            (spec.bus.name.clone(), bus_connector(&spec.bus, Some(ids)))
+        })
+        .collect()
+}
+
+/// The connector of one bus; `filter` (SocketCAN only): receive just these ids.
+pub fn bus_connector(bus: &BusConfig, filter: Option<Vec<telematics_can::CanId>>) -> CanConnector {
+    match bus.source {
         CanSourceKind::Socketcan => {
-            let iface = cfg.can.interface.clone();
+            let iface = bus.interface.clone();
+            let filter = Arc::new(filter);
             Arc::new(move || {
                 let iface = iface.clone();
+                let filter = filter.clone();
                 Box::pin(async move {
-                    // Two sockets: the receive loop owns one, actuation sends on the other.
-                    let rx = telematics_canio::socket::open(&iface)?;
-                    let tx = telematics_canio::socket::open(&iface)?;
+                    // Two sockets: the receive loop owns one (kernel-filtered to the ids the
+                    // vehicle reads), actuation sends on the other (receives nothing).
+                    let rx = match filter.as_ref() {
+                        Some(ids) => telematics_canio::socket::open_filtered(&iface, ids)?,
+                        None => telematics_canio::socket::open(&iface)?,
+                    };
+                    let tx = telematics_canio::socket::open_send_only(&iface)?;
                     Ok(CanPorts {
                         source: Box::new(rx),
                         sink: Arc::new(tx),
@@ -269,7 +305,7 @@ pub fn can_connector(cfg: &Config) -> CanConnector {
             })
         }
         CanSourceKind::Replay => {
-            let path = cfg.can.replay_file.clone().unwrap_or_default();
+            let path = bus.replay_file.clone().unwrap_or_default();
             Arc::new(move || {
                 let path = path.clone();
                 Box::pin(async move {
@@ -286,7 +322,7 @@ pub fn can_connector(cfg: &Config) -> CanConnector {
             })
         }
         CanSourceKind::Tcp => {
-            let addr = cfg.can.interface.clone();
+            let addr = bus.interface.clone();
             Arc::new(move || {
                 let addr = addr.clone();
                 Box::pin(async move { crate::simbus::connect_tcp(&addr).await })
@@ -355,12 +391,12 @@ impl Daemon {
             );
         }
         let security = Arc::new(SecurityService::open(store.clone(), &config, sealer)?);
-        let connector = can_connector(&config);
         let clock = Clock::new();
         let (parts, warnings) = CoreParts::from_config(&config, clock.now_ms())?;
         for w in warnings {
             tracing::warn!(warning = %w, "vehicle model: DBC or mapping entry not used");
         }
+        let connectors = can_connectors(&config, &parts.model);
         let restored = crate::journal::load(&store)?;
         let notify = std::env::var_os("NOTIFY_SOCKET").is_some();
         Ok(Self {
@@ -372,7 +408,7 @@ impl Daemon {
             security,
             keys,
             client_key,
-            connector,
+            connectors,
             health: None,
             clock,
             parts: Some(parts),
@@ -380,9 +416,14 @@ impl Daemon {
         })
     }
 
-    /// Replaces the CAN connector (tests inject an in-process bus).
+    /// Replaces the first bus's CAN connector (tests inject an in-process bus).
     pub fn with_connector(mut self, connector: CanConnector) -> Self {
-        self.connector = connector;
+        match self.connectors.first_mut() {
+            Some((_, c)) => *c = connector,
+            None => self
+                .connectors
+                .push((crate::config::DEFAULT_BUS.into(), connector)),
+        }
         self
     }
 
@@ -424,7 +465,7 @@ impl Daemon {
             self.store.clone(),
             self.security.clone(),
             self.client_key.clone(),
-            self.connector.clone(),
+            self.connectors.clone(),
             self.clock,
             parts,
             std::mem::take(&mut self.restored),

@@ -9,12 +9,17 @@ use tokio_util::sync::CancellationToken;
 
 use crate::runtime::{CanConnector, CanPorts};
 
+/// Receive queue of the daemon's TCP bus client, frames.
+pub const TCP_QUEUE: usize = 256;
+
 /// Connects to a TCP virtual bus at `addr` (`host:port`).
 pub async fn connect_tcp(addr: &str) -> Result<CanPorts, CanIoError> {
     let sock: std::net::SocketAddr = addr
         .parse()
         .map_err(|_| CanIoError::Io(format!("bad virtual bus address {addr:?}")))?;
-    let port = TcpBusClient::connect(sock).await?;
+    // A short receive queue: frames waiting in it age (freshness is each frame's own
+    // timestamp); beyond it the hub drops for this client and counts.
+    let port = TcpBusClient::connect_with(sock, TCP_QUEUE).await?;
     let sink = Arc::new(port.sender());
     Ok(CanPorts {
         source: Box::new(port),

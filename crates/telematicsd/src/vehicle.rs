@@ -1,7 +1,10 @@
-//! The vehicle model of the daemon: DBC + VSS mapping + signal store, and the two views the
-//! rest of the daemon needs from it — the executor's precondition signals and telemetry values.
+//! The vehicle model of the daemon: per bus a DBC + VSS mapping, one signal store for all
+//! buses, and the views the rest of the daemon needs from it — the executor's precondition
+//! signals, telemetry values and the stale list. The store's staleness rule is the only one
+//! (see `telematics_can::state`): every view here reads it.
 //!
-//! Pure code (no I/O, `now` passed in); the runtime feeds it frames.
+//! Pure code (no I/O, `now` passed in); the runtime feeds it frames tagged with their
+//! [`BusId`], each frame's timestamp already on the core's clock.
 
 use telematics_can::dbc::DecodeOutcome;
 use telematics_can::{
@@ -9,19 +12,30 @@ use telematics_can::{
 };
 use telematics_exec::VehicleSignal;
 
-use crate::config::{CanSourceKind, Config};
+use crate::config::{BusSpec, CanSourceKind, Config, DEFAULT_BUS};
 use crate::error::DaemonError;
+
+/// Index of a bus in the configuration order ([`crate::config::CanConfig::buses`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BusId(pub usize);
+
+/// One bus of the vehicle: its name, DBC and mapping bound to that DBC.
+#[derive(Debug)]
+struct Bus {
+    name: String,
+    dbc: Dbc,
+    mapping: BoundMapping,
+}
 
 /// VSS paths the executor's signals are derived from (shared with the executor, which names
 /// them in `stale_state` details).
 pub use telematics_exec::paths;
 use telematics_exec::paths::GEAR_PARK;
 
-/// DBC, mapping and the decoded signal store.
+/// The buses (DBC and mapping each) and the decoded signal store they all feed.
 #[derive(Debug)]
 pub struct VehicleModel {
-    dbc: Dbc,
-    mapping: BoundMapping,
+    buses: Vec<Bus>,
     state: VehicleState,
     frames: u64,
     unknown: u64,
@@ -46,32 +60,70 @@ impl VehicleModel {
         json: bool,
         default_max_age_ms: u64,
     ) -> Result<(Self, Vec<String>), DaemonError> {
-        let dbc = Dbc::parse(dbc_text).map_err(|e| DaemonError::Can(format!("can.dbc: {e}")))?;
+        let (bus, warnings) = Self::bus_from_text(
+            "can",
+            DEFAULT_BUS,
+            dbc_text,
+            mapping_text,
+            json,
+            default_max_age_ms,
+        )?;
+        Ok((Self::from_buses(vec![bus]), warnings))
+    }
+
+    /// One bus from its DBC and mapping text; errors and warnings name `key` (`can`,
+    /// `can.bus[1]`).
+    fn bus_from_text(
+        key: &str,
+        name: &str,
+        dbc_text: &str,
+        mapping_text: &str,
+        json: bool,
+        default_max_age_ms: u64,
+    ) -> Result<(Bus, Vec<String>), DaemonError> {
+        let dbc = Dbc::parse(dbc_text).map_err(|e| DaemonError::Can(format!("{key}.dbc: {e}")))?;
         let mapping = if json {
             VssMapping::from_kuksa_json(mapping_text, default_max_age_ms)
         } else {
             VssMapping::from_toml(mapping_text)
         }
-        .map_err(|e| DaemonError::Can(format!("can.mapping: {e}")))?;
+        .map_err(|e| DaemonError::Can(format!("{key}.mapping: {e}")))?;
         let (bound, unbound) = mapping.bind_lenient(&dbc);
         // What the DBC loader tolerated (ids refused as written, long-name conflicts, value
         // tables for missing signals), then the mapping entries that did not bind.
         let warnings = dbc
             .warnings()
             .iter()
-            .map(|w| format!("can.dbc: {w}"))
-            .chain(unbound.into_iter().map(|w| format!("can.mapping: {w}")))
+            .map(|w| format!("{key}.dbc: {w}"))
+            .chain(unbound.into_iter().map(|w| format!("{key}.mapping: {w}")))
             .collect();
-        let state = VehicleState::from_mapping(&bound);
-        let model = VehicleModel {
+        let bus = Bus {
+            name: name.to_string(),
             dbc,
             mapping: bound,
+        };
+        Ok((bus, warnings))
+    }
+
+    fn from_buses(buses: Vec<Bus>) -> Self {
+        let mut state = VehicleState::new(telematics_can::vss::DEFAULT_MAX_AGE_MS);
+        for b in &buses {
+            for e in b.mapping.entries() {
+                state.configure(
+                    &e.path,
+                    e.max_age_ms
+                        .unwrap_or(telematics_can::vss::DEFAULT_MAX_AGE_MS),
+                    e.deadband,
+                );
+            }
+        }
+        VehicleModel {
+            buses,
             state,
             frames: 0,
             unknown: 0,
             errors: 0,
-        };
-        Ok((model, warnings))
+        }
     }
 
     /// The demo vehicle (built-in DBC and mapping) used by `can.source = "sim"`.
@@ -79,28 +131,67 @@ impl VehicleModel {
         Self::from_text(demo::DEMO_DBC, demo::DEMO_VSS_TOML, false, 2_000).map(|(m, _)| m)
     }
 
-    /// Loads the files named by `[can]` (or the demo model for `sim`).
+    /// Loads the files of every bus of `[can]` (or the demo model for `sim`).
     pub fn load(cfg: &Config) -> Result<(Self, Vec<String>), DaemonError> {
-        if cfg.can.source == CanSourceKind::Sim {
+        if cfg.can.source == CanSourceKind::Sim && cfg.can.bus.is_empty() {
             return Self::demo().map(|m| (m, Vec::new()));
         }
-        let read = |key: &str, p: &std::path::Path| {
-            std::fs::read_to_string(p)
-                .map_err(|e| DaemonError::Can(format!("{key}: cannot read {}: {e}", p.display())))
-        };
-        let dbc = read("can.dbc", &cfg.can.dbc)?;
-        let mapping = read("can.mapping", &cfg.can.mapping)?;
-        let json = cfg
-            .can
-            .mapping
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("json"));
-        Self::from_text(&dbc, &mapping, json, cfg.can.max_age_ms)
+        let mut buses = Vec::new();
+        let mut warnings = Vec::new();
+        for BusSpec { key, bus } in cfg.can.buses() {
+            let read = |what: &str, p: &std::path::Path| {
+                std::fs::read_to_string(p).map_err(|e| {
+                    DaemonError::Can(format!("{key}.{what}: cannot read {}: {e}", p.display()))
+                })
+            };
+            let dbc = read("dbc", &bus.dbc)?;
+            let mapping = read("mapping", &bus.mapping)?;
+            let json = bus
+                .mapping
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+            let (b, w) =
+                Self::bus_from_text(&key, &bus.name, &dbc, &mapping, json, cfg.can.max_age_ms)?;
+            buses.push(b);
+            warnings.extend(w);
+        }
+        Ok((Self::from_buses(buses), warnings))
     }
 
-    /// The DBC (for encoding actuation frames).
+    /// The first bus's DBC (the body bus: actuation frames are encoded with it).
     pub fn dbc(&self) -> &Dbc {
-        &self.dbc
+        // `from_buses` always gets at least one bus (the config yields one or more).
+        &self.buses[0].dbc
+    }
+
+    /// The DBC of the bus named `name`.
+    pub fn bus_dbc(&self, name: &str) -> Option<&Dbc> {
+        self.buses.iter().find(|b| b.name == name).map(|b| &b.dbc)
+    }
+
+    /// The bus names, in configuration order ([`BusId`] is the index).
+    pub fn bus_names(&self) -> Vec<String> {
+        self.buses.iter().map(|b| b.name.clone()).collect()
+    }
+
+    /// The ids the vehicle reads on bus `bus`: every message its mapping reads (sorted). The
+    /// SocketCAN kernel filter of the bus is set to exactly these, so other traffic never
+    /// reaches the daemon; messages actuation listens to (acknowledgements) belong here too.
+    pub fn receive_ids(&self, bus: BusId) -> Vec<telematics_can::CanId> {
+        self.buses
+            .get(bus.0)
+            .map(|b| {
+                let mut ids: Vec<_> = b
+                    .dbc
+                    .messages()
+                    .iter()
+                    .map(|m| m.id)
+                    .filter(|id| b.mapping.is_mapped(*id))
+                    .collect();
+                ids.sort();
+                ids
+            })
+            .unwrap_or_default()
     }
 
     /// Frames seen, frames with an id the DBC does not know, frames that failed to decode.
@@ -108,11 +199,25 @@ impl VehicleModel {
         (self.frames, self.unknown, self.errors)
     }
 
-    /// Decodes one frame and applies it; returns the reported changes.
+    /// Decodes one frame of the first bus and applies it; returns the reported changes.
     pub fn on_frame(&mut self, frame: &CanFrame, now_ms: u64) -> Vec<Change> {
+        self.on_bus_frame(BusId(0), frame, now_ms)
+    }
+
+    /// Decodes one frame received on `bus` and applies it at its own timestamp (`now_ms` for
+    /// a frame without one; a timestamp in the future counts as `now_ms`); returns the
+    /// reported changes.
+    pub fn on_bus_frame(&mut self, bus: BusId, frame: &CanFrame, now_ms: u64) -> Vec<Change> {
         self.frames += 1;
-        match self.dbc.decode_frame(frame) {
-            Ok(DecodeOutcome::Decoded(d)) => self.state.apply(&self.mapping, &d, Timestamp(now_ms)),
+        let Some(b) = self.buses.get(bus.0) else {
+            self.unknown += 1;
+            return Vec::new();
+        };
+        let at = frame
+            .timestamp_us
+            .map_or(now_ms, |us| (us / 1000).min(now_ms));
+        match b.dbc.decode_frame(frame) {
+            Ok(DecodeOutcome::Decoded(d)) => self.state.apply(&b.mapping, &d, Timestamp(at)),
             Ok(_) => {
                 self.unknown += 1;
                 Vec::new()
@@ -179,7 +284,17 @@ impl VehicleModel {
     /// Number of mapped signals (VSS paths of the mapping); those missing from
     /// [`VehicleModel::fresh_values`] are stale or never heard.
     pub fn mapped_signals(&self) -> usize {
-        self.mapping.entries().len()
+        self.buses.iter().map(|b| b.mapping.entries().len()).sum()
+    }
+
+    /// The paths heard but older than their maximum age at `now` (telemetry's `stale` list).
+    pub fn stale_paths(&self, now_ms: u64) -> Vec<String> {
+        self.state
+            .snapshot(Timestamp(now_ms))
+            .into_iter()
+            .filter(|e| e.is_stale)
+            .map(|e| e.path)
+            .collect()
     }
 
     /// Every fresh value as telemetry (refreshes the schedule's view of unchanged signals).
@@ -200,14 +315,14 @@ mod tests {
 
     fn feed(m: &mut VehicleModel, car: &CarState, now: u64) {
         let frames = car
-            .status_frames(&m.dbc, 1, true)
+            .status_frames(m.dbc(), 1, true)
             .expect("encode status frames");
         for f in &frames {
             m.on_frame(f, now);
         }
         // TPMS is multiplexed: send the other wheels too.
         for c in 2..5u8 {
-            for f in car.status_frames(&m.dbc, c, false).expect("encode") {
+            for f in car.status_frames(m.dbc(), c, false).expect("encode") {
                 m.on_frame(&f, now);
             }
         }
@@ -273,6 +388,152 @@ mod tests {
         // Nothing received for a minute: every signal is stale and left out.
         assert!(m.exec_signals(70_000).is_empty());
         assert!(m.fresh_values(70_000).is_empty());
+    }
+
+    /// Two buses, each with its own DBC and mapping, feed one state; a frame is decoded with
+    /// its own bus's DBC (the same id means another message on the other bus), and each bus's
+    /// receive ids are the messages its mapping reads.
+    #[test]
+    fn two_buses_feed_one_state() {
+        const CHASSIS_DBC: &str = "VERSION \"\"\nNS_ :\nBS_:\nBU_: ABS\n\
+            BO_ 256 ABS_Wheel: 8 ABS\n SG_ WheelSpeed : 0|16@1+ (0.1,0) [0|6553] \"km/h\" ABS\n\
+            BO_ 300 ABS_Unmapped: 8 ABS\n SG_ Junk : 0|8@1+ (1,0) [0|255] \"\" ABS\n";
+        const CHASSIS_VSS: &str = "[[signal]]\npath = \"Vehicle.Chassis.Axle.Row1.Wheel.Left.Speed\"\n\
+            signal = \"WheelSpeed\"\nmax_age_ms = 300\n";
+        let (body, _) = VehicleModel::bus_from_text(
+            "can.bus[0]",
+            "body",
+            demo::DEMO_DBC,
+            demo::DEMO_VSS_TOML,
+            false,
+            2_000,
+        )
+        .expect("body");
+        let (chassis, _) = VehicleModel::bus_from_text(
+            "can.bus[1]",
+            "chassis",
+            CHASSIS_DBC,
+            CHASSIS_VSS,
+            false,
+            2_000,
+        )
+        .expect("chassis");
+        let mut m = VehicleModel::from_buses(vec![body, chassis]);
+        assert_eq!(m.bus_names(), ["body", "chassis"]);
+        assert!(m.bus_dbc("chassis").is_some());
+        // Id 0x100 on the chassis bus is ABS_Wheel (on the body bus it is BCM_DoorStatus).
+        let wheel = m
+            .bus_dbc("chassis")
+            .and_then(|d| {
+                d.encode(
+                    "ABS_Wheel",
+                    &[("WheelSpeed", telematics_can::EncodeValue::Physical(12.5))],
+                )
+                .ok()
+            })
+            .expect("encode");
+        let changes = m.on_bus_frame(BusId(1), &wheel, 1_000);
+        assert_eq!(changes.len(), 1);
+        assert_eq!(
+            changes[0].path,
+            "Vehicle.Chassis.Axle.Row1.Wheel.Left.Speed"
+        );
+        feed(&mut m, &CarState::default(), 1_000);
+        let fresh: Vec<String> = m.fresh_values(1_200).into_iter().map(|(p, _)| p).collect();
+        assert!(
+            fresh
+                .iter()
+                .any(|p| p == "Vehicle.Chassis.Axle.Row1.Wheel.Left.Speed")
+        );
+        assert!(fresh.iter().any(|p| p == paths::SPEED));
+        // The wheel speed's own max age (300 ms) passed; the body's signals are still fresh.
+        assert_eq!(
+            m.stale_paths(1_400),
+            ["Vehicle.Chassis.Axle.Row1.Wheel.Left.Speed"]
+        );
+        assert!(!m.exec_signals(1_400).is_empty());
+        // Receive ids: the chassis mapping reads 0x100 only (0x12C is not mapped).
+        assert_eq!(
+            m.receive_ids(BusId(1)),
+            [telematics_can::CanId::standard(0x100)]
+        );
+        let body_ids = m.receive_ids(BusId(0));
+        assert!(
+            body_ids.contains(&telematics_can::CanId::standard(0x101)),
+            "{body_ids:?}"
+        );
+        assert!(
+            !body_ids.contains(&telematics_can::CanId::standard(0x200)),
+            "the command is sent, not read"
+        );
+        assert!(m.receive_ids(BusId(7)).is_empty());
+        let body_signals = VehicleModel::demo().expect("demo").mapped_signals();
+        assert_eq!(m.mapped_signals(), body_signals + 1);
+    }
+
+    /// A frame's signals are as old as the frame's own timestamp, not its arrival.
+    #[test]
+    fn signals_age_from_the_frame_timestamp() {
+        let mut m = VehicleModel::demo().expect("demo model");
+        let car = CarState::default();
+        let stamp = |mut f: CanFrame, ms: u64| {
+            f.timestamp_us = Some(ms * 1000);
+            f
+        };
+        for f in car.status_frames(m.dbc(), 1, true).expect("frames") {
+            // Received at 10 s, stamped 1.2 s earlier: past the speed's 500 ms and the doors'
+            // 1000 ms.
+            m.on_frame(&stamp(f, 8_800), 10_000);
+        }
+        assert!(m.exec_signals(10_000).is_empty());
+        assert!(m.stale_paths(10_000).iter().any(|p| p == paths::SPEED));
+        for f in car.status_frames(m.dbc(), 1, true).expect("frames") {
+            // Stamped in the future (skew): taken as received now.
+            m.on_frame(&stamp(f, 99_000), 10_000);
+        }
+        assert!(!m.exec_signals(10_000).is_empty());
+        assert!(
+            m.exec_signals(10_501)
+                .iter()
+                .all(|s| !matches!(s, VehicleSignal::SpeedKmh(_)))
+        );
+    }
+
+    /// Loading every bus of a `[[can.bus]]` configuration: a bad file names its bus's key.
+    #[test]
+    fn load_names_the_bus_key_of_a_bad_file() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let write = |name: &str, text: &str| {
+            let p = d.path().join(name);
+            std::fs::write(&p, text).expect("write");
+            p
+        };
+        let (bd, bm) = (
+            write("b.dbc", demo::DEMO_DBC),
+            write("b.toml", demo::DEMO_VSS_TOML),
+        );
+        let (cd, cm) = (write("c.dbc", "not a dbc"), write("c.toml", ""));
+        let text = format!(
+            "[vehicle]\nvin = \"1M8GDM9AXKP042788\"\n\
+             [[can.bus]]\nname = \"body\"\nsource = \"tcp\"\ninterface = \"127.0.0.1:1\"\n\
+             dbc = {bd:?}\nmapping = {bm:?}\n\
+             [[can.bus]]\nname = \"chassis\"\nsource = \"tcp\"\ninterface = \"127.0.0.1:2\"\n\
+             dbc = {cd:?}\nmapping = {cm:?}\n"
+        );
+        let cfg = Config::from_toml_with_env(&text, Vec::new()).expect("config");
+        let e = VehicleModel::load(&cfg)
+            .expect_err("bad chassis DBC")
+            .to_string();
+        assert!(e.contains("can.bus[1].dbc: "), "{e}");
+        std::fs::write(&cd, demo::DEMO_DBC).expect("write");
+        std::fs::write(&cm, "[[signal]]\npath = 1").expect("write");
+        let e = VehicleModel::load(&cfg)
+            .expect_err("bad chassis mapping")
+            .to_string();
+        assert!(e.contains("can.bus[1].mapping: "), "{e}");
+        std::fs::write(&cm, demo::DEMO_VSS_TOML).expect("write");
+        let (m, _) = VehicleModel::load(&cfg).expect("both buses");
+        assert_eq!(m.bus_names(), ["body", "chassis"]);
     }
 
     #[test]

@@ -591,6 +591,51 @@ fn every_precondition_refusal_has_its_reason_code() {
     );
 }
 
+/// Freshness is the frame's own timestamp, not its arrival: status frames that arrive now but
+/// were stamped longer ago than their signals' maximum age (a queue, a late gateway) leave the
+/// state stale and the command is refused `stale_state`; the same frames stamped recently are
+/// fresh.
+#[test]
+fn a_frame_older_than_its_max_age_by_its_own_timestamp_refuses_stale_state() {
+    let mut p = Pair::warm();
+    p.car.silent = true;
+    p.run_for(2_500);
+    let stamped = |p: &Pair, age_ms: u64| -> Vec<CanFrame> {
+        let at_us = (p.now - age_ms) * 1000;
+        p.car
+            .car()
+            .status_frames(p.car.dbc(), 1, true)
+            .expect("status frames")
+            .into_iter()
+            .map(|mut f| {
+                f.timestamp_us = Some(at_us);
+                f
+            })
+            .collect()
+    };
+    // Every status message arrives at once, stamped 1.5 s ago: older than the speed's 500 ms
+    // and the doors' 1000 ms (demo mapping).
+    let old = stamped(&p, 1_500);
+    p.deliver(old);
+    p.drive();
+    let id = p.send(Action::Unlock);
+    p.run_for(50);
+    assert_eq!(p.results(id), rejected("stale_state"));
+    assert_eq!(p.detail(id).as_deref(), Some("Vehicle.Speed"));
+    // The same frames stamped 100 ms ago: fresh, the command is accepted.
+    let recent = stamped(&p, 100);
+    p.deliver(recent);
+    p.drive();
+    let id = p.send(Action::Unlock);
+    p.run_for(50);
+    assert_eq!(
+        p.results(id).first(),
+        Some(&(ResultState::Accepted, None)),
+        "{:?}",
+        p.results(id)
+    );
+}
+
 #[test]
 fn byte_identical_redelivery_gets_the_original_result_not_a_second_actuation() {
     let mut p = Pair::warm();

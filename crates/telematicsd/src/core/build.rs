@@ -10,8 +10,8 @@ use crate::vehicle::VehicleModel;
 
 /// Journal entries kept (the executor's idempotency window).
 pub const JOURNAL_CAPACITY: usize = 1024;
-/// How often fresh vehicle signals are re-fed to the executor (keeps them from ageing while
-/// the bus is alive).
+/// How often the executor's view of the vehicle is refreshed from the signal store (a signal
+/// that aged out there leaves the view; preconditions also refresh it before they are checked).
 pub const FEED_PERIOD_MS: u64 = 100;
 /// After start-up, verified commands wait up to this long for a complete vehicle state before
 /// the preconditions are checked (a command queued at the broker arrives with the CONNACK,
@@ -51,7 +51,6 @@ impl CoreParts {
             ScheduleConfig {
                 vin: cfg.vehicle.vin.clone(),
                 periodic_ms: cfg.telemetry.period_s * 1000,
-                max_age_ms: cfg.can.max_age_ms,
                 on_change: cfg
                     .telemetry
                     .on_change
@@ -81,9 +80,6 @@ impl CoreParts {
 
 fn exec_config(cfg: &Config) -> ExecConfig {
     ExecConfig {
-        // Signals are re-fed every FEED_PERIOD_MS while fresh on the bus (their own max age
-        // comes from the VSS mapping); a few missed feeds mean the bus went quiet.
-        max_state_age_ms: FEED_PERIOD_MS * 5,
         stationary_max_kmh: cfg.commands.speed_threshold_kmh,
         lock_requires_doors_closed: true,
         confirm_timeout_ms: cfg.commands.confirm_timeout_ms,

@@ -42,7 +42,7 @@ use telematics_store::{OutboxMessage, Priority};
 use telematics_telemetry::{AlertEngine, CommandResult, ResultState, Schedule};
 
 use crate::security::{Refusal, Verification};
-use crate::vehicle::VehicleModel;
+use crate::vehicle::{BusId, VehicleModel};
 
 /// Identifies a [`Commit`] in [`VehicleCore::handle_commit`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -293,14 +293,24 @@ impl VehicleCore {
         self.stopped
     }
 
-    /// CAN frames received at `now` (a burst is best fed in one call).
+    /// CAN frames of the first bus received by `now` (a burst is best fed in one call).
     pub fn handle_frames<'a>(&mut self, frames: impl IntoIterator<Item = &'a CanFrame>, now: u64) {
+        self.handle_bus_frames(frames.into_iter().map(|f| (BusId(0), f)), now);
+    }
+
+    /// CAN frames received by `now`, each with its bus. A frame's signals are as old as its
+    /// own timestamp (on the core's clock; `now` for a frame without one).
+    pub fn handle_bus_frames<'a>(
+        &mut self,
+        frames: impl IntoIterator<Item = (BusId, &'a CanFrame)>,
+        now: u64,
+    ) {
         if self.stopped {
             return;
         }
         let mut changes = Vec::new();
-        for f in frames {
-            changes.extend(self.model.on_frame(f, now));
+        for (bus, f) in frames {
+            changes.extend(self.model.on_bus_frame(bus, f, now));
         }
         if !changes.is_empty() {
             let updates: Vec<_> = changes
@@ -472,6 +482,9 @@ impl VehicleCore {
             self.alert_message(&alert);
         }
         self.exec.handle_timeout(now);
+        if self.schedule.snapshot_due(now) {
+            self.schedule.set_stale(self.model.stale_paths(now));
+        }
         let telemetry = self.schedule.poll(now);
         self.telemetry_messages(telemetry);
         self.drain_exec();
@@ -603,9 +616,8 @@ impl VehicleCore {
     }
 
     fn feed_exec(&mut self, now: u64) {
-        for s in self.model.exec_signals(now) {
-            self.exec.on_vehicle_update(s, now);
-        }
+        let fresh = self.model.exec_signals(now);
+        self.exec.on_vehicle_state(&fresh, now);
     }
 
     fn submit(&mut self, cmd: VerifiedCommand, now: u64) {

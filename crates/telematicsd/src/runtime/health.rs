@@ -33,9 +33,28 @@ pub struct Health {
     /// Mapped signals with a fresh value (not older than their `max_age_ms`), set once a
     /// second.
     pub signals_fresh: AtomicU64,
+    /// Frames received per bus (configuration order), after the kernel filter: what reached
+    /// the daemon. Empty for a `Health::default()`.
+    pub bus_frames: Vec<(String, AtomicU64)>,
 }
 
 impl Health {
+    /// Counters for these buses (names in configuration order).
+    pub fn with_buses(names: &[String]) -> Self {
+        Health {
+            bus_frames: names
+                .iter()
+                .map(|n| (n.clone(), AtomicU64::new(0)))
+                .collect(),
+            ..Health::default()
+        }
+    }
+
+    /// The received-frames counter of `bus`.
+    pub fn bus_counter(&self, bus: crate::vehicle::BusId) -> Option<&AtomicU64> {
+        self.bus_frames.get(bus.0).map(|(_, c)| c)
+    }
+
     /// Counts a failed durable write and logs it with the stable code.
     pub fn store_failed(&self, what: &str, error: &dyn std::fmt::Display) {
         self.store_failures.fetch_add(1, Ordering::Relaxed);

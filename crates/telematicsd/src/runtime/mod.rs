@@ -2,11 +2,16 @@
 //!
 //! ```text
 //!  CAN source ─▶ can_reader ──frames──▶ ┌──────────────────┐ ──Commit──▶ committer ─▶ store
-//!  (bounded, drops counted)             │ shell loop:      │ ◀─outcome──  (one redb txn each,
+//!  (one per bus; bounded, drops counted) │ shell loop:      │ ◀─outcome──  (one redb txn each,
 //!  MQTT ─▶ verifier (blocking pool) ──▶ │  VehicleCore     │               own thread)
 //!         PBKDF2, security state        │  (sans-IO)       │ ──SendFrame─▶ actuator ─▶ CAN sink
 //!                                       └──────────────────┘ ──Audit────▶ auditor (blocking)
 //! ```
+//!
+//! Buses: one reader task per configured bus; frames reach the core tagged with their
+//! [`BusId`], and each actuation frame goes to the sink of the bus it names ([`BusSinks`]).
+//! Frame times: the shell moves each frame's own timestamp onto the core's clock
+//! ([`Clock::frame_time_us`]) before the core sees it.
 //!
 //! The shell loop only feeds the core (frames, verification outcomes, commit outcomes, the
 //! lock-free lockout snapshot, timers) and hands its effects to the carrier tasks over
@@ -23,7 +28,10 @@ mod committer;
 mod health;
 mod verifier;
 
-pub use can_reader::{CanConnector, CanPorts, DiscardSink, FRAME_QUEUE, SinkSlot};
+pub use actuator::{Actuation, BusSinks};
+pub use can_reader::{
+    BusFrame, BusReader, CanConnector, CanPorts, DiscardSink, FRAME_QUEUE, READ_BATCH, SinkSlot,
+};
 pub use clock::Clock;
 pub use committer::commit;
 pub use health::Health;
@@ -33,7 +41,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use telematics_can::CanFrame;
 use telematics_canio::CanSink;
 use telematics_link::{Incoming, LinkConfig, LinkHandle, LinkState, TlsFiles};
 use telematics_store::Store;
@@ -48,6 +55,10 @@ use crate::identity::expiry::Policy;
 use crate::identity::keys::{FileKeys, KeyBackend};
 use crate::identity::store::IdentityStore;
 use crate::security::{SecurityService, Verification, unix_now_s};
+use crate::vehicle::BusId;
+
+/// A bus's name and the connector that opens it, in configuration order.
+pub type NamedConnector = (String, CanConnector);
 
 /// Most frames fed to the core in one call (a burst is coalesced, bounded).
 pub const FRAME_BURST: usize = 256;
@@ -61,7 +72,7 @@ pub struct Runtime {
     incoming: mpsc::Receiver<Incoming>,
     /// Security events reported by the security service, for the core.
     events: mpsc::UnboundedReceiver<SecurityEvent>,
-    connector: CanConnector,
+    connectors: Vec<NamedConnector>,
     clock: Clock,
     health: Arc<Health>,
     core: VehicleCore,
@@ -107,6 +118,8 @@ struct Carriers {
     commits: mpsc::UnboundedSender<crate::core::Commit>,
     frames: mpsc::UnboundedSender<actuator::Actuation>,
     audits: mpsc::UnboundedSender<(String, String)>,
+    /// The bus actuation frames go to (the first configured bus).
+    actuation_bus: String,
 }
 
 impl Carriers {
@@ -123,6 +136,7 @@ impl Carriers {
                 } => self
                     .frames
                     .send(actuator::Actuation {
+                        bus: self.actuation_bus.clone(),
                         frame,
                         command,
                         counter,
@@ -143,21 +157,25 @@ impl Carriers {
 impl Runtime {
     /// Starts the MQTT link (TLS files are loaded now: missing or invalid ones refuse to start;
     /// `client_key`, the key store's token key, signs the handshake instead of `mqtt.key`)
-    /// and builds the core from its parts and the restored state. Must run inside a tokio
-    /// runtime.
+    /// and builds the core from its parts and the restored state. `connectors` opens each bus
+    /// (configuration order, at least one). Must run inside a tokio runtime.
     #[allow(clippy::too_many_arguments)] // the parts Daemon::open built and failed closed on
     pub fn start(
         cfg: Config,
         store: Store,
         security: Arc<SecurityService>,
         client_key: Option<Arc<dyn telematics_keystore::SigningKey>>,
-        connector: CanConnector,
+        connectors: Vec<NamedConnector>,
         clock: Clock,
         parts: CoreParts,
         restored: Restored,
     ) -> Result<Self, DaemonError> {
+        if connectors.is_empty() {
+            return Err(DaemonError::Can("no CAN bus configured".into()));
+        }
         // Alive from the start: the watchdog must not see a stale beat before the core runs.
-        let health = Arc::new(Health::default());
+        let names: Vec<String> = connectors.iter().map(|(n, _)| n.clone()).collect();
+        let health = Arc::new(Health::with_buses(&names));
         let now = clock.now_ms();
         health.heartbeat_ms.store(now, Ordering::Relaxed);
         // Read once (it hashes the DBC and mapping files): the retained status and the admin
@@ -200,7 +218,7 @@ impl Runtime {
             link,
             incoming,
             events,
-            connector,
+            connectors,
             clock,
             health,
             core,
@@ -246,15 +264,32 @@ impl Runtime {
         drain: Duration,
     ) -> Result<(), DaemonError> {
         let (security, link, health, mut core) = (self.security, self.link, self.health, self.core);
-        let (frame_tx, frame_rx) = mpsc::channel::<CanFrame>(FRAME_QUEUE);
-        let (sink_tx, sink_rx) = watch::channel::<Option<Arc<dyn CanSink>>>(None);
-        let reader = tokio::spawn(can_reader::can_reader(
-            self.connector,
-            frame_tx,
-            sink_tx,
-            health.clone(),
-            shutdown.clone(),
-        ));
+        let (frame_tx, frame_rx) = mpsc::channel::<BusFrame>(FRAME_QUEUE);
+        let mut sinks = BusSinks::default();
+        let mut readers = Vec::new();
+        let actuation_bus = self
+            .connectors
+            .first()
+            .map(|(n, _)| n.clone())
+            .unwrap_or_default();
+        for (i, (name, connector)) in self.connectors.into_iter().enumerate() {
+            let (sink_tx, sink_rx) = watch::channel::<Option<Arc<dyn CanSink>>>(None);
+            sinks.insert(&name, sink_rx);
+            let accept = core.model().receive_ids(BusId(i)).into_iter().collect();
+            readers.push(tokio::spawn(can_reader::can_reader(
+                BusReader {
+                    bus: BusId(i),
+                    name,
+                    connector,
+                    sink: sink_tx,
+                    accept: Some(accept),
+                },
+                frame_tx.clone(),
+                health.clone(),
+                shutdown.clone(),
+            )));
+        }
+        drop(frame_tx);
         let (verified_tx, verified_rx) = mpsc::channel::<SecurityOutput>(16);
         let (cert_tx, cert_rx) = mpsc::channel::<Vec<u8>>(4);
         let identity = tokio::spawn(self.identity.run(cert_rx, shutdown.clone()));
@@ -276,13 +311,14 @@ impl Runtime {
             outcome_tx,
         )?;
         let (act_tx, act_rx) = mpsc::unbounded_channel();
-        let actuator = tokio::spawn(actuator::run(act_rx, sink_rx));
+        let actuator = tokio::spawn(actuator::run(act_rx, sinks));
         let (audit_tx, audit_rx) = mpsc::unbounded_channel();
         let auditor = tokio::spawn(auditor::run(audit_rx, security.clone()));
         let carriers = Carriers {
             commits: commit_tx,
             frames: act_tx,
             audits: audit_tx,
+            actuation_bus,
         };
         let shell = Shell {
             security: security.clone(),
@@ -310,7 +346,9 @@ impl Runtime {
                 tracing::warn!(error = %e, "final security events not committed");
             }
         }
-        reader.abort();
+        for r in readers {
+            r.abort();
+        }
         verifier.abort();
         identity.abort();
         // Commits already handed over are written before the outbox is drained.
@@ -343,7 +381,7 @@ impl Runtime {
 /// What the shell loop receives: CAN frames, verification outcomes, security events, commit
 /// outcomes.
 struct Inputs {
-    frames: mpsc::Receiver<CanFrame>,
+    frames: mpsc::Receiver<BusFrame>,
     verified: mpsc::Receiver<SecurityOutput>,
     events: mpsc::UnboundedReceiver<SecurityEvent>,
     outcomes: mpsc::UnboundedReceiver<committer::Outcome>,
@@ -389,7 +427,14 @@ impl Shell {
                             Err(_) => break,
                         }
                     }
-                    core.handle_frames(&burst, self.clock.now_ms());
+                    // Each frame's own timestamp, moved onto the core's clock.
+                    let (wall, now) = (Clock::wall_us(), self.clock.now_ms());
+                    for (_, f) in &mut burst {
+                        if let Some(ts) = f.timestamp_us {
+                            f.timestamp_us = Some(Clock::frame_time_us(ts, wall, now));
+                        }
+                    }
+                    core.handle_bus_frames(burst.iter().map(|(b, f)| (*b, f)), now);
                     self.health
                         .frames_processed
                         .fetch_add(burst.len() as u64, Ordering::Relaxed);
@@ -492,6 +537,7 @@ mod tests {
         let (commits, _commit_rx) = mpsc::unbounded_channel();
         let (frames, _act_rx) = mpsc::unbounded_channel();
         let (audits, _audit_rx) = mpsc::unbounded_channel();
+        let actuation_bus = "body".to_string();
         let shutdown = CancellationToken::new();
         let shell = Shell {
             security: security.clone(),
@@ -504,6 +550,7 @@ mod tests {
                 commits,
                 frames,
                 audits,
+                actuation_bus,
             };
             shell
                 .run(
@@ -535,7 +582,7 @@ mod tests {
         let mut sent = 0u64;
         for _ in 0..20 {
             for f in &status {
-                frame_tx.send(f.clone()).await.expect("send");
+                frame_tx.send((BusId(0), f.clone())).await.expect("send");
                 sent += 1;
             }
         }
