@@ -368,6 +368,13 @@ impl Shared {
             .unwrap_or_else(|p| p.into_inner().clone())
     }
 
+    /// Sets the link state. `send_replace`, not `send`: `send` drops the value while no
+    /// receiver exists, and the daemon subscribes only after [`Link::start`] returned; a
+    /// SUBACK from a local broker can come first, and the state stayed `Connecting`.
+    fn set_state(&self, state: LinkState) {
+        self.state.send_replace(state);
+    }
+
     fn mark_connected(&self) {
         self.last_connected_at
             .store(status::unix_now_s(), Ordering::Relaxed);
@@ -536,7 +543,8 @@ impl LinkHandle {
     /// while connected, publishes the retained `offline` status, disconnects, and waits for the
     /// task to end. Messages not delivered stay in the outbox for the next start.
     pub async fn shutdown(&self, drain_timeout: Duration) {
-        let _ = self.shared.shutdown.send(Some(drain_timeout));
+        // `send_replace`: the task may not have subscribed yet (spawned, not run).
+        self.shared.shutdown.send_replace(Some(drain_timeout));
         let task = self.shared.task.lock().ok().and_then(|mut t| t.take());
         if let Some(task) = task {
             let _ = task.await;
@@ -552,7 +560,7 @@ impl LinkHandle {
             task.abort();
             let _ = task.await;
         }
-        let _ = self.shared.state.send_replace(LinkState::Stopped);
+        self.shared.set_state(LinkState::Stopped);
     }
 }
 
@@ -576,7 +584,7 @@ async fn run(config: LinkConfig, shared: Arc<Shared>, incoming: mpsc::Sender<Inc
         if shutdown_rx.borrow().is_some() {
             break;
         }
-        let _ = shared.state.send_replace(LinkState::Connecting {
+        shared.set_state(LinkState::Connecting {
             attempt: failures.saturating_add(1),
         });
         match session(&config, &shared, &incoming, &mut shutdown_rx).await {
@@ -601,7 +609,7 @@ async fn run(config: LinkConfig, shared: Arc<Shared>, incoming: mpsc::Sender<Inc
                 failures = policy.failures_after(failures, connected_for);
                 let delay = policy.delay(failures, backoff::random_draw());
                 tracing::warn!(%error, ?delay, failures, ?connected_for, "MQTT connection lost or refused");
-                let _ = shared.state.send_replace(LinkState::Disconnected {
+                shared.set_state(LinkState::Disconnected {
                     error,
                     retry_in: delay,
                 });
@@ -612,7 +620,7 @@ async fn run(config: LinkConfig, shared: Arc<Shared>, incoming: mpsc::Sender<Inc
             }
         }
     }
-    let _ = shared.state.send_replace(LinkState::Stopped);
+    shared.set_state(LinkState::Stopped);
 }
 
 fn mqtt_options(config: &LinkConfig, tls: Arc<ClientConfig>, identity: &TlsFiles) -> MqttOptions {
@@ -998,7 +1006,7 @@ fn on_suback(
             tracing::info!(topic = %commands, refusals, "commands subscription granted after refusals");
         }
         *sub = Sub::Granted;
-        let _ = shared.state.send_replace(LinkState::Connected);
+        shared.set_state(LinkState::Connected);
         return s.publish_status(Presence::Online);
     }
     let first = before == 0;
@@ -1019,7 +1027,7 @@ fn on_suback(
         retry_in_ms = u64::try_from(retry_in.as_millis()).unwrap_or(u64::MAX),
         "{err}: connected but no command can reach the vehicle; retrying"
     );
-    let _ = shared.state.send_replace(LinkState::SubscribeRefused {
+    shared.set_state(LinkState::SubscribeRefused {
         attempt: refusals,
         retry_in,
     });

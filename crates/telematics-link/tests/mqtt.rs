@@ -889,3 +889,37 @@ async fn pinned_ca_file_with_two_cas_and_the_probe_connection() {
         broker.log()
     );
 }
+
+/// Regression (flaky `doctor` e2e test): the daemon watches the state only after the link
+/// started, and a local broker can grant the subscription before that. A state set while no
+/// receiver exists must still be the state a later watcher sees (it stayed "connecting").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_reached_before_anyone_watches_is_kept() {
+    let pki = TestPki::generate().unwrap();
+    let broker = Mosquitto::start(&pki, &["backend"]).unwrap();
+    let (_backend, mut rx) = backend(&pki, broker.port(), &["vehicles/+/status"]);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("db")).unwrap();
+    let cert = pki.client(VIN).unwrap();
+    let (link, _in) = Link::start(link_config(&pki, &broker, &cert), store.outbox()).unwrap();
+    // The retained `online` goes out right after the granting SUBACK set `Connected`.
+    assert_eq!(status_of(&mut rx, 10).await.state, Presence::Online);
+    assert_eq!(*link.state().borrow(), LinkState::Connected);
+    link.shutdown(Duration::from_secs(1)).await;
+    assert_eq!(*link.state().borrow(), LinkState::Stopped);
+}
+
+/// A shutdown asked before the link task first ran (nobody subscribed to the shutdown channel
+/// yet) still stops it: the current-thread runtime runs the task only once the test awaits.
+#[tokio::test]
+async fn a_shutdown_before_the_task_first_ran_stops_it() {
+    let pki = TestPki::generate().unwrap();
+    let broker = Mosquitto::start(&pki, &["backend"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("db")).unwrap();
+    let cert = pki.client(VIN).unwrap();
+    let (link, _in) = Link::start(link_config(&pki, &broker, &cert), store.outbox()).unwrap();
+    let stopped = tokio::time::timeout(Duration::from_secs(5), link.shutdown(Duration::ZERO)).await;
+    assert!(stopped.is_ok(), "the link task ignored the shutdown");
+    assert_eq!(*link.state().borrow(), LinkState::Stopped);
+}
