@@ -11,6 +11,8 @@ use crate::frame::CanFrame;
 pub const DEMO_DBC: &str = include_str!("../data/demo_car.dbc");
 /// The demo car VSS mapping (TOML).
 pub const DEMO_VSS_TOML: &str = include_str!("../data/demo_car_vss.toml");
+/// The demo car's vehicle profile (TOML; `telematics-profile`).
+pub const DEMO_PROFILE_TOML: &str = include_str!("../data/demo_car_profile.toml");
 /// Name of the body-command message sent by the telematics unit.
 pub const BODY_COMMAND: &str = "TCU_BodyCommand";
 /// Name of the body controller's command acknowledgement.

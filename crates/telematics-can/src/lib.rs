@@ -9,6 +9,7 @@
 //! no CAN id (the message is dropped with a [`LoadWarning`]); see [`dbc`] for the full rule.
 //! Raw signal values are exact at every width up to 64 bits ([`RawValue`]).
 
+pub mod actuation;
 pub mod candump;
 pub mod dbc;
 pub mod demo;
