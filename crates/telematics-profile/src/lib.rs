@@ -150,6 +150,19 @@ impl VehicleProfile {
             .collect()
     }
 
+    /// What the simulated body controller needs to play this vehicle (each action's frame by
+    /// name, the ack); `None` without an ack.
+    pub fn sim_profile(&self) -> Option<telematics_can::sim::SimProfile> {
+        Some(telematics_can::sim::SimProfile {
+            commands: self
+                .actions
+                .iter()
+                .map(|a| (a.actuate.name().to_string(), a.frame.clone()))
+                .collect(),
+            ack: self.ack.as_ref()?.spec.clone(),
+        })
+    }
+
     /// Every bus the profile names (actions and ack).
     pub fn buses(&self) -> Vec<&str> {
         let mut b: Vec<&str> = self

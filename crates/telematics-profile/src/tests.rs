@@ -72,6 +72,15 @@ fn demo_profile_frames_equal_the_demo_encoder() {
     }
 }
 
+/// The simulator's built-in demo car is the demo profile (they cannot drift apart).
+#[test]
+fn simulator_demo_is_the_demo_profile() {
+    assert_eq!(
+        demo_profile().sim_profile(),
+        Some(telematics_can::sim::SimProfile::demo())
+    );
+}
+
 #[test]
 fn ack_decodes_refusal_codes_to_reasons() {
     let (dbc, _) = demo_parts();

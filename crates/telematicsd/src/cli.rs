@@ -57,6 +57,9 @@ pub fn main_entry() -> ExitCode {
             let res = load(&cli.config).and_then(|c| {
                 if !no_files {
                     c.check_files()?;
+                    // DBC, mapping and vehicle profile parse and fit each other (errors name
+                    // the key: `can.profile: actions.unlock.message: ...`).
+                    crate::vehicle::VehicleModel::load(&c)?;
                 }
                 Ok(c)
             });

@@ -66,8 +66,8 @@ pub enum CanSourceKind {
     Socketcan,
     /// Replay of a candump log file.
     Replay,
-    /// In-process simulated vehicle: the demo body controller on an in-process bus (demo DBC
-    /// and mapping built in; `dbc`/`mapping` are ignored).
+    /// In-process simulated vehicle: the demo body controller on an in-process bus (demo DBC,
+    /// mapping and profile built in; `dbc`/`mapping`/`profile` are ignored).
     Sim,
     /// Virtual CAN bus over TCP (`telematicsctl sim --listen`): `interface` is `host:port`.
     Tcp,
@@ -88,6 +88,9 @@ pub struct CanConfig {
     /// CAN → VSS mapping file: KUKSA-style JSON when the name ends in `.json`, otherwise the
     /// TOML format of the shipped example `demo_car_vss.toml`.
     pub mapping: PathBuf,
+    /// Vehicle profile (TOML, docs/vehicle-profile.md): actuation frames, acknowledgement,
+    /// confirmations and preconditions.
+    pub profile: PathBuf,
     /// A signal older than this is stale (ms).
     pub max_age_ms: u64,
 }
@@ -100,6 +103,7 @@ impl Default for CanConfig {
             replay_file: None,
             dbc: "/etc/telematicsd/vehicle.dbc".into(),
             mapping: "/etc/telematicsd/vss-mapping.toml".into(),
+            profile: "/etc/telematicsd/vehicle-profile.toml".into(),
             max_age_ms: 2_000,
         }
     }
@@ -641,6 +645,7 @@ impl Config {
         if self.can.source != CanSourceKind::Sim {
             need("can.dbc", &self.can.dbc);
             need("can.mapping", &self.can.mapping);
+            need("can.profile", &self.can.profile);
         }
         if let Some(r) = &self.can.replay_file
             && self.can.source == CanSourceKind::Replay
@@ -960,11 +965,13 @@ mod tests {
         c.security.backend_public_key = d.join("backend.pub");
         c.can.dbc = d.join("v.dbc");
         c.can.mapping = d.join("m.json");
+        c.can.profile = d.join("p.toml");
         c.state.directory = d.to_path_buf();
         let Err(DaemonError::MissingFiles(m)) = c.check_files() else {
             panic!("expected missing files");
         };
-        assert_eq!(m.len(), 6, "{m:?}");
+        assert_eq!(m.len(), 7, "{m:?}");
+        assert!(m.iter().any(|f| f.starts_with("can.profile:")), "{m:?}");
         assert!(m[0].starts_with("mqtt.ca:"));
         for f in [
             "ca.pem",
@@ -973,6 +980,7 @@ mod tests {
             "backend.pub",
             "v.dbc",
             "m.json",
+            "p.toml",
         ] {
             std::fs::write(d.join(f), b"x").expect("write");
         }

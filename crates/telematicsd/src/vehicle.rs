@@ -1,5 +1,6 @@
-//! The vehicle model of the daemon: DBC + VSS mapping + signal store, and the two views the
-//! rest of the daemon needs from it — the executor's precondition signals and telemetry values.
+//! The vehicle model of the daemon: DBC + VSS mapping + vehicle profile + signal store, and the
+//! two views the rest of the daemon needs from it — the executor's signals (read through the
+//! profile's `[signals]` bindings) and telemetry values.
 //!
 //! Pure code (no I/O, `now` passed in); the runtime feeds it frames.
 
@@ -7,7 +8,8 @@ use telematics_can::dbc::DecodeOutcome;
 use telematics_can::{
     BoundMapping, CanFrame, Change, Dbc, SignalValue, Timestamp, VehicleState, VssMapping, demo,
 };
-use telematics_exec::VehicleSignal;
+use telematics_exec::{SignalKind, VehicleSignal};
+use telematics_profile::VehicleProfile;
 
 use crate::config::{CanSourceKind, Config};
 use crate::error::DaemonError;
@@ -15,34 +17,29 @@ use crate::error::DaemonError;
 /// VSS paths the executor's signals are derived from (shared with the executor, which names
 /// them in `stale_state` details).
 pub use telematics_exec::paths;
-use telematics_exec::paths::GEAR_PARK;
 
-/// DBC, mapping and the decoded signal store.
+/// DBC, mapping, profile and the decoded signal store.
 #[derive(Debug)]
 pub struct VehicleModel {
     dbc: Dbc,
     mapping: BoundMapping,
+    profile: VehicleProfile,
     state: VehicleState,
     frames: u64,
     unknown: u64,
     errors: u64,
 }
 
-fn as_bool(v: &SignalValue) -> Option<bool> {
-    match v {
-        SignalValue::Bool(b) => Some(*b),
-        SignalValue::Int(i) => Some(*i != 0),
-        _ => None,
-    }
-}
-
 impl VehicleModel {
-    /// Builds the model from DBC and mapping text. The mapping is TOML (project format) or
-    /// Kuksa VSS JSON (`json == true`). The DBC loader's warnings and the mapping entries whose
-    /// DBC signal does not exist are returned as warnings (the rest still works).
+    /// Builds the model from DBC, mapping and profile text. The mapping is TOML (project
+    /// format) or Kuksa VSS JSON (`json == true`). The DBC loader's warnings and the mapping
+    /// entries whose DBC signal does not exist are returned as warnings (the rest still works);
+    /// a profile that does not fit the DBC and mapping is an error naming its key
+    /// (`can.profile: actions.unlock.message: ...`).
     pub fn from_text(
         dbc_text: &str,
         mapping_text: &str,
+        profile_text: &str,
         json: bool,
         default_max_age_ms: u64,
     ) -> Result<(Self, Vec<String>), DaemonError> {
@@ -62,10 +59,14 @@ impl VehicleModel {
             .map(|w| format!("can.dbc: {w}"))
             .chain(unbound.into_iter().map(|w| format!("can.mapping: {w}")))
             .collect();
+        let paths: Vec<&str> = bound.entries().iter().map(|e| e.path.as_str()).collect();
+        let profile = VehicleProfile::parse(profile_text, &dbc, &paths)
+            .map_err(|e| DaemonError::Can(format!("can.profile: {e}")))?;
         let state = VehicleState::from_mapping(&bound);
         let model = VehicleModel {
             dbc,
             mapping: bound,
+            profile,
             state,
             frames: 0,
             unknown: 0,
@@ -76,7 +77,14 @@ impl VehicleModel {
 
     /// The demo vehicle (built-in DBC and mapping) used by `can.source = "sim"`.
     pub fn demo() -> Result<Self, DaemonError> {
-        Self::from_text(demo::DEMO_DBC, demo::DEMO_VSS_TOML, false, 2_000).map(|(m, _)| m)
+        Self::from_text(
+            demo::DEMO_DBC,
+            demo::DEMO_VSS_TOML,
+            demo::DEMO_PROFILE_TOML,
+            false,
+            2_000,
+        )
+        .map(|(m, _)| m)
     }
 
     /// Loads the files named by `[can]` (or the demo model for `sim`).
@@ -90,17 +98,23 @@ impl VehicleModel {
         };
         let dbc = read("can.dbc", &cfg.can.dbc)?;
         let mapping = read("can.mapping", &cfg.can.mapping)?;
+        let profile = read("can.profile", &cfg.can.profile)?;
         let json = cfg
             .can
             .mapping
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("json"));
-        Self::from_text(&dbc, &mapping, json, cfg.can.max_age_ms)
+        Self::from_text(&dbc, &mapping, &profile, json, cfg.can.max_age_ms)
     }
 
     /// The DBC (for encoding actuation frames).
     pub fn dbc(&self) -> &Dbc {
         &self.dbc
+    }
+
+    /// The vehicle profile (actuation frames, acknowledgement, rules).
+    pub fn profile(&self) -> &VehicleProfile {
+        &self.profile
     }
 
     /// Frames seen, frames with an id the DBC does not know, frames that failed to decode.
@@ -128,52 +142,25 @@ impl VehicleModel {
         self.state.get_fresh(path, Timestamp(now_ms))
     }
 
-    fn all_fresh_bool(&self, doors: &[&str], now_ms: u64) -> Option<Vec<bool>> {
-        doors
+    /// The executor's signals that are currently fresh, read through the profile's
+    /// bindings. A signal whose source is missing or stale is left out, so the executor's own
+    /// copy ages and preconditions refuse `stale_state`.
+    pub fn exec_signals(&self, now_ms: u64) -> Vec<VehicleSignal> {
+        self.profile
+            .signals
             .iter()
-            .map(|d| self.fresh(d, now_ms).and_then(as_bool))
+            .filter_map(|b| b.eval(|p| self.fresh(p, now_ms)))
             .collect()
     }
 
-    /// The executor's signals that are currently fresh. A signal whose source is missing or
-    /// stale is left out, so the executor's own copy ages and preconditions refuse
-    /// `stale_state`.
-    pub fn exec_signals(&self, now_ms: u64) -> Vec<VehicleSignal> {
-        let mut out = Vec::with_capacity(8);
-        if let Some(s) = self
-            .fresh(paths::SPEED, now_ms)
-            .and_then(SignalValue::as_f64)
-        {
-            out.push(VehicleSignal::SpeedKmh(s));
-        }
-        if let Some(g) = self
-            .fresh(paths::GEAR, now_ms)
-            .and_then(SignalValue::as_f64)
-        {
-            out.push(VehicleSignal::InPark(g as i64 == GEAR_PARK));
-        }
-        if let Some(open) = self.all_fresh_bool(&paths::DOORS_OPEN, now_ms) {
-            out.push(VehicleSignal::DoorsClosed(open.iter().all(|o| !o)));
-        }
-        if let Some(locked) = self.all_fresh_bool(&paths::DOORS_LOCKED, now_ms) {
-            out.push(VehicleSignal::DoorsLocked(locked.iter().all(|l| *l)));
-        }
-        if let Some(h) = self.fresh(paths::HOOD_OPEN, now_ms).and_then(as_bool) {
-            out.push(VehicleSignal::HoodClosed(!h));
-        }
-        if let Some(k) = self.fresh(paths::KEY_PRESENT, now_ms).and_then(as_bool) {
-            out.push(VehicleSignal::KeyInCabin(k));
-        }
-        if let Some(e) = self.fresh(paths::ENGINE_RUNNING, now_ms).and_then(as_bool) {
-            out.push(VehicleSignal::EngineRunning(e));
-        }
-        if let Some(b) = self
-            .fresh(paths::BRAKE_PEDAL, now_ms)
-            .and_then(SignalValue::as_f64)
-        {
-            out.push(VehicleSignal::BrakePressed(b > 0.0));
-        }
-        out
+    /// The signals a command needs before the start-up hold ends: every bound one but the
+    /// optional brake pedal.
+    pub fn required_signals(&self) -> usize {
+        self.profile
+            .signals
+            .iter()
+            .filter(|b| b.kind != SignalKind::BrakePressed)
+            .count()
     }
 
     /// Number of mapped signals (VSS paths of the mapping); those missing from
@@ -290,8 +277,14 @@ mod tests {
             "{}\nBO_ 1073741824 NotAnId: 8 Vector__XXX\n SG_ Junk : 0|8@1+ (1,0) [0|255] \"\" Vector__XXX\n",
             demo::DEMO_DBC
         );
-        let (_, warnings) =
-            VehicleModel::from_text(&dbc, demo::DEMO_VSS_TOML, false, 1000).expect("model");
+        let (_, warnings) = VehicleModel::from_text(
+            &dbc,
+            demo::DEMO_VSS_TOML,
+            demo::DEMO_PROFILE_TOML,
+            false,
+            1000,
+        )
+        .expect("model");
         assert!(
             warnings
                 .iter()
@@ -302,10 +295,23 @@ mod tests {
 
     #[test]
     fn mapping_errors_name_the_key() {
-        let e = VehicleModel::from_text("not a dbc", "", false, 1000).expect_err("bad dbc");
+        let e = VehicleModel::from_text("not a dbc", "", "", false, 1000).expect_err("bad dbc");
         assert!(e.to_string().contains("can.dbc"), "{e}");
-        let e = VehicleModel::from_text(demo::DEMO_DBC, "[[signal]]\npath=1", false, 1000)
+        let e = VehicleModel::from_text(demo::DEMO_DBC, "[[signal]]\npath=1", "", false, 1000)
             .expect_err("bad mapping");
         assert!(e.to_string().contains("can.mapping"), "{e}");
+        let e = VehicleModel::from_text(
+            demo::DEMO_DBC,
+            demo::DEMO_VSS_TOML,
+            &demo::DEMO_PROFILE_TOML.replace("\"TCU_BodyCommand\"", "\"X\""),
+            false,
+            1000,
+        )
+        .expect_err("bad profile");
+        assert!(
+            e.to_string()
+                .contains("can.profile: actions.engine_start.message: no message \"X\" in the DBC"),
+            "{e}"
+        );
     }
 }

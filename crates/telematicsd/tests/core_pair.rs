@@ -101,8 +101,12 @@ impl Durable {
 /// Everything the harness saw, in order.
 #[derive(Debug, Clone, PartialEq)]
 enum Seen {
-    Commit { run_timer: Option<RunTimerChange> },
+    Commit {
+        run_timer: Option<RunTimerChange>,
+    },
     Frame,
+    /// The harness reported the frame written (`handle_frame_sent`).
+    FrameSent,
     FailClosed(FailClosed),
 }
 
@@ -126,6 +130,8 @@ struct Pair {
     bus: VecDeque<CanFrame>,
     /// The daemon dies right after handing the next frame to the bus (kill -9).
     crash_after_frame: bool,
+    /// The next frame cannot be written (reported `Err` with this text).
+    fail_send: Option<String>,
 }
 
 fn core_at(now: u64, restored: Restored) -> VehicleCore {
@@ -159,6 +165,7 @@ impl Pair {
             drop_frame: None,
             bus: VecDeque::new(),
             crash_after_frame: false,
+            fail_send: None,
         }
     }
 
@@ -205,8 +212,13 @@ impl Pair {
                         self.core.handle_commit(c.id, Ok(()));
                     }
                 }
-                Effect::SendFrame { frame, .. } => {
+                Effect::SendFrame { id, frame, .. } => {
                     self.seen.push(Seen::Frame);
+                    if let Some(why) = self.fail_send.take() {
+                        // The bus refused the write: the car hears nothing.
+                        self.core.handle_frame_sent(id, Err(why), self.now);
+                        continue;
+                    }
                     let answer = self.car.on_frame(&frame, self.now);
                     if self.crash_after_frame {
                         // The car acts; the daemon is gone before it hears the answer.
@@ -214,6 +226,8 @@ impl Pair {
                         self.restart();
                         return;
                     }
+                    self.seen.push(Seen::FrameSent);
+                    self.core.handle_frame_sent(id, Ok(()), self.now);
                     self.deliver(answer);
                 }
                 Effect::Audit { .. } => {}
@@ -806,4 +820,186 @@ fn a_lockout_wait_travels_as_a_number_in_the_result() {
     let wire = CommandResult::decode(&r.encode().expect("encode")).expect("decode");
     assert_eq!(wire.retry_after_s, r.retry_after_s);
     assert_eq!(p.car.commands_received(), frames, "nothing actuated");
+}
+
+/// The body controller refuses: the command ends `failed(refused_by_vehicle)` with its reason
+/// as soon as the acknowledgement arrives, not `failed(timeout)` after the confirmation window.
+#[test]
+fn a_refusal_by_the_body_controller_fails_with_its_reason_not_timeout() {
+    let mut p = Pair::warm();
+    for (action, name, reason) in [
+        (Action::Unlock, "unlock", "low_battery"),
+        (
+            Action::EngineStart { max_run_secs: None },
+            "engine_start",
+            "anti_theft",
+        ),
+        (Action::Horn, "horn", "door_open"),
+    ] {
+        let code = p.car.refusal_code(reason).expect("demo profile code");
+        p.car.refuse(Some((name, code)));
+        let before = p.now;
+        let id = p.send(action.clone());
+        p.run_for(50);
+        assert_eq!(
+            p.results(id),
+            vec![
+                (ResultState::Accepted, None),
+                (ResultState::Failed, Some("refused_by_vehicle".into()))
+            ],
+            "{action:?}"
+        );
+        assert_eq!(p.detail(id).as_deref(), Some(reason), "{action:?}");
+        let at = p.result(id).expect("result").at;
+        assert!(at - before < 50, "answered at the ack, not at a timeout");
+        assert_eq!(
+            p.durable.run_timer, None,
+            "no run timer for a refused start"
+        );
+        assert!(
+            p.locked() && !p.car.car().engine_running,
+            "nothing actuated"
+        );
+    }
+    // The executor is free again: the next command runs.
+    p.car.refuse(None);
+    let id = p.send(Action::Unlock);
+    p.run_for(100);
+    assert_eq!(p.results(id), executed());
+}
+
+/// A refusal code the profile's table does not list still ends the command at once, naming
+/// the code.
+#[test]
+fn an_unlisted_refusal_code_is_named_by_its_number() {
+    let mut p = Pair::warm();
+    p.car.refuse(Some(("lock", 99)));
+    let id = p.send(Action::Lock);
+    p.run_for(50);
+    assert_eq!(
+        p.results(id).last().cloned(),
+        Some((ResultState::Failed, Some("refused_by_vehicle".into())))
+    );
+    assert_eq!(p.detail(id).as_deref(), Some("code_99"));
+}
+
+/// Lights and horn are `executed` when the body controller acknowledges them, which is after
+/// the frame was reported written; nothing decided after a frame is polled before that report.
+#[test]
+fn executed_is_committed_only_after_the_frame_is_on_the_bus() {
+    let mut p = Pair::warm();
+    let seen_before = p.seen.len();
+    let id = p.send(Action::FlashLights);
+    p.run_for(50);
+    assert_eq!(p.results(id), executed());
+    let seen = &p.seen[seen_before..];
+    let sent = seen
+        .iter()
+        .position(|s| *s == Seen::FrameSent)
+        .expect("frame sent");
+    // The accepted entry is committed before the frame, the executed one after its report.
+    assert!(
+        matches!(seen.first(), Some(Seen::Commit { .. })),
+        "{seen:?}"
+    );
+    assert!(
+        seen[sent..]
+            .iter()
+            .any(|s| matches!(s, Seen::Commit { .. })),
+        "{seen:?}"
+    );
+    assert!(
+        p.durable.journal.get(&id).map(|r| r.state) == Some(ResultState::Executed),
+        "journaled executed"
+    );
+
+    // Driven by hand: after the frame is polled, nothing else is until it is reported.
+    let v = {
+        let bytes = p.envelope(CommandId([0xAB; 16]), Action::Horn);
+        p.verify(&bytes)
+    };
+    p.core.handle_verification(v, p.now);
+    let Some(Effect::Commit(c)) = p.core.poll_effect() else {
+        panic!("accepted commit first")
+    };
+    p.core.handle_commit(c.id, Ok(()));
+    let (frame, f) = loop {
+        match p.core.poll_effect() {
+            Some(Effect::SendFrame { id, frame, .. }) => break (id, frame),
+            Some(Effect::Audit { .. }) => {}
+            other => panic!("then the frame: {other:?}"),
+        }
+    };
+    let answer = p.car.on_frame(&f, p.now);
+    // The ack arrives before the write is reported: executed is decided but held.
+    p.core.handle_frames(answer.iter(), p.now);
+    assert_eq!(
+        p.core.poll_effect(),
+        None,
+        "held until the frame is reported"
+    );
+    p.core.handle_frame_sent(frame, Ok(()), p.now);
+    match p.core.poll_effect() {
+        Some(Effect::Commit(c)) => {
+            assert!(c.journals_terminal(), "{c:?}");
+            p.core.handle_commit(c.id, Ok(()));
+        }
+        other => panic!("executed commit after the report: {other:?}"),
+    }
+}
+
+/// A frame the bus refuses fails its command `send_failed`; the car heard nothing.
+#[test]
+fn a_frame_that_cannot_be_written_fails_the_command_send_failed() {
+    let mut p = Pair::warm();
+    let before = p.car.commands_received();
+    p.fail_send = Some("can.send: No buffer space available".into());
+    let id = p.send(Action::Unlock);
+    p.run_for(50);
+    assert_eq!(
+        p.results(id),
+        vec![
+            (ResultState::Accepted, None),
+            (ResultState::Failed, Some("send_failed".into()))
+        ]
+    );
+    assert_eq!(
+        p.detail(id).as_deref(),
+        Some("can.send: No buffer space available")
+    );
+    assert_eq!(p.car.commands_received(), before);
+    // The next command runs normally.
+    let id = p.send(Action::Unlock);
+    p.run_for(100);
+    assert_eq!(p.results(id), executed());
+}
+
+/// A profile that does not fit the DBC or the mapping refuses to build the core, naming the
+/// profile key.
+#[test]
+fn profile_errors_name_the_key() {
+    use telematics_can::demo::{DEMO_DBC, DEMO_PROFILE_TOML, DEMO_VSS_TOML};
+    for (from, to, want) in [
+        (
+            "signals = { LockRequest = \"UNLOCK\" }",
+            "signals = { LockRequest = \"OPEN\" }",
+            "can.profile: actions.unlock: unknown label \"OPEN\" for signal LockRequest",
+        ),
+        (
+            "message = \"BCM_CommandAck\"",
+            "message = \"BCM_Ack\"",
+            "can.profile: ack.message: no message \"BCM_Ack\" in the DBC",
+        ),
+        (
+            "speed = { path = \"Vehicle.Speed\" }",
+            "speed = { path = \"Vehicle.Velocity\" }",
+            "can.profile: signals.speed.path: no VSS path \"Vehicle.Velocity\" in the mapping",
+        ),
+    ] {
+        let text = DEMO_PROFILE_TOML.replacen(from, to, 1);
+        assert_ne!(text, DEMO_PROFILE_TOML, "{from}");
+        let e =
+            VehicleModel::from_text(DEMO_DBC, DEMO_VSS_TOML, &text, false, 2_000).expect_err(to);
+        assert!(e.to_string().contains(want), "got {e}, want {want}");
+    }
 }

@@ -211,3 +211,22 @@ fn default_mapping_name_matches_the_shipped_example() {
     telematics_can::VssMapping::from_toml(&std::fs::read_to_string(&example).unwrap())
         .expect("the shipped mapping is TOML");
 }
+
+/// The example configuration names the shipped vehicle profile, and the shipped DBC, mapping
+/// and profile load together (what `check-config` checks on an installed system).
+#[test]
+fn the_shipped_profile_is_named_by_the_example_and_validates() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let data = std::path::Path::new(root).join("crates/telematics-can/data");
+    let text = std::fs::read_to_string(format!("{root}/systemd/telematicsd.toml")).unwrap();
+    let mut cfg = Config::from_toml_with_env(&text, Vec::new()).unwrap();
+    assert_eq!(
+        cfg.can.profile.file_name().and_then(|n| n.to_str()),
+        Some("demo_car_profile.toml")
+    );
+    for p in [&mut cfg.can.dbc, &mut cfg.can.mapping, &mut cfg.can.profile] {
+        *p = data.join(p.file_name().unwrap());
+    }
+    let (model, _) = telematicsd::vehicle::VehicleModel::load(&cfg).expect("shipped files load");
+    assert_eq!(model.profile().actions.len(), 6);
+}

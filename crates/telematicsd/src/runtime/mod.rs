@@ -110,15 +110,23 @@ impl Carriers {
             match effect {
                 Effect::Commit(c) => self.commits.send(c).map_err(|_| gone("store"))?,
                 Effect::SendFrame {
+                    id,
+                    // One bus today: every actuation goes to the connected sink.
+                    bus: _,
                     frame,
-                    command,
+                    actuate,
                     counter,
+                    count,
+                    interval_ms,
                 } => self
                     .frames
                     .send(actuator::Actuation {
+                        id,
                         frame,
-                        command,
+                        actuate,
                         counter,
+                        count,
+                        interval_ms,
                     })
                     .map_err(|_| gone("actuator"))?,
                 Effect::Audit { kind, detail } => {
@@ -232,7 +240,8 @@ impl Runtime {
             outcome_tx,
         )?;
         let (act_tx, act_rx) = mpsc::unbounded_channel();
-        let actuator = tokio::spawn(actuator::run(act_rx, sink_rx));
+        let (sent_tx, sent_rx) = mpsc::unbounded_channel();
+        let actuator = tokio::spawn(actuator::run(act_rx, sink_rx, sent_tx));
         let (audit_tx, audit_rx) = mpsc::unbounded_channel();
         let auditor = tokio::spawn(auditor::run(audit_rx, security.clone()));
         let carriers = Carriers {
@@ -252,6 +261,7 @@ impl Runtime {
                 frame_rx,
                 verified_rx,
                 outcome_rx,
+                sent_rx,
                 shutdown,
             )
             .await;
@@ -300,6 +310,7 @@ impl Shell {
         mut frames: mpsc::Receiver<CanFrame>,
         mut verified: mpsc::Receiver<SecurityOutput>,
         mut outcomes: mpsc::UnboundedReceiver<committer::Outcome>,
+        mut sent: mpsc::UnboundedReceiver<actuator::Sent>,
         shutdown: CancellationToken,
     ) -> Result<(), DaemonError> {
         let mut burst = Vec::with_capacity(FRAME_BURST);
@@ -345,6 +356,10 @@ impl Shell {
                 o = outcomes.recv() => match o {
                     Some((id, r)) => core.handle_commit(id, r),
                     None => return Err(DaemonError::Task("store worker stopped".into())),
+                },
+                s = sent.recv() => match s {
+                    Some((id, r)) => core.handle_frame_sent(id, r, self.clock.now_ms()),
+                    None => return Err(DaemonError::Task("actuator stopped".into())),
                 },
                 () = sleep => {}
             }
@@ -419,6 +434,7 @@ mod tests {
         let (_outcome_tx, outcome_rx) = mpsc::unbounded_channel();
         let (commits, _commit_rx) = mpsc::unbounded_channel();
         let (frames, _act_rx) = mpsc::unbounded_channel();
+        let (_sent_tx, sent_rx) = mpsc::unbounded_channel();
         let (audits, _audit_rx) = mpsc::unbounded_channel();
         let shutdown = CancellationToken::new();
         let shell = Shell {
@@ -440,6 +456,7 @@ mod tests {
                     frame_rx,
                     verified_rx,
                     outcome_rx,
+                    sent_rx,
                     stop,
                 )
                 .await
