@@ -258,10 +258,12 @@ impl Runtime {
             .run(
                 &mut core,
                 &carriers,
-                frame_rx,
-                verified_rx,
-                outcome_rx,
-                sent_rx,
+                Inputs {
+                    frames: frame_rx,
+                    verified: verified_rx,
+                    outcomes: outcome_rx,
+                    sent: sent_rx,
+                },
                 shutdown,
             )
             .await;
@@ -302,17 +304,28 @@ struct Shell {
     health: Arc<Health>,
 }
 
+/// What the shell loop receives from the tasks around the core.
+struct Inputs {
+    frames: mpsc::Receiver<CanFrame>,
+    verified: mpsc::Receiver<SecurityOutput>,
+    outcomes: mpsc::UnboundedReceiver<committer::Outcome>,
+    sent: mpsc::UnboundedReceiver<actuator::Sent>,
+}
+
 impl Shell {
     async fn run(
         &self,
         core: &mut VehicleCore,
         carriers: &Carriers,
-        mut frames: mpsc::Receiver<CanFrame>,
-        mut verified: mpsc::Receiver<SecurityOutput>,
-        mut outcomes: mpsc::UnboundedReceiver<committer::Outcome>,
-        mut sent: mpsc::UnboundedReceiver<actuator::Sent>,
+        inputs: Inputs,
         shutdown: CancellationToken,
     ) -> Result<(), DaemonError> {
+        let Inputs {
+            mut frames,
+            mut verified,
+            mut outcomes,
+            mut sent,
+        } = inputs;
         let mut burst = Vec::with_capacity(FRAME_BURST);
         loop {
             carriers.carry(core)?;
@@ -453,10 +466,12 @@ mod tests {
                 .run(
                     &mut core,
                     &carriers,
-                    frame_rx,
-                    verified_rx,
-                    outcome_rx,
-                    sent_rx,
+                    Inputs {
+                        frames: frame_rx,
+                        verified: verified_rx,
+                        outcomes: outcome_rx,
+                        sent: sent_rx,
+                    },
                     stop,
                 )
                 .await
