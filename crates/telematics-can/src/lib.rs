@@ -16,6 +16,7 @@ pub mod demo;
 pub mod error;
 pub mod expr;
 pub mod frame;
+pub mod protection;
 pub mod sim;
 pub mod state;
 pub mod vss;
@@ -27,6 +28,7 @@ pub use dbc::{
 };
 pub use error::{CanError, CandumpError};
 pub use frame::{CanFrame, CanId};
+pub use protection::{Checked, Protection};
 pub use state::{Change, Reading, SnapshotEntry, Timestamp, VehicleState};
 /// A VSS signal value: the one type for decoded values, vehicle state and telemetry payloads,
 /// defined by `telematics-telemetry` (which has no CAN dependencies, so telematicsctl decodes
