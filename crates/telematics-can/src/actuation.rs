@@ -10,6 +10,7 @@
 use crate::dbc::{Dbc, EncodeValue, MessageDef, RawValue};
 use crate::error::CanError;
 use crate::frame::CanFrame;
+use crate::protection::Protection;
 
 /// A value to set a signal to: a value-table label or a raw integer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,86 +39,18 @@ impl SignalSetting {
     }
 }
 
-/// How an actuation frame is protected against corruption.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Protection {
-    /// No checksum.
-    None,
-    /// The XOR of every other byte of the frame, in the byte-aligned 8-bit `signal`
-    /// (the demo car's `CommandChecksum`).
-    Xor {
-        /// The checksum signal.
-        signal: String,
-    },
-}
-
-impl Protection {
-    /// Checks the protection fits `message` (the checksum signal exists, one whole byte).
-    pub fn validate(&self, message: &MessageDef) -> Result<(), CanError> {
-        match self {
-            Protection::None => Ok(()),
-            Protection::Xor { signal } => xor_byte(message, signal).map(|_| ()),
-        }
-    }
-
-    /// Applies the protection to `data` in place.
-    pub fn protect(&self, message: &MessageDef, data: &mut [u8]) -> Result<(), CanError> {
-        match self {
-            Protection::None => Ok(()),
-            Protection::Xor { signal } => {
-                let at = xor_byte(message, signal)?;
-                let ck = xor_except(data, at);
-                if let Some(b) = data.get_mut(at) {
-                    *b = ck;
-                }
-                Ok(())
-            }
-        }
-    }
-
-    /// `true` when `data` carries a valid protection.
-    pub fn verify(&self, message: &MessageDef, data: &[u8]) -> bool {
-        match self {
-            Protection::None => true,
-            Protection::Xor { signal } => xor_byte(message, signal)
-                .is_ok_and(|at| data.get(at) == Some(&xor_except(data, at))),
-        }
-    }
-}
-
-/// The byte index of an 8-bit byte-aligned signal.
-fn xor_byte(message: &MessageDef, signal: &str) -> Result<usize, CanError> {
-    let s = message
-        .signal(signal)
-        .ok_or_else(|| CanError::UnknownSignal(signal.to_string()))?;
-    let aligned = match s.byte_order {
-        crate::dbc::ByteOrder::LittleEndian => s.start_bit % 8 == 0,
-        crate::dbc::ByteOrder::BigEndian => s.start_bit % 8 == 7,
-    };
-    if s.size != 8 || !aligned || s.mux.is_some() {
-        return Err(CanError::DbcInvalid(format!(
-            "checksum signal {signal} is not one whole byte"
-        )));
-    }
-    Ok(usize::from(s.start_bit / 8))
-}
-
-fn xor_except(data: &[u8], skip: usize) -> u8 {
-    data.iter()
-        .enumerate()
-        .filter(|(i, _)| *i != skip)
-        .fold(0, |a, (_, b)| a ^ b)
-}
-
 /// One actuation frame: a DBC message with fixed signal values, an optional alive counter and
-/// a protection.
+/// a protection ([`Protection`]: none, XOR, CRC-8 SAE J1850, AUTOSAR E2E profile 1/2/5). An
+/// E2E profile owns the alive counter (it writes it where the profile puts it); the other
+/// schemes use the DBC `counter` signal.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FrameSpec {
     /// The DBC message.
     pub message: String,
     /// Signal values that make this frame the command (`LockRequest = "LOCK"`).
     pub values: Vec<(String, SignalSetting)>,
-    /// The alive-counter signal, incremented per frame modulo its range.
+    /// The alive-counter signal, incremented per frame modulo its range (not with an E2E
+    /// protection, which owns the counter).
     pub counter: Option<String>,
     /// The frame protection.
     pub protection: Protection,
@@ -130,9 +63,16 @@ impl FrameSpec {
     }
 
     /// Checks the spec against `dbc`: the message, every signal and label exist, the counter
-    /// is an unsigned signal of at most 8 bits, the protection fits. Encodes once.
+    /// is an unsigned signal of at most 8 bits (and no E2E protection owns the counter), the
+    /// protection fits the message's length. Encodes once.
     pub fn validate(&self, dbc: &Dbc) -> Result<(), CanError> {
         let m = self.message(dbc)?;
+        if self.counter.is_some() && self.protection.counter_modulus().is_some() {
+            return Err(CanError::DbcInvalid(format!(
+                "{} owns the alive counter: give no counter signal",
+                self.protection.scheme()
+            )));
+        }
         if let Some(c) = &self.counter {
             let s = m
                 .signal(c)
@@ -144,12 +84,16 @@ impl FrameSpec {
                 )));
             }
         }
-        self.protection.validate(m)?;
+        self.protection.validate(m.size)?;
         self.encode(dbc, 0).map(|_| ())
     }
 
-    /// The counter's modulus (2^bits of the counter signal; 1 without a counter).
+    /// The counter's modulus (the E2E profile's, else 2^bits of the counter signal; 1 without
+    /// a counter).
     pub fn counter_modulus(&self, dbc: &Dbc) -> u16 {
+        if let Some(m) = self.protection.counter_modulus() {
+            return m;
+        }
         self.counter
             .as_deref()
             .and_then(|c| dbc.message_by_name(&self.message)?.signal(c))
@@ -158,7 +102,6 @@ impl FrameSpec {
 
     /// Encodes the frame with alive counter `counter` and its protection.
     pub fn encode(&self, dbc: &Dbc, counter: u8) -> Result<CanFrame, CanError> {
-        let m = self.message(dbc)?;
         let mut v: Vec<(&str, EncodeValue<'_>)> = self
             .values
             .iter()
@@ -168,7 +111,7 @@ impl FrameSpec {
             v.push((c, EncodeValue::Raw(RawValue::Unsigned(u64::from(counter)))));
         }
         let mut f = dbc.encode(&self.message, &v)?;
-        self.protection.protect(m, &mut f.data)?;
+        self.protection.protect(&mut f.data, counter)?;
         Ok(f)
     }
 
@@ -176,9 +119,10 @@ impl FrameSpec {
     /// its alive counter (`Some(None)` when the spec has none).
     pub fn matches(&self, dbc: &Dbc, frame: &CanFrame) -> Option<Option<u8>> {
         let m = dbc.message_by_name(&self.message)?;
-        if frame.remote || frame.can_id() != m.id || !self.protection.verify(m, &frame.data) {
+        if frame.remote || frame.can_id() != m.id {
             return None;
         }
+        let checked = self.protection.check(&frame.data).ok()?;
         let d = m.decode(&frame.data).ok()?;
         for (sig, val) in &self.values {
             if d.get(sig)?.raw.as_i64()? != val.raw_in(m, sig)? {
@@ -186,7 +130,7 @@ impl FrameSpec {
             }
         }
         match &self.counter {
-            None => Some(None),
+            None => Some(checked.counter),
             Some(c) => Some(Some(u8::try_from(d.get(c)?.raw.as_i64()?).ok()?)),
         }
     }

@@ -288,7 +288,8 @@ impl crate::sim::SimProfile {
     /// The demo car's frames and acknowledgement, as `data/demo_car_profile.toml` describes
     /// them (`telematics-profile` tests that the two agree).
     pub fn demo() -> crate::sim::SimProfile {
-        use crate::actuation::{AckSpec, FrameSpec, Protection, SignalSetting};
+        use crate::actuation::{AckSpec, FrameSpec, SignalSetting};
+        use crate::protection::{Protection, XorChecksum};
         let frame = |values: &[(&str, SignalSetting)]| FrameSpec {
             message: BODY_COMMAND.into(),
             values: values
@@ -296,9 +297,8 @@ impl crate::sim::SimProfile {
                 .map(|(s, v)| ((*s).to_string(), v.clone()))
                 .collect(),
             counter: Some("CommandCounter".into()),
-            protection: Protection::Xor {
-                signal: "CommandChecksum".into(),
-            },
+            // `CommandChecksum`: the XOR of bytes 0..=6 in byte 7.
+            protection: Protection::Xor(XorChecksum { checksum_byte: 7 }),
         };
         let label = |l: &str| SignalSetting::Label(l.into());
         crate::sim::SimProfile {

@@ -24,7 +24,7 @@ pub use error::ProfileError;
 use std::path::Path;
 
 use telematics_can::Dbc;
-use telematics_can::actuation::{AckSpec, FrameSpec, Protection, SignalSetting};
+use telematics_can::actuation::{AckSpec, FrameSpec, SignalSetting};
 use telematics_exec::{Actuate, Check, Confirm, Confirmation, SignalKind};
 
 use raw::{RawAck, RawAction, RawBinding, RawProfile};
@@ -375,28 +375,12 @@ fn action(
     if let Some(c) = &a.counter {
         signal_exists(&format!("{key}.counter"), dbc, &a.message, c)?;
     }
-    let protection = match &a.protection {
-        None => Protection::None,
-        Some(p) => match (p.scheme.as_str(), &p.signal) {
-            ("none", None) => Protection::None,
-            ("xor", Some(s)) => {
-                signal_exists(&format!("{key}.protection.signal"), dbc, &a.message, s)?;
-                Protection::Xor { signal: s.clone() }
-            }
-            ("xor", None) => {
-                return Err(ProfileError::at(
-                    format!("{key}.protection.signal"),
-                    "xor needs its checksum signal",
-                ));
-            }
-            (s, _) => {
-                return Err(ProfileError::at(
-                    format!("{key}.protection.scheme"),
-                    format!("unknown scheme \"{s}\" (none, xor)"),
-                ));
-            }
-        },
-    };
+    let protection = a.protection.clone().unwrap_or_default();
+    if let Some(m) = dbc.message_by_name(&a.message) {
+        protection
+            .validate(m.size)
+            .map_err(|e| ProfileError::at(format!("{key}.protection"), e.to_string()))?;
+    }
     let frame = FrameSpec {
         message: a.message.clone(),
         values,

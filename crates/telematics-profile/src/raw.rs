@@ -49,20 +49,12 @@ pub(crate) struct RawAction {
     #[serde(default)]
     pub(crate) signals: BTreeMap<String, toml::Value>,
     pub(crate) counter: Option<String>,
-    pub(crate) protection: Option<RawProtection>,
+    pub(crate) protection: Option<telematics_can::Protection>,
     pub(crate) repeat: Option<RawRepeat>,
     #[serde(default)]
     pub(crate) preconditions: Vec<String>,
     pub(crate) confirm: RawConfirm,
     pub(crate) timeout_ms: Option<u64>,
-}
-
-/// `actions.<name>.protection`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawProtection {
-    pub(crate) scheme: String,
-    pub(crate) signal: Option<String>,
 }
 
 /// `actions.<name>.repeat`.

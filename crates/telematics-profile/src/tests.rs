@@ -166,14 +166,14 @@ fn errors_name_the_key() {
             "ack.outcome: no signal \"AckOutcome\" in message \"BCM_CommandAck\"",
         ),
         (
-            "protection = { scheme = \"xor\", signal = \"CommandChecksum\" }\npreconditions = [\"doors_closed\"]",
-            "protection = { scheme = \"rot13\", signal = \"CommandChecksum\" }\npreconditions = [\"doors_closed\"]",
-            "actions.lock.protection.scheme: unknown scheme \"rot13\"",
+            "protection = { scheme = \"xor\", checksum_byte = 7 }\npreconditions = [\"doors_closed\"]",
+            "protection = { scheme = \"xor\", checksum_byte = 9 }\npreconditions = [\"doors_closed\"]",
+            "actions.lock.protection: ",
         ),
         (
-            "protection = { scheme = \"xor\", signal = \"CommandChecksum\" }\npreconditions = [\"doors_closed\"]",
-            "protection = { scheme = \"xor\", signal = \"FlashCount\" }\npreconditions = [\"doors_closed\"]",
-            "actions.lock: invalid DBC: checksum signal FlashCount is not one whole byte",
+            "protection = { scheme = \"xor\", checksum_byte = 7 }\npreconditions = [\"doors_closed\"]",
+            "protection = { scheme = \"e2e_p1\", data_id = 5, data_id_mode = \"both\", crc_offset = 56, counter_offset = 48 }\npreconditions = [\"doors_closed\"]",
+            "actions.lock: invalid DBC: e2e_p1 owns the alive counter",
         ),
         (
             "[actions.horn]",
@@ -219,4 +219,32 @@ fn bindings_read_other_encodings() {
         Some(telematics_exec::VehicleSignal::InPark(false))
     );
     assert_eq!(b.eval(|_| None), None);
+}
+
+/// An E2E profile 1 protection owns the alive counter: the frame the daemon builds verifies
+/// and carries its counter, and any 1-bit change fails it.
+#[test]
+fn e2e_profile_1_frames_carry_their_counter_and_fail_on_any_bit_flip() {
+    let text = DEMO_PROFILE_TOML.replace(
+        "counter = \"CommandCounter\"\nprotection = { scheme = \"xor\", checksum_byte = 7 }",
+        "protection = { scheme = \"e2e_p1\", data_id = 0x123, data_id_mode = \"both\", crc_offset = 56, counter_offset = 48 }",
+    );
+    assert_ne!(text, DEMO_PROFILE_TOML);
+    let (dbc, _) = demo_parts();
+    let p = parse(&text).expect("e2e profile");
+    let spec = &p.action(Actuate::Unlock).expect("unlock").frame;
+    assert_eq!(spec.counter_modulus(&dbc), 15);
+    for counter in 0..15u8 {
+        let f = spec.encode(&dbc, counter).expect("encode");
+        assert_eq!(spec.matches(&dbc, &f), Some(Some(counter)));
+        for bit in 0..64 {
+            let mut bad = f.clone();
+            bad.data[bit / 8] ^= 1 << (bit % 8);
+            assert_eq!(
+                spec.matches(&dbc, &bad),
+                None,
+                "counter {counter} bit {bit}"
+            );
+        }
+    }
 }
