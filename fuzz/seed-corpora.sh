@@ -36,6 +36,7 @@ head -n 2000 "$data"/demo_drive.log "$data"/demo_park.log 2>/dev/null \
 # config_toml: minimal valid and a few near-valid configs.
 printf '[vehicle]\nvin = "WDD2030461A000001"\n' > "$c/config_toml/minimal.toml"
 printf '[vehicle]\nvin = "WDD2030461A000001"\n[mqtt]\nport = 8883\n' > "$c/config_toml/mqtt.toml"
+printf '[vehicle]\nvin = "WDD2030461A000001"\n[can]\nprofile = "/usr/share/telematicsd/demo_car_profile.toml"\n' > "$c/config_toml/profile.toml"
 printf '[vehicle]\nvin = "SHORT"\n[security]\npbkdf2_iterations = 10\n[telemetry]\nperiod_s = 0\n' > "$c/config_toml/invalid.toml"
 
 # admin_frame: CBOR maps {"op": "..."} (serde internally tagged enum).

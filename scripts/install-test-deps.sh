@@ -36,3 +36,9 @@ if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now mosq
 if ! python3 -c 'import pycose, cbor2, cryptography' >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check pycose cbor2 cryptography
 fi
+# Independent frame protection implementations for crates/telematics-can/tests/protection_peer.rs:
+# AUTOSAR E2E profiles (autosar-e2e >= 1.0, keyword-only length/offset), CRC catalogue (crccheck),
+# AES-CMAC (cryptography).
+if ! python3 -c 'import e2e, crccheck, cryptography' >/dev/null 2>&1; then
+  python3 -m pip install --quiet --disable-pip-version-check 'autosar-e2e>=1.0' crccheck cryptography
+fi

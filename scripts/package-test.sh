@@ -105,6 +105,7 @@ for f in /usr/bin/telematicsd /usr/bin/telematicsctl \
   /usr/lib/sysusers.d/telematicsd.conf /usr/lib/tmpfiles.d/telematicsd.conf \
   /etc/telematicsd/telematicsd.toml \
   /usr/share/telematicsd/demo_car.dbc /usr/share/telematicsd/demo_car_vss.toml \
+  /usr/share/telematicsd/demo_car_profile.toml \
   /usr/share/doc/telematicsd/deploy.md \
   /usr/share/man/man8/telematicsd.8.gz /usr/share/man/man8/telematicsd-check-config.8.gz \
   /usr/share/man/man1/telematicsctl.1.gz /usr/share/man/man1/telematicsctl-lock.1.gz \

@@ -160,6 +160,8 @@ impl World {
         std::fs::write(&dbc, telematics_can::demo::DEMO_DBC).unwrap();
         let mapping = dir.path().join("vss.toml");
         std::fs::write(&mapping, telematics_can::demo::DEMO_VSS_TOML).unwrap();
+        let profile = dir.path().join("profile.toml");
+        std::fs::write(&profile, telematics_can::demo::DEMO_PROFILE_TOML).unwrap();
         let config = format!(
             r#"[vehicle]
 vin = "{VIN}"
@@ -168,6 +170,7 @@ source = "tcp"
 interface = "{bus_addr}"
 dbc = {dbc:?}
 mapping = {mapping:?}
+profile = {profile:?}
 max_age_ms = 2000
 [mqtt]
 host = "localhost"

@@ -11,6 +11,8 @@ use crate::frame::CanFrame;
 pub const DEMO_DBC: &str = include_str!("../data/demo_car.dbc");
 /// The demo car VSS mapping (TOML).
 pub const DEMO_VSS_TOML: &str = include_str!("../data/demo_car_vss.toml");
+/// The demo car's vehicle profile (TOML; `telematics-profile`).
+pub const DEMO_PROFILE_TOML: &str = include_str!("../data/demo_car_profile.toml");
 /// Name of the body-command message sent by the telematics unit.
 pub const BODY_COMMAND: &str = "TCU_BodyCommand";
 /// Name of the body controller's command acknowledgement.
@@ -280,6 +282,68 @@ pub enum BodyCommand {
     FlashLights(u8),
     /// Sound the horn.
     Horn,
+}
+
+impl crate::sim::SimProfile {
+    /// The demo car's frames and acknowledgement, as `data/demo_car_profile.toml` describes
+    /// them (`telematics-profile` tests that the two agree).
+    pub fn demo() -> crate::sim::SimProfile {
+        use crate::actuation::{AckSpec, FrameSpec, SignalSetting};
+        use crate::protection::{Protection, XorChecksum};
+        let frame = |values: &[(&str, SignalSetting)]| FrameSpec {
+            message: BODY_COMMAND.into(),
+            values: values
+                .iter()
+                .map(|(s, v)| ((*s).to_string(), v.clone()))
+                .collect(),
+            counter: Some("CommandCounter".into()),
+            // `CommandChecksum`: the XOR of bytes 0..=6 in byte 7.
+            protection: Protection::Xor(XorChecksum { checksum_byte: 7 }),
+        };
+        let label = |l: &str| SignalSetting::Label(l.into());
+        crate::sim::SimProfile {
+            commands: vec![
+                (
+                    "engine_start".into(),
+                    frame(&[("EngineRequest", label("START"))]),
+                ),
+                (
+                    "engine_stop".into(),
+                    frame(&[("EngineRequest", label("STOP"))]),
+                ),
+                (
+                    "flash_lights".into(),
+                    frame(&[
+                        ("FlashCount", SignalSetting::Raw(3)),
+                        ("FlashLights", SignalSetting::Raw(1)),
+                    ]),
+                ),
+                ("horn".into(), frame(&[("Horn", SignalSetting::Raw(1))])),
+                ("lock".into(), frame(&[("LockRequest", label("LOCK"))])),
+                ("unlock".into(), frame(&[("LockRequest", label("UNLOCK"))])),
+            ],
+            ack: AckSpec {
+                message: COMMAND_ACK.into(),
+                counter: Some("AckCounter".into()),
+                outcome: "AckResult".into(),
+                ok: vec![0],
+                reason: Some("AckReason".into()),
+                refusals: [
+                    "not_in_park",
+                    "engine_running",
+                    "hood_open",
+                    "low_battery",
+                    "door_open",
+                    "key_in_cabin",
+                    "anti_theft",
+                ]
+                .iter()
+                .zip(1..)
+                .map(|(r, c)| (c, (*r).to_string()))
+                .collect(),
+            },
+        }
+    }
 }
 
 /// XOR of bytes 0..7 (the demo `CommandChecksum`).

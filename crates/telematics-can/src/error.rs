@@ -2,6 +2,8 @@
 
 use thiserror::Error;
 
+use crate::protection::Scheme;
+
 /// Every error produced by `telematics-can`. Each variant has a stable machine-readable
 /// [`code`](CanError::code).
 #[derive(Debug, Clone, PartialEq, Error)]
@@ -68,6 +70,68 @@ pub enum CanError {
     /// A candump log line could not be parsed.
     #[error("candump: {0}")]
     Candump(#[from] CandumpError),
+    /// A frame protection configuration cannot work on this frame (offset outside the frame,
+    /// overlapping fields, a value the scheme does not allow); `reason` names the key.
+    #[error("{scheme} protection: {reason}")]
+    ProtectionConfig {
+        /// The scheme.
+        scheme: Scheme,
+        /// What is wrong, naming the configuration key.
+        reason: String,
+    },
+    /// A frame's length does not fit its protection scheme.
+    #[error("{scheme} protection: frame of {got} bytes, the scheme needs {need}")]
+    ProtectionLength {
+        /// The scheme.
+        scheme: Scheme,
+        /// Bytes given.
+        got: usize,
+        /// Bytes the scheme needs.
+        need: usize,
+    },
+    /// The frame's checksum / CRC does not match its content.
+    #[error("{scheme} protection: checksum mismatch")]
+    ChecksumMismatch {
+        /// The scheme.
+        scheme: Scheme,
+    },
+    /// An alive counter outside the scheme's range (given to protect, or read from a frame:
+    /// E2E profile 1 never sends 15).
+    #[error("{scheme} protection: counter {counter} is outside the scheme's range")]
+    CounterInvalid {
+        /// The scheme.
+        scheme: Scheme,
+        /// The counter value.
+        counter: u64,
+    },
+    /// The explicit data id nibble of an E2E profile 1 frame (nibble mode) is not the
+    /// configured one.
+    #[error("{scheme} protection: data id mismatch")]
+    DataIdMismatch {
+        /// The scheme.
+        scheme: Scheme,
+    },
+    /// The SecOC MAC of a secured frame is wrong (wrong key, data id, payload or freshness).
+    #[error("SecOC: authenticator mismatch")]
+    MacMismatch,
+    /// The SecOC freshness value of a secured frame is not newer than the last accepted one.
+    #[error("SecOC: freshness {got} is not newer than the last accepted {last}")]
+    FreshnessReplay {
+        /// Last accepted freshness value.
+        last: u64,
+        /// Freshness value of the frame.
+        got: u64,
+    },
+    /// The SecOC freshness value does not fit its configured width: the counter is used up
+    /// (a key change is due), or a value given is too large.
+    #[error("SecOC: freshness value exhausted ({bits}-bit counter)")]
+    FreshnessExhausted {
+        /// Configured width of the freshness value.
+        bits: u8,
+    },
+    /// A SecOC key is not 16 bytes (AES-128).
+    #[error("SecOC: key must be 16 bytes, got {0}")]
+    SecOcKeyLength(usize),
 }
 
 impl CanError {
@@ -85,6 +149,15 @@ impl CanError {
             CanError::Mapping(_) => "mapping_invalid",
             CanError::Expression { .. } => "expression_invalid",
             CanError::Candump(e) => e.code(),
+            CanError::ProtectionConfig { .. } => "protection_config",
+            CanError::ProtectionLength { .. } => "protection_length",
+            CanError::ChecksumMismatch { .. } => "protection_checksum",
+            CanError::CounterInvalid { .. } => "protection_counter",
+            CanError::DataIdMismatch { .. } => "protection_data_id",
+            CanError::MacMismatch => "secoc_mac",
+            CanError::FreshnessReplay { .. } => "secoc_replay",
+            CanError::FreshnessExhausted { .. } => "secoc_freshness_exhausted",
+            CanError::SecOcKeyLength(_) => "secoc_key_length",
         }
     }
 }

@@ -9,12 +9,14 @@
 //! no CAN id (the message is dropped with a [`LoadWarning`]); see [`dbc`] for the full rule.
 //! Raw signal values are exact at every width up to 64 bits ([`RawValue`]).
 
+pub mod actuation;
 pub mod candump;
 pub mod dbc;
 pub mod demo;
 pub mod error;
 pub mod expr;
 pub mod frame;
+pub mod protection;
 pub mod sim;
 pub mod state;
 pub mod vss;
@@ -26,6 +28,7 @@ pub use dbc::{
 };
 pub use error::{CanError, CandumpError};
 pub use frame::{CanFrame, CanId};
+pub use protection::{Checked, Protection};
 pub use state::{Change, Reading, SnapshotEntry, Timestamp, VehicleState};
 /// A VSS signal value: the one type for decoded values, vehicle state and telemetry payloads,
 /// defined by `telematics-telemetry` (which has no CAN dependencies, so telematicsctl decodes

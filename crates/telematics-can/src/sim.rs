@@ -1,17 +1,19 @@
-//! A simulated body controller (BCM) for the demo car: executes body commands received as
-//! `TCU_BodyCommand` frames, acknowledges them with `BCM_CommandAck` and transmits the periodic
-//! status frames of [`CarState`].
+//! A simulated body controller (BCM) for the demo car: executes the body commands of its
+//! [`SimProfile`] (the vehicle profile's frames and acknowledgement, so it plays the vehicle
+//! the daemon drives), acknowledges them and transmits the periodic status frames of
+//! [`CarState`]. It can be told to refuse a command with a code ([`BodyController::refuse`]).
 //!
 //! Sans-IO: frames and the current time (`now_ms`, any monotonic millisecond origin) are passed
 //! in, frames to transmit are returned. The I/O loop lives in `telematics-canio`
 //! (`telematics_canio::sim::run_body_controller`).
 //!
 //! Behaviour (the demo DBC defines no more than this):
-//! - A frame is a command only if it is a `TCU_BodyCommand` with a valid XOR checksum
-//!   ([`decode_body_command`]); anything else on the command id is counted in
+//! - A frame is a command only if it matches one of the profile's frames, protection included
+//!   ([`FrameSpec::matches`]); anything else on a command message's id is counted in
 //!   [`BodyController::invalid_commands`] and otherwise ignored, other ids are ignored.
-//! - `AckCounter` echoes `CommandCounter`; `AckResult` is `OK` or `REJECTED` (engine start
-//!   outside park, with the engine already running or with the hood open). `ERROR` is unused.
+//! - The ack echoes the command's alive counter; it refuses engine start outside park, with
+//!   the engine already running or with the hood open, with the profile's code for that
+//!   reason, and any command told to [`refuse`](BodyController::refuse).
 //! - Repeated command counters are **not** rejected: the DBC only calls the counter "rolling"
 //!   and defines no freshness rule, so a repeated counter is executed like any other command.
 //! - The command response (ack plus one set of fast status frames with the new state) is sent
@@ -20,11 +22,9 @@
 use std::collections::VecDeque;
 use std::fmt;
 
-use crate::dbc::{Dbc, EncodeValue, RawValue};
-use crate::demo::{
-    BODY_COMMAND, BodyCommand, COMMAND_ACK, CarState, DEMO_DBC, Gear, Ignition, LockState,
-    decode_body_command,
-};
+use crate::actuation::{AckSpec, FrameSpec};
+use crate::dbc::Dbc;
+use crate::demo::{BodyCommand, CarState, DEMO_DBC, Gear, Ignition, LockState};
 use crate::error::CanError;
 use crate::frame::CanFrame;
 
@@ -37,7 +37,18 @@ pub const IDLE_RPM: f64 = 750.0;
 /// Events kept for [`BodyController::take_events`]; older ones are discarded.
 pub const MAX_EVENTS: usize = 1_024;
 
-/// Why the body controller refused a command (sent as `AckResult = REJECTED`).
+/// The vehicle the simulator plays: each action's frame (by the profile's action name,
+/// `lock`) and the acknowledgement. Built from a vehicle profile (`telematics-profile`
+/// `VehicleProfile::sim_profile`); [`SimProfile::demo`] is the demo car's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimProfile {
+    /// Action name → its frame.
+    pub commands: Vec<(String, FrameSpec)>,
+    /// The acknowledgement.
+    pub ack: AckSpec,
+}
+
+/// Why the body controller refused a command (sent with its profile's refusal code).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
     /// Engine start requested outside park.
@@ -46,22 +57,28 @@ pub enum Refusal {
     EngineRunning,
     /// Engine start requested with the hood open.
     HoodOpen,
+    /// Told to refuse ([`BodyController::refuse`]) with this raw code.
+    Told(i64),
 }
 
 impl Refusal {
-    /// Stable machine-readable code.
+    /// Stable machine-readable code (the result reason of the demo profile).
     pub fn code(self) -> &'static str {
         match self {
             Refusal::NotInPark => "not_in_park",
             Refusal::EngineRunning => "engine_running",
             Refusal::HoodOpen => "hood_open",
+            Refusal::Told(_) => "told",
         }
     }
 }
 
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.code())
+        match self {
+            Refusal::Told(c) => write!(f, "told to refuse, code {c}"),
+            r => f.write_str(r.code()),
+        }
     }
 }
 
@@ -103,7 +120,7 @@ pub enum SimEvent {
         /// during the delay).
         refused: Option<Refusal>,
     },
-    /// A frame on the command id that is not a valid command (bad checksum, unknown request).
+    /// A frame on a command id that is not a valid command (bad checksum, unknown request).
     InvalidCommand,
     /// A frame could not be encoded from the current car state (e.g. a value set through
     /// [`BodyController::car_mut`] outside its DBC range); nothing was sent for it.
@@ -185,6 +202,10 @@ struct Pending {
 pub struct BodyController {
     car: CarState,
     dbc: Dbc,
+    profile: SimProfile,
+    /// Refuse the next commands of this action (profile name, `engine_start`) with this raw
+    /// code (set with [`refuse`](Self::refuse); stays until cleared).
+    refusing: Option<(String, i64)>,
     /// Receive and count commands but never acknowledge or actuate them (a receiver waiting
     /// for confirmation times out).
     pub ignore_commands: bool,
@@ -207,30 +228,31 @@ pub struct BodyController {
 }
 
 impl BodyController {
-    /// The demo car (embedded DBC, [`CarState::default`]: parked, locked, engine off).
+    /// The demo car (embedded DBC and profile, [`CarState::default`]: parked, locked, engine
+    /// off).
     pub fn demo() -> BodyController {
         #[allow(clippy::expect_used)] // the embedded DBC is checked by this module's tests
         let dbc = Dbc::parse(DEMO_DBC).expect("embedded demo DBC is valid");
-        BodyController::from_parts(dbc, CarState::default())
+        BodyController::from_parts(dbc, CarState::default(), SimProfile::demo())
     }
 
-    /// A controller for `car` on a DBC that defines the demo car's messages
-    /// (`TCU_BodyCommand`, `BCM_CommandAck` and the status frames of
-    /// [`CarState::status_frames`]).
-    pub fn new(dbc: Dbc, car: CarState) -> Result<BodyController, CanError> {
-        for m in [BODY_COMMAND, COMMAND_ACK] {
-            if dbc.message_by_name(m).is_none() {
-                return Err(CanError::UnknownMessage(m.to_string()));
-            }
+    /// A controller for `car` on a DBC that defines the profile's messages and the status
+    /// frames of [`CarState::status_frames`].
+    pub fn new(dbc: Dbc, car: CarState, profile: SimProfile) -> Result<BodyController, CanError> {
+        for (_, spec) in &profile.commands {
+            spec.validate(&dbc)?;
         }
+        profile.ack.validate(&dbc)?;
         car.status_frames(&dbc, 0, true)?;
-        Ok(BodyController::from_parts(dbc, car))
+        Ok(BodyController::from_parts(dbc, car, profile))
     }
 
-    fn from_parts(dbc: Dbc, car: CarState) -> BodyController {
+    fn from_parts(dbc: Dbc, car: CarState, profile: SimProfile) -> BodyController {
         BodyController {
             car,
             dbc,
+            profile,
+            refusing: None,
             ignore_commands: false,
             silent: false,
             actuation_delay_ms: 0,
@@ -259,6 +281,17 @@ impl BodyController {
     /// The DBC frames are encoded with.
     pub fn dbc(&self) -> &Dbc {
         &self.dbc
+    }
+
+    /// Refuse every following command of `action` (the profile's name, `engine_start`) with
+    /// raw refusal `code`; `None` stops refusing.
+    pub fn refuse(&mut self, refusal: Option<(&str, i64)>) {
+        self.refusing = refusal.map(|(a, c)| (a.to_string(), c));
+    }
+
+    /// The raw code the profile's acknowledgement uses for result reason `reason`.
+    pub fn refusal_code(&self, reason: &str) -> Option<i64> {
+        self.profile.ack.code_for(reason)
     }
 
     /// Valid command frames received so far (including ignored and refused ones).
@@ -290,13 +323,15 @@ impl BodyController {
 
     /// Handle a received frame; returns the frames to transmit in response (possibly none).
     pub fn on_frame(&mut self, frame: &CanFrame, now_ms: u64) -> Vec<CanFrame> {
-        let Some(cmd_msg) = self.dbc.message_by_name(BODY_COMMAND) else {
-            return Vec::new();
-        };
-        if frame.remote || frame.can_id() != cmd_msg.id {
+        let on_command_id = self.profile.commands.iter().any(|(_, spec)| {
+            self.dbc
+                .message_by_name(&spec.message)
+                .is_some_and(|m| m.id == frame.can_id())
+        });
+        if frame.remote || !on_command_id {
             return Vec::new();
         }
-        let Some((command, counter)) = decode_body_command(&self.dbc, frame) else {
+        let Some((name, command, counter)) = self.decode_command(frame) else {
             self.invalid_commands += 1;
             self.event(SimEvent::InvalidCommand);
             return Vec::new();
@@ -310,7 +345,12 @@ impl BodyController {
             });
             return Vec::new();
         }
-        let refusal = self.check(command);
+        let told = self
+            .refusing
+            .as_ref()
+            .filter(|(a, _)| *a == name)
+            .map(|(_, c)| Refusal::Told(*c));
+        let refusal = told.or_else(|| self.check(command));
         let outcome = match refusal {
             Some(r) => Outcome::Refused(r),
             None if self.actuation_delay_ms > 0 => {
@@ -333,7 +373,7 @@ impl BodyController {
             outcome,
         });
         let mut out = Vec::new();
-        match self.ack(counter, refusal.is_none()) {
+        match self.ack(counter, refusal) {
             Ok(f) => out.push(f),
             Err(e) => self.event(SimEvent::EncodeError(e.to_string())),
         }
@@ -421,20 +461,49 @@ impl BodyController {
         }
     }
 
-    fn ack(&self, counter: u8, ok: bool) -> Result<CanFrame, CanError> {
-        self.dbc.encode(
-            COMMAND_ACK,
-            &[
-                (
-                    "AckCounter",
-                    EncodeValue::Raw(RawValue::Unsigned(u64::from(counter & 0xF))),
-                ),
-                (
-                    "AckResult",
-                    EncodeValue::Label(if ok { "OK" } else { "REJECTED" }),
-                ),
-            ],
-        )
+    /// The action name, the command and its counter, if `frame` is one of the profile's.
+    fn decode_command(&self, frame: &CanFrame) -> Option<(String, BodyCommand, u8)> {
+        let (name, counter) = self
+            .profile
+            .commands
+            .iter()
+            .find_map(|(name, spec)| Some((name, spec.matches(&self.dbc, frame)?)))?;
+        let command = match name.as_str() {
+            "lock" => BodyCommand::Lock,
+            "unlock" => BodyCommand::Unlock,
+            "engine_start" => BodyCommand::EngineStart,
+            "engine_stop" => BodyCommand::EngineStop,
+            "flash_lights" => BodyCommand::FlashLights(self.flash_count(frame)),
+            "horn" => BodyCommand::Horn,
+            _ => return None,
+        };
+        Some((name.clone(), command, counter.unwrap_or(0)))
+    }
+
+    /// The demo car's `FlashCount` (1 on a car without it).
+    fn flash_count(&self, frame: &CanFrame) -> u8 {
+        self.dbc
+            .message_by_id(frame.can_id())
+            .and_then(|m| m.decode(&frame.data).ok())
+            .and_then(|d| d.get("FlashCount")?.raw.as_i64())
+            .and_then(|n| u8::try_from(n).ok())
+            .unwrap_or(1)
+    }
+
+    fn ack(&self, counter: u8, refusal: Option<Refusal>) -> Result<CanFrame, CanError> {
+        let code = match refusal {
+            None => None,
+            Some(Refusal::Told(c)) => Some(c),
+            // A reason the profile has no code for is sent as the first code of its table.
+            Some(r) => Some(
+                self.profile
+                    .ack
+                    .code_for(r.code())
+                    .or_else(|| self.profile.ack.refusals.first().map(|(c, _)| *c))
+                    .unwrap_or(1),
+            ),
+        };
+        self.profile.ack.encode(&self.dbc, counter, code)
     }
 
     fn status(&mut self, slow: bool) -> Vec<CanFrame> {
@@ -465,7 +534,7 @@ mod tests {
     use super::*;
     use crate::SignalValue;
     use crate::dbc::DecodeOutcome;
-    use crate::demo::{DEMO_VSS_TOML, encode_body_command};
+    use crate::demo::{COMMAND_ACK, DEMO_VSS_TOML, encode_body_command};
     use crate::state::{Timestamp, VehicleState};
     use crate::vss::{BoundMapping, VssMapping};
 
@@ -538,12 +607,12 @@ mod tests {
     #[test]
     fn demo_new_validates_the_dbc() {
         let dbc = Dbc::parse(DEMO_DBC).expect("dbc");
-        assert!(BodyController::new(dbc, CarState::default()).is_ok());
+        assert!(BodyController::new(dbc, CarState::default(), SimProfile::demo()).is_ok());
         let mini = Dbc::parse("VERSION \"\"\n\nBS_:\n\nBU_: A\n\nBO_ 1 X: 8 A\n SG_ S : 0|8@1+ (1,0) [0|255] \"\" A\n")
             .expect("mini dbc");
         assert_eq!(
-            BodyController::new(mini, CarState::default()).err(),
-            Some(CanError::UnknownMessage(BODY_COMMAND.into()))
+            BodyController::new(mini, CarState::default(), SimProfile::demo()).err(),
+            Some(CanError::UnknownMessage(crate::demo::BODY_COMMAND.into()))
         );
     }
 
@@ -800,6 +869,36 @@ mod tests {
             bcm.take_events().as_slice(),
             [SimEvent::EncodeError(_)]
         ));
+    }
+
+    #[test]
+    fn told_to_refuse_sends_the_code_and_does_not_actuate() {
+        let (mut bcm, mut rx) = setup();
+        let code = bcm.refusal_code("low_battery").expect("demo code");
+        bcm.refuse(Some(("unlock", code)));
+        let out = send(&mut bcm, BodyCommand::Unlock, 4, 10);
+        rx.feed(bcm.dbc(), &out, 10);
+        assert_eq!(rx.acks, vec![(4, "REJECTED".to_string())]);
+        assert_eq!(rx.bool(LOCKED_FL, 10), Some(true), "still locked");
+        let ack = out
+            .iter()
+            .find_map(|f| SimProfile::demo().ack.decode(bcm.dbc(), f))
+            .expect("ack");
+        assert_eq!(
+            ack.outcome,
+            crate::actuation::AckOutcome::Refused {
+                code,
+                reason: Some("low_battery".into())
+            }
+        );
+        // Other actions are not refused; clearing stops refusing.
+        let out = send(&mut bcm, BodyCommand::Lock, 5, 20);
+        rx.feed(bcm.dbc(), &out, 20);
+        bcm.refuse(None);
+        let out = send(&mut bcm, BodyCommand::Unlock, 6, 30);
+        rx.feed(bcm.dbc(), &out, 30);
+        assert_eq!(rx.acks[1..], [(5, "OK".to_string()), (6, "OK".to_string())]);
+        assert_eq!(rx.bool(LOCKED_FL, 30), Some(false));
     }
 
     #[test]

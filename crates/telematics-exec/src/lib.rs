@@ -6,11 +6,13 @@
 //! [`Executor::next_timeout`]. No I/O, no clock: every call takes `now` in unix milliseconds.
 //! Policy: one command actuates at a time; a second one while busy is rejected `busy`.
 
+mod confirm;
 mod error;
 pub mod paths;
 mod precondition;
 mod state;
 
+pub use confirm::{Confirm, Confirmation, DEFAULT_CONFIRMATIONS};
 pub use error::ExecError;
 pub use precondition::{Check, RULES, Reject, check};
 pub use state::{SignalKind, VehicleSignal, VehicleState};
@@ -34,6 +36,16 @@ pub struct ExecConfig {
     pub max_run_secs: u32,
     /// How many recent command ids are remembered for idempotency.
     pub idempotency_capacity: usize,
+    /// The precondition table, `(action, check)` in order (the vehicle profile's; default
+    /// [`RULES`]).
+    pub rules: Vec<(Actuate, Check)>,
+    /// What confirms each action the vehicle supports, with its timeout (the vehicle
+    /// profile's; default [`DEFAULT_CONFIRMATIONS`]). An action without one is refused
+    /// `not_supported`.
+    pub confirmations: Vec<Confirmation>,
+    /// The VSS paths each signal is read from (named in `stale_state` details); a kind not
+    /// listed names [`SignalKind::vss_paths`].
+    pub signal_paths: Vec<(SignalKind, Vec<String>)>,
 }
 
 impl Default for ExecConfig {
@@ -44,6 +56,9 @@ impl Default for ExecConfig {
             confirm_timeout_ms: 10_000,
             max_run_secs: 900,
             idempotency_capacity: 1024,
+            rules: RULES.to_vec(),
+            confirmations: DEFAULT_CONFIRMATIONS.to_vec(),
+            signal_paths: Vec::new(),
         }
     }
 }
@@ -65,12 +80,29 @@ impl ExecConfig {
                 "stationary_max_kmh must be finite and >= 0",
             ));
         }
+        for c in &self.confirmations {
+            c.validate()?;
+        }
         Ok(())
+    }
+
+    /// The `stale_state` detail for `kind`: its VSS paths, comma-separated.
+    pub fn stale_detail(&self, kind: SignalKind) -> String {
+        match self.signal_paths.iter().find(|(k, _)| *k == kind) {
+            Some((_, p)) => p.join(","),
+            None => kind.vss_detail(),
+        }
+    }
+
+    fn confirmation(&self, a: Actuate) -> Option<&Confirmation> {
+        self.confirmations.iter().find(|c| c.actuate == a)
     }
 }
 
 /// Every reason code the executor can publish: the precondition codes of [`Reject::code`] plus
-/// `timeout` (no confirmation on the bus) and `interrupted` (daemon restarted mid-command).
+/// `timeout` (no confirmation on the bus), `interrupted` (daemon restarted mid-command),
+/// `refused_by_vehicle` (the body controller refused; `detail` is its reason) and
+/// `send_failed` (the frame could not be written to the bus).
 pub const REASON_CODES: &[&str] = &[
     "not_stationary",
     "not_in_park",
@@ -81,9 +113,17 @@ pub const REASON_CODES: &[&str] = &[
     "engine_not_running",
     "stale_state",
     "busy",
+    "not_supported",
     "timeout",
     "interrupted",
+    "refused_by_vehicle",
+    "send_failed",
 ];
+
+/// Reason code of a command the body controller refused (`detail`: its reason).
+pub const REFUSED_BY_VEHICLE: &str = "refused_by_vehicle";
+/// Reason code of a command whose frame could not be written to the bus.
+pub const SEND_FAILED: &str = "send_failed";
 
 /// Abstract actuation; the daemon encodes it into DBC frames for the body controller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -103,6 +143,33 @@ pub enum Actuate {
 }
 
 impl Actuate {
+    /// Every actuation, in a fixed order.
+    pub const ALL: [Actuate; 6] = [
+        Actuate::Lock,
+        Actuate::Unlock,
+        Actuate::EngineStart,
+        Actuate::EngineStop,
+        Actuate::FlashLights,
+        Actuate::Horn,
+    ];
+
+    /// The name of the action (the command payload's and the vehicle profile's, `engine_start`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Actuate::Lock => "lock",
+            Actuate::Unlock => "unlock",
+            Actuate::EngineStart => "engine_start",
+            Actuate::EngineStop => "engine_stop",
+            Actuate::FlashLights => "flash_lights",
+            Actuate::Horn => "horn",
+        }
+    }
+
+    /// The actuation named `name` ([`name`](Self::name)).
+    pub fn from_name(name: &str) -> Option<Actuate> {
+        Actuate::ALL.into_iter().find(|a| a.name() == name)
+    }
+
     /// The actuation a command asks for (parameters such as the run time are read separately);
     /// `None` for an action that is not an actuation (`revoke_device`).
     pub fn of(a: &Action) -> Option<Self> {
@@ -169,6 +236,7 @@ pub(crate) struct CommandRequest {
 struct InFlight {
     id: CommandId,
     actuate: Actuate,
+    confirm: Confirm,
     deadline: u64,
     run_secs: u32,
 }
@@ -237,19 +305,24 @@ impl Executor {
             return;
         }
         let actuate = Actuate::of(&req.action);
-        let verdict = match actuate {
+        let verdict = match actuate.map(|a| (a, self.cfg.confirmation(a).cloned())) {
             None => Err(Reject::NotActuation),
+            Some((_, None)) => Err(Reject::NotSupported),
             Some(_) if self.in_flight.is_some() => Err(Reject::Busy),
-            Some(a) => check(a, &self.state, &self.cfg).map(|()| a),
+            Some((a, Some(c))) => check(a, &self.state, &self.cfg).map(|()| (a, c)),
         };
-        let actuate = match verdict {
+        let (actuate, confirmation) = match verdict {
             Ok(a) => a,
             Err(reject) => {
+                let detail = match &reject {
+                    Reject::StaleState(k) => Some(self.cfg.stale_detail(*k)),
+                    r => r.detail(),
+                };
                 let rec = CommandResult {
                     command_id: req.id.0,
                     state: ResultState::Rejected,
                     reason_code: Some(reject.code().to_string()),
-                    detail: reject.detail(),
+                    detail,
                     at: now,
                     retry_after_s: None,
                 };
@@ -283,15 +356,15 @@ impl Executor {
             command_id: Some(req.id),
             actuate,
         }));
-        if matches!(actuate, Actuate::FlashLights | Actuate::Horn) {
-            // No bus state confirms lights/horn: executed once the frames are handed over.
-            self.finish(req.id, ResultState::Executed, None, now);
-            return;
-        }
         self.in_flight = Some(InFlight {
             id: req.id,
             actuate,
-            deadline: now.saturating_add(self.cfg.confirm_timeout_ms),
+            confirm: confirmation.confirm,
+            deadline: now.saturating_add(
+                confirmation
+                    .timeout_ms
+                    .unwrap_or(self.cfg.confirm_timeout_ms),
+            ),
             run_secs,
         });
         // Even if the vehicle already shows the target state (lock while locked), confirmation
@@ -313,29 +386,71 @@ impl Executor {
         }
     }
 
+    /// The frame of command `id` was written to the bus (`Ok`) or could not be (`Err`, the
+    /// reason as text): a command confirmed by [`Confirm::Sent`] is executed, a failed write
+    /// fails the command `send_failed`.
+    pub fn on_frame_sent(&mut self, id: CommandId, result: Result<(), String>, now: u64) {
+        let Some(f) = self.in_flight.as_ref().filter(|f| f.id == id) else {
+            return;
+        };
+        match result {
+            Ok(()) if f.confirm == Confirm::Sent => self.confirmed(now),
+            Ok(()) => {}
+            Err(e) => {
+                self.in_flight = None;
+                self.finish_with(id, ResultState::Failed, Some(SEND_FAILED), Some(e), now);
+            }
+        }
+    }
+
+    /// The body controller's acknowledgement of the command in flight (the daemon matched it
+    /// by its alive counter): `Ok` confirms a [`Confirm::Ack`] action, `Err(reason)` ends the
+    /// command `failed(refused_by_vehicle)` with the body controller's reason as `detail`.
+    pub fn on_ack(&mut self, result: Result<(), String>, now: u64) {
+        let Some(f) = &self.in_flight else {
+            return;
+        };
+        match result {
+            Ok(()) if f.confirm == Confirm::Ack => self.confirmed(now),
+            Ok(()) => {}
+            Err(reason) => {
+                let id = f.id;
+                self.in_flight = None;
+                self.finish_with(
+                    id,
+                    ResultState::Failed,
+                    Some(REFUSED_BY_VEHICLE),
+                    Some(reason),
+                    now,
+                );
+            }
+        }
+    }
+
+    /// The command in flight is confirmed: executed, and a start arms its run timer.
+    fn confirmed(&mut self, now: u64) {
+        let Some(f) = self.in_flight.take() else {
+            return;
+        };
+        self.finish(f.id, ResultState::Executed, None, now);
+        if f.actuate == Actuate::EngineStart {
+            self.run = Some(RunTimer {
+                id: f.id,
+                deadline: now.saturating_add(u64::from(f.run_secs) * 1000),
+            });
+        }
+    }
+
     /// Feed one decoded, fresh vehicle signal update (it stays fresh until
     /// [`on_vehicle_state`](Self::on_vehicle_state) leaves it out).
     pub fn on_vehicle_update(&mut self, signal: VehicleSignal, now: u64) {
         self.state.update(signal);
-        if let Some(f) = &self.in_flight {
-            let confirmed = matches!(
-                (f.actuate, signal),
-                (Actuate::Lock, VehicleSignal::DoorsLocked(true))
-                    | (Actuate::Unlock, VehicleSignal::DoorsLocked(false))
-                    | (Actuate::EngineStart, VehicleSignal::EngineRunning(true))
-                    | (Actuate::EngineStop, VehicleSignal::EngineRunning(false))
-            );
-            if confirmed {
-                let (id, actuate, run_secs) = (f.id, f.actuate, f.run_secs);
-                self.in_flight = None;
-                self.finish(id, ResultState::Executed, None, now);
-                if actuate == Actuate::EngineStart {
-                    self.run = Some(RunTimer {
-                        id,
-                        deadline: now.saturating_add(u64::from(run_secs) * 1000),
-                    });
-                }
-            }
+        if self
+            .in_flight
+            .as_ref()
+            .is_some_and(|f| f.confirm.confirmed_by(&signal))
+        {
+            self.confirmed(now);
         }
         if let Some(run) = &self.run {
             let id = run.id;
@@ -475,11 +590,22 @@ impl Executor {
     }
 
     fn finish(&mut self, id: CommandId, st: ResultState, reason: Option<&'static str>, now: u64) {
+        self.finish_with(id, st, reason, None, now);
+    }
+
+    fn finish_with(
+        &mut self,
+        id: CommandId,
+        st: ResultState,
+        reason: Option<&'static str>,
+        detail: Option<String>,
+        now: u64,
+    ) {
         self.record(CommandResult {
             command_id: id.0,
             state: st,
             reason_code: reason.map(str::to_string),
-            detail: None,
+            detail,
             at: now,
             retry_after_s: None,
         });

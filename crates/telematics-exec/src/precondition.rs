@@ -22,7 +22,8 @@ pub enum Check {
     EngineOn,
 }
 
-/// The rule table. Lock's `DoorsClosed` rule applies only when
+/// The demo car's rule table (the default of [`ExecConfig::rules`]; a vehicle profile brings
+/// its own). Lock's `DoorsClosed` rule applies only when
 /// [`ExecConfig::lock_requires_doors_closed`] is set.
 pub const RULES: &[(Actuate, Check)] = &[
     (Actuate::Unlock, Check::Stationary),
@@ -57,6 +58,8 @@ pub enum Reject {
     StaleState(SignalKind),
     /// Another command is actuating.
     Busy,
+    /// The vehicle profile defines no actuation for this action (no frame, no confirmation).
+    NotSupported,
     /// The action is not a vehicle actuation (`revoke_device`, carried out by the daemon's
     /// security service); it never reaches the executor in the daemon.
     NotActuation,
@@ -75,6 +78,7 @@ impl Reject {
             Reject::EngineNotRunning => "engine_not_running",
             Reject::StaleState(_) => "stale_state",
             Reject::Busy => "busy",
+            Reject::NotSupported => "not_supported",
             Reject::NotActuation => "not_actuation",
         }
     }
@@ -89,7 +93,37 @@ impl Reject {
 }
 
 impl Check {
-    fn signal(self) -> SignalKind {
+    /// Every check, in a fixed order.
+    pub const ALL: [Check; 7] = [
+        Check::Stationary,
+        Check::InPark,
+        Check::DoorsClosed,
+        Check::HoodClosed,
+        Check::NoKeyInCabin,
+        Check::EngineOff,
+        Check::EngineOn,
+    ];
+
+    /// The name a vehicle profile uses for this check (`no_key_in_cabin`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Check::Stationary => "stationary",
+            Check::InPark => "in_park",
+            Check::DoorsClosed => "doors_closed",
+            Check::HoodClosed => "hood_closed",
+            Check::NoKeyInCabin => "no_key_in_cabin",
+            Check::EngineOff => "engine_off",
+            Check::EngineOn => "engine_on",
+        }
+    }
+
+    /// The check named `name` ([`name`](Self::name)).
+    pub fn from_name(name: &str) -> Option<Check> {
+        Check::ALL.into_iter().find(|c| c.name() == name)
+    }
+
+    /// The signal this check reads.
+    pub fn signal(self) -> SignalKind {
         match self {
             Check::Stationary => SignalKind::Speed,
             Check::InPark => SignalKind::InPark,
@@ -131,9 +165,10 @@ impl Check {
     }
 }
 
-/// Check every rule for `kind` in table order; the first failing rule is the reason.
+/// Check every rule of `cfg.rules` for `kind` in table order; the first failing rule is the
+/// reason.
 pub fn check(kind: Actuate, state: &VehicleState, cfg: &ExecConfig) -> Result<(), Reject> {
-    for (k, c) in RULES {
+    for (k, c) in &cfg.rules {
         if *k != kind {
             continue;
         }

@@ -54,6 +54,25 @@ impl SignalKind {
         }
     }
 
+    /// The name a vehicle profile uses for this signal (`doors_locked`).
+    pub fn name(self) -> &'static str {
+        match self {
+            SignalKind::Speed => "speed",
+            SignalKind::InPark => "in_park",
+            SignalKind::DoorsClosed => "doors_closed",
+            SignalKind::DoorsLocked => "doors_locked",
+            SignalKind::HoodClosed => "hood_closed",
+            SignalKind::KeyInCabin => "key_in_cabin",
+            SignalKind::EngineRunning => "engine_running",
+            SignalKind::BrakePressed => "brake_pressed",
+        }
+    }
+
+    /// The kind named `name` ([`name`](Self::name)).
+    pub fn from_name(name: &str) -> Option<SignalKind> {
+        SignalKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
     /// [`vss_paths`](Self::vss_paths) as one text, comma-separated: the `detail` of a
     /// `stale_state` refusal (one of these is missing or stale).
     pub fn vss_detail(self) -> String {
@@ -96,6 +115,34 @@ pub enum VehicleSignal {
 }
 
 impl VehicleSignal {
+    /// The value of a boolean signal (`None` for speed).
+    pub fn as_bool(&self) -> Option<bool> {
+        match *self {
+            VehicleSignal::SpeedKmh(_) => None,
+            VehicleSignal::InPark(b)
+            | VehicleSignal::DoorsClosed(b)
+            | VehicleSignal::DoorsLocked(b)
+            | VehicleSignal::HoodClosed(b)
+            | VehicleSignal::KeyInCabin(b)
+            | VehicleSignal::EngineRunning(b)
+            | VehicleSignal::BrakePressed(b) => Some(b),
+        }
+    }
+
+    /// A boolean update of `kind` (`None` for speed).
+    pub fn boolean(kind: SignalKind, b: bool) -> Option<VehicleSignal> {
+        Some(match kind {
+            SignalKind::Speed => return None,
+            SignalKind::InPark => VehicleSignal::InPark(b),
+            SignalKind::DoorsClosed => VehicleSignal::DoorsClosed(b),
+            SignalKind::DoorsLocked => VehicleSignal::DoorsLocked(b),
+            SignalKind::HoodClosed => VehicleSignal::HoodClosed(b),
+            SignalKind::KeyInCabin => VehicleSignal::KeyInCabin(b),
+            SignalKind::EngineRunning => VehicleSignal::EngineRunning(b),
+            SignalKind::BrakePressed => VehicleSignal::BrakePressed(b),
+        })
+    }
+
     /// The kind of this update.
     pub fn kind(&self) -> SignalKind {
         match self {
@@ -150,16 +197,7 @@ impl VehicleState {
 
     /// Last boolean value of a boolean signal (`None` for speed or unknown).
     pub fn last_bool(&self, kind: SignalKind) -> Option<bool> {
-        match self.last(kind)? {
-            VehicleSignal::SpeedKmh(_) => None,
-            VehicleSignal::InPark(b)
-            | VehicleSignal::DoorsClosed(b)
-            | VehicleSignal::DoorsLocked(b)
-            | VehicleSignal::HoodClosed(b)
-            | VehicleSignal::KeyInCabin(b)
-            | VehicleSignal::EngineRunning(b)
-            | VehicleSignal::BrakePressed(b) => Some(b),
-        }
+        self.last(kind)?.as_bool()
     }
 
     /// Last speed in km/h (absolute).

@@ -305,17 +305,102 @@ fn second_command_while_actuating_is_rejected_busy() {
 }
 
 #[test]
-fn horn_and_lights_execute_without_bus_confirmation() {
+fn horn_and_lights_are_confirmed_by_the_acknowledgement() {
     let mut e = ready(T0);
     drain(&mut e);
     e.submit_request(req(1, Action::FlashLights), T0);
     let out = drain(&mut e);
     assert_eq!(actuations(&out), vec![Actuate::FlashLights]);
+    assert_eq!(publishes(&out), vec![(ResultState::Accepted, None)]);
+    // Written to the bus: still waiting for the body controller.
+    e.on_frame_sent(id(1), Ok(()), T0 + 1);
+    assert!(e.is_busy());
+    e.on_ack(Ok(()), T0 + 2);
     assert_eq!(
-        publishes(&out),
-        vec![(ResultState::Accepted, None), (ResultState::Executed, None)]
+        publishes(&drain(&mut e)),
+        vec![(ResultState::Executed, None)]
     );
     assert!(!e.is_busy());
+}
+
+#[test]
+fn a_refusal_by_the_vehicle_fails_with_its_reason_not_timeout() {
+    let mut e = ready(T0);
+    drain(&mut e);
+    e.submit_request(req(1, start(None)), T0);
+    drain(&mut e);
+    e.on_ack(Err("low_battery".into()), T0 + 5);
+    let out = drain(&mut e);
+    let rec = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Publish(r) => Some(r.clone()),
+            _ => None,
+        })
+        .expect("result");
+    assert_eq!(rec.state, ResultState::Failed);
+    assert_eq!(rec.reason_code.as_deref(), Some(REFUSED_BY_VEHICLE));
+    assert_eq!(rec.detail.as_deref(), Some("low_battery"));
+    assert!(!e.is_busy());
+    // No run timer for a start that never happened, and no timeout later.
+    assert_eq!(e.durable_run_timer(), None);
+    e.handle_timeout(T0 + 60_000);
+    assert!(publishes(&drain(&mut e)).is_empty());
+}
+
+#[test]
+fn a_frame_that_cannot_be_written_fails_send_failed() {
+    let mut e = ready(T0);
+    drain(&mut e);
+    e.submit_request(req(1, Action::Lock), T0);
+    drain(&mut e);
+    // Another command's report changes nothing.
+    e.on_frame_sent(id(2), Err("x".into()), T0 + 1);
+    assert!(e.is_busy());
+    e.on_frame_sent(id(1), Err("not connected".into()), T0 + 1);
+    assert_eq!(
+        publishes(&drain(&mut e)),
+        vec![(ResultState::Failed, Some(SEND_FAILED))]
+    );
+}
+
+#[test]
+fn confirmation_sent_and_own_timeout_and_unsupported_action() {
+    let cfg = ExecConfig {
+        confirmations: vec![
+            Confirmation {
+                actuate: Actuate::Horn,
+                confirm: Confirm::Sent,
+                timeout_ms: None,
+            },
+            Confirmation {
+                actuate: Actuate::Lock,
+                confirm: Confirm::Signal {
+                    kind: SignalKind::DoorsLocked,
+                    equals: true,
+                },
+                timeout_ms: Some(300),
+            },
+        ],
+        ..ExecConfig::default()
+    };
+    let mut e = Executor::new(cfg).expect("valid");
+    e.on_vehicle_update(VehicleSignal::DoorsClosed(true), T0);
+    e.submit_request(req(1, Action::Horn), T0);
+    drain(&mut e);
+    e.on_frame_sent(id(1), Ok(()), T0 + 1);
+    assert_eq!(
+        publishes(&drain(&mut e)),
+        vec![(ResultState::Executed, None)]
+    );
+    e.submit_request(req(2, Action::Lock), T0 + 2);
+    drain(&mut e);
+    assert_eq!(e.next_timeout(), Some(T0 + 302));
+    e.submit_request(req(3, Action::FlashLights), T0 + 3);
+    assert_eq!(
+        publishes(&drain(&mut e)),
+        vec![(ResultState::Rejected, Some("not_supported"))]
+    );
 }
 
 fn started(secs: Option<u32>) -> Executor {

@@ -60,8 +60,9 @@ pub fn main_entry() -> ExitCode {
                     c.check_files()?;
                     // Module, token, PIN, identity and sealing keys: as `run` opens them.
                     crate::daemon::open_keys(&c)?;
-                    // Every bus's DBC and mapping parse (errors name the key, e.g.
-                    // `can.bus[1].dbc: ...`); what the loader tolerated is a warning.
+                    // Every bus's DBC and mapping parse and fit the vehicle profile (errors
+                    // name the key: `can.bus[1].dbc: ...`, `can.profile: actions.unlock...`);
+                    // what the loader tolerated is a warning.
                     let (_, warnings) = crate::vehicle::VehicleModel::load(&c)?;
                     for w in warnings {
                         eprintln!("warning: {w}");

@@ -68,8 +68,8 @@ pub enum CanSourceKind {
     Socketcan,
     /// Replay of a candump log file.
     Replay,
-    /// In-process simulated vehicle: the demo body controller on an in-process bus (demo DBC
-    /// and mapping built in; `dbc`/`mapping` are ignored).
+    /// In-process simulated vehicle: the demo body controller on an in-process bus (demo DBC,
+    /// mapping and profile built in; `dbc`/`mapping`/`profile` are ignored).
     Sim,
     /// Virtual CAN bus over TCP (`telematicsctl sim --listen`): `interface` is `host:port`.
     Tcp,
@@ -92,6 +92,9 @@ pub struct CanConfig {
     /// CAN → VSS mapping file: KUKSA-style JSON when the name ends in `.json`, otherwise the
     /// TOML format of the shipped example `demo_car_vss.toml`.
     pub mapping: PathBuf,
+    /// Vehicle profile (TOML, docs/vehicle-profile.md): actuation frames, acknowledgement,
+    /// confirmations and preconditions.
+    pub profile: PathBuf,
     /// Maximum age (ms) of a signal whose mapping entry sets none and whose message has no
     /// `GenMsgCycleTime` in the DBC (the default of KUKSA JSON mappings; a TOML mapping's own
     /// `default_max_age_ms` takes its place).
@@ -238,6 +241,7 @@ impl Default for CanConfig {
             replay_file: None,
             dbc: "/etc/telematicsd/vehicle.dbc".into(),
             mapping: "/etc/telematicsd/vss-mapping.toml".into(),
+            profile: "/etc/telematicsd/vehicle-profile.toml".into(),
             max_age_ms: 2_000,
             bus: Vec::new(),
         }
@@ -830,6 +834,15 @@ impl Config {
                 need(&format!("{k}.replay_file"), r);
             }
         }
+        // One profile for the vehicle, whatever its buses (the sim car has its own built in).
+        if self
+            .can
+            .buses()
+            .iter()
+            .any(|s| s.bus.source != CanSourceKind::Sim)
+        {
+            need("can.profile", &self.can.profile);
+        }
         if !self.state.directory.is_dir() {
             missing.push(format!(
                 "state.directory: {} does not exist (pairing state lives there)",
@@ -1239,11 +1252,13 @@ mod tests {
         c.security.backend_public_key = d.join("backend.pub");
         c.can.dbc = d.join("v.dbc");
         c.can.mapping = d.join("m.json");
+        c.can.profile = d.join("p.toml");
         c.state.directory = d.to_path_buf();
         let Err(DaemonError::MissingFiles(m)) = c.check_files() else {
             panic!("expected missing files");
         };
-        assert_eq!(m.len(), 6, "{m:?}");
+        assert_eq!(m.len(), 7, "{m:?}");
+        assert!(m.iter().any(|f| f.starts_with("can.profile:")), "{m:?}");
         assert!(m[0].starts_with("mqtt.ca:"));
         for f in [
             "ca.pem",
@@ -1252,6 +1267,7 @@ mod tests {
             "backend.pub",
             "v.dbc",
             "m.json",
+            "p.toml",
         ] {
             std::fs::write(d.join(f), b"x").expect("write");
         }

@@ -1,7 +1,8 @@
-//! The vehicle model of the daemon: per bus a DBC + VSS mapping, one signal store for all
-//! buses, and the views the rest of the daemon needs from it — the executor's precondition
-//! signals, telemetry values and the stale list. The store's staleness rule is the only one
-//! (see `telematics_can::state`): every view here reads it.
+//! The vehicle model of the daemon: per bus a DBC + VSS mapping, the vehicle profile, one
+//! signal store for all buses, and the views the rest of the daemon needs from it — the
+//! executor's signals (read through the profile's `[signals]` bindings), telemetry values and
+//! the stale list. The store's staleness rule is the only one (see `telematics_can::state`):
+//! every view here reads it.
 //!
 //! Pure code (no I/O, `now` passed in); the runtime feeds it frames tagged with their
 //! [`BusId`], each frame's timestamp already on the core's clock.
@@ -10,7 +11,8 @@ use telematics_can::dbc::DecodeOutcome;
 use telematics_can::{
     BoundMapping, CanFrame, Change, Dbc, SignalValue, Timestamp, VehicleState, VssMapping, demo,
 };
-use telematics_exec::VehicleSignal;
+use telematics_exec::{SignalKind, VehicleSignal};
+use telematics_profile::VehicleProfile;
 
 use crate::config::{BusSpec, CanSourceKind, Config, DEFAULT_BUS};
 use crate::error::DaemonError;
@@ -30,33 +32,29 @@ struct Bus {
 /// VSS paths the executor's signals are derived from (shared with the executor, which names
 /// them in `stale_state` details).
 pub use telematics_exec::paths;
-use telematics_exec::paths::GEAR_PARK;
 
-/// The buses (DBC and mapping each) and the decoded signal store they all feed.
+/// The buses (DBC and mapping each), the vehicle profile and the decoded signal store they
+/// all feed.
 #[derive(Debug)]
 pub struct VehicleModel {
     buses: Vec<Bus>,
+    profile: VehicleProfile,
     state: VehicleState,
     frames: u64,
     unknown: u64,
     errors: u64,
 }
 
-fn as_bool(v: &SignalValue) -> Option<bool> {
-    match v {
-        SignalValue::Bool(b) => Some(*b),
-        SignalValue::Int(i) => Some(*i != 0),
-        _ => None,
-    }
-}
-
 impl VehicleModel {
-    /// Builds the model from DBC and mapping text. The mapping is TOML (project format) or
-    /// Kuksa VSS JSON (`json == true`). The DBC loader's warnings and the mapping entries whose
-    /// DBC signal does not exist are returned as warnings (the rest still works).
+    /// Builds the model from DBC, mapping and profile text. The mapping is TOML (project
+    /// format) or Kuksa VSS JSON (`json == true`). The DBC loader's warnings and the mapping
+    /// entries whose DBC signal does not exist are returned as warnings (the rest still works);
+    /// a profile that does not fit the DBC and mapping is an error naming its key
+    /// (`can.profile: actions.unlock.message: ...`).
     pub fn from_text(
         dbc_text: &str,
         mapping_text: &str,
+        profile_text: &str,
         json: bool,
         default_max_age_ms: u64,
     ) -> Result<(Self, Vec<String>), DaemonError> {
@@ -68,7 +66,15 @@ impl VehicleModel {
             json,
             default_max_age_ms,
         )?;
-        Ok((Self::from_buses(vec![bus]), warnings))
+        let paths: Vec<&str> = bus
+            .mapping
+            .entries()
+            .iter()
+            .map(|e| e.path.as_str())
+            .collect();
+        let profile = VehicleProfile::parse(profile_text, &bus.dbc, &paths)
+            .map_err(|e| DaemonError::Can(format!("can.profile: {e}")))?;
+        Ok((Self::from_buses(vec![bus], profile), warnings))
     }
 
     /// One bus from its DBC and mapping text; errors and warnings name `key` (`can`,
@@ -105,7 +111,7 @@ impl VehicleModel {
         Ok((bus, warnings))
     }
 
-    fn from_buses(buses: Vec<Bus>) -> Self {
+    fn from_buses(buses: Vec<Bus>, profile: VehicleProfile) -> Self {
         let mut state = VehicleState::new(telematics_can::vss::DEFAULT_MAX_AGE_MS);
         for b in &buses {
             for e in b.mapping.entries() {
@@ -119,6 +125,7 @@ impl VehicleModel {
         }
         VehicleModel {
             buses,
+            profile,
             state,
             frames: 0,
             unknown: 0,
@@ -128,7 +135,14 @@ impl VehicleModel {
 
     /// The demo vehicle (built-in DBC and mapping) used by `can.source = "sim"`.
     pub fn demo() -> Result<Self, DaemonError> {
-        Self::from_text(demo::DEMO_DBC, demo::DEMO_VSS_TOML, false, 2_000).map(|(m, _)| m)
+        Self::from_text(
+            demo::DEMO_DBC,
+            demo::DEMO_VSS_TOML,
+            demo::DEMO_PROFILE_TOML,
+            false,
+            2_000,
+        )
+        .map(|(m, _)| m)
     }
 
     /// Loads the files of every bus of `[can]` (or the demo model for `sim`).
@@ -155,7 +169,22 @@ impl VehicleModel {
             buses.push(b);
             warnings.extend(w);
         }
-        Ok((Self::from_buses(buses), warnings))
+        let text = std::fs::read_to_string(&cfg.can.profile).map_err(|e| {
+            DaemonError::Can(format!(
+                "can.profile: cannot read {}: {e}",
+                cfg.can.profile.display()
+            ))
+        })?;
+        let profile = {
+            let paths: Vec<&str> = buses
+                .iter()
+                .flat_map(|b| b.mapping.entries().iter().map(|e| e.path.as_str()))
+                .collect();
+            let dbcs: Vec<(&str, &Dbc)> = buses.iter().map(|b| (b.name.as_str(), &b.dbc)).collect();
+            VehicleProfile::parse_on_buses(&text, &dbcs, &paths)
+                .map_err(|e| DaemonError::Can(format!("can.profile: {e}")))?
+        };
+        Ok((Self::from_buses(buses, profile), warnings))
     }
 
     /// The first bus's DBC (the body bus: actuation frames are encoded with it).
@@ -167,6 +196,19 @@ impl VehicleModel {
     /// The DBC of the bus named `name`.
     pub fn bus_dbc(&self, name: &str) -> Option<&Dbc> {
         self.buses.iter().find(|b| b.name == name).map(|b| &b.dbc)
+    }
+
+    /// The DBC frames of the profile's bus `name` are encoded / decoded with: that bus's, or
+    /// the first bus's for a profile built on one bus ([`VehicleModel::from_text`] takes every
+    /// bus name the profile gives as its one bus).
+    pub fn dbc_for(&self, name: &str) -> &Dbc {
+        self.bus_dbc(name).unwrap_or_else(|| self.dbc())
+    }
+
+    /// Whether a frame heard on `bus` can be on the profile's bus `name` (always, on a model
+    /// of one bus).
+    pub fn is_bus(&self, bus: BusId, name: &str) -> bool {
+        self.buses.len() <= 1 || self.buses.get(bus.0).is_some_and(|b| b.name == name)
     }
 
     /// The bus names, in configuration order ([`BusId`] is the index).
@@ -188,10 +230,26 @@ impl VehicleModel {
                     .map(|m| m.id)
                     .filter(|id| b.mapping.is_mapped(*id))
                     .collect();
+                // The acknowledgement of actuation, on the bus the profile hears it on.
+                if let Some(ack) = self
+                    .profile
+                    .ack
+                    .as_ref()
+                    .filter(|a| self.buses.len() <= 1 || a.bus == b.name)
+                    && let Some(m) = b.dbc.message_by_name(&ack.spec.message)
+                    && !ids.contains(&m.id)
+                {
+                    ids.push(m.id);
+                }
                 ids.sort();
                 ids
             })
             .unwrap_or_default()
+    }
+
+    /// The vehicle profile (actuation frames, acknowledgement, rules).
+    pub fn profile(&self) -> &VehicleProfile {
+        &self.profile
     }
 
     /// Frames seen, frames with an id the DBC does not know, frames that failed to decode.
@@ -233,52 +291,25 @@ impl VehicleModel {
         self.state.get_fresh(path, Timestamp(now_ms))
     }
 
-    fn all_fresh_bool(&self, doors: &[&str], now_ms: u64) -> Option<Vec<bool>> {
-        doors
+    /// The executor's signals that are currently fresh, read through the profile's
+    /// bindings. A signal whose source is missing or stale is left out, so the executor's own
+    /// copy ages and preconditions refuse `stale_state`.
+    pub fn exec_signals(&self, now_ms: u64) -> Vec<VehicleSignal> {
+        self.profile
+            .signals
             .iter()
-            .map(|d| self.fresh(d, now_ms).and_then(as_bool))
+            .filter_map(|b| b.eval(|p| self.fresh(p, now_ms)))
             .collect()
     }
 
-    /// The executor's signals that are currently fresh. A signal whose source is missing or
-    /// stale is left out, so the executor's own copy ages and preconditions refuse
-    /// `stale_state`.
-    pub fn exec_signals(&self, now_ms: u64) -> Vec<VehicleSignal> {
-        let mut out = Vec::with_capacity(8);
-        if let Some(s) = self
-            .fresh(paths::SPEED, now_ms)
-            .and_then(SignalValue::as_f64)
-        {
-            out.push(VehicleSignal::SpeedKmh(s));
-        }
-        if let Some(g) = self
-            .fresh(paths::GEAR, now_ms)
-            .and_then(SignalValue::as_f64)
-        {
-            out.push(VehicleSignal::InPark(g as i64 == GEAR_PARK));
-        }
-        if let Some(open) = self.all_fresh_bool(&paths::DOORS_OPEN, now_ms) {
-            out.push(VehicleSignal::DoorsClosed(open.iter().all(|o| !o)));
-        }
-        if let Some(locked) = self.all_fresh_bool(&paths::DOORS_LOCKED, now_ms) {
-            out.push(VehicleSignal::DoorsLocked(locked.iter().all(|l| *l)));
-        }
-        if let Some(h) = self.fresh(paths::HOOD_OPEN, now_ms).and_then(as_bool) {
-            out.push(VehicleSignal::HoodClosed(!h));
-        }
-        if let Some(k) = self.fresh(paths::KEY_PRESENT, now_ms).and_then(as_bool) {
-            out.push(VehicleSignal::KeyInCabin(k));
-        }
-        if let Some(e) = self.fresh(paths::ENGINE_RUNNING, now_ms).and_then(as_bool) {
-            out.push(VehicleSignal::EngineRunning(e));
-        }
-        if let Some(b) = self
-            .fresh(paths::BRAKE_PEDAL, now_ms)
-            .and_then(SignalValue::as_f64)
-        {
-            out.push(VehicleSignal::BrakePressed(b > 0.0));
-        }
-        out
+    /// The signals a command needs before the start-up hold ends: every bound one but the
+    /// optional brake pedal.
+    pub fn required_signals(&self) -> usize {
+        self.profile
+            .signals
+            .iter()
+            .filter(|b| b.kind != SignalKind::BrakePressed)
+            .count()
     }
 
     /// Number of mapped signals (VSS paths of the mapping); those missing from
@@ -418,7 +449,19 @@ mod tests {
             2_000,
         )
         .expect("chassis");
-        let mut m = VehicleModel::from_buses(vec![body, chassis]);
+        let paths: Vec<&str> = body
+            .mapping
+            .entries()
+            .iter()
+            .map(|e| e.path.as_str())
+            .collect();
+        let profile = VehicleProfile::parse_on_buses(
+            demo::DEMO_PROFILE_TOML,
+            &[("body", &body.dbc), ("chassis", &chassis.dbc)],
+            &paths,
+        )
+        .expect("profile");
+        let mut m = VehicleModel::from_buses(vec![body, chassis], profile);
         assert_eq!(m.bus_names(), ["body", "chassis"]);
         assert!(m.bus_dbc("chassis").is_some());
         // Id 0x100 on the chassis bus is ABS_Wheel (on the body bus it is BCM_DoorStatus).
@@ -551,8 +594,14 @@ mod tests {
             "{}\nBO_ 1073741824 NotAnId: 8 Vector__XXX\n SG_ Junk : 0|8@1+ (1,0) [0|255] \"\" Vector__XXX\n",
             demo::DEMO_DBC
         );
-        let (_, warnings) =
-            VehicleModel::from_text(&dbc, demo::DEMO_VSS_TOML, false, 1000).expect("model");
+        let (_, warnings) = VehicleModel::from_text(
+            &dbc,
+            demo::DEMO_VSS_TOML,
+            demo::DEMO_PROFILE_TOML,
+            false,
+            1000,
+        )
+        .expect("model");
         assert!(
             warnings
                 .iter()
@@ -563,10 +612,23 @@ mod tests {
 
     #[test]
     fn mapping_errors_name_the_key() {
-        let e = VehicleModel::from_text("not a dbc", "", false, 1000).expect_err("bad dbc");
+        let e = VehicleModel::from_text("not a dbc", "", "", false, 1000).expect_err("bad dbc");
         assert!(e.to_string().contains("can.dbc"), "{e}");
-        let e = VehicleModel::from_text(demo::DEMO_DBC, "[[signal]]\npath=1", false, 1000)
+        let e = VehicleModel::from_text(demo::DEMO_DBC, "[[signal]]\npath=1", "", false, 1000)
             .expect_err("bad mapping");
         assert!(e.to_string().contains("can.mapping"), "{e}");
+        let e = VehicleModel::from_text(
+            demo::DEMO_DBC,
+            demo::DEMO_VSS_TOML,
+            &demo::DEMO_PROFILE_TOML.replace("\"TCU_BodyCommand\"", "\"X\""),
+            false,
+            1000,
+        )
+        .expect_err("bad profile");
+        assert!(
+            e.to_string()
+                .contains("can.profile: actions.engine_start.message: no message \"X\" in the DBC"),
+            "{e}"
+        );
     }
 }

@@ -108,8 +108,12 @@ impl Durable {
 /// Everything the harness saw, in order.
 #[derive(Debug, Clone, PartialEq)]
 enum Seen {
-    Commit { run_timer: Option<RunTimerChange> },
+    Commit {
+        run_timer: Option<RunTimerChange>,
+    },
     Frame,
+    /// The harness reported the frame written (`handle_frame_sent`).
+    FrameSent,
     FailClosed(FailClosed),
 }
 
@@ -133,6 +137,10 @@ struct Pair {
     bus: VecDeque<CanFrame>,
     /// The daemon dies right after handing the next frame to the bus (kill -9).
     crash_after_frame: bool,
+    /// The next frame cannot be written (reported `Err` with this text).
+    fail_send: Option<String>,
+    /// Plays the second vehicle instead of the demo car (which is then silent).
+    car_b: Option<CarB>,
 }
 
 fn core_at(now: u64, restored: Restored) -> VehicleCore {
@@ -166,7 +174,25 @@ impl Pair {
             drop_frame: None,
             bus: VecDeque::new(),
             crash_after_frame: false,
+            fail_send: None,
+            car_b: None,
         }
+    }
+
+    /// A pair driving test car B (its own DBC, mapping and profile) instead of the demo car.
+    fn car_b() -> Pair {
+        let mut p = Pair::new();
+        let (dbc, mapping, profile) = car_b_files();
+        let (model, _) =
+            VehicleModel::from_text(&dbc, &mapping, &profile, false, 2_000).expect("car B model");
+        let sim = model.profile().sim_profile().expect("car B has an ack");
+        let parts = CoreParts::with_model(&config(), model, p.now).expect("parts");
+        p.core = VehicleCore::new(parts, Restored::default(), p.now);
+        p.car.silent = true;
+        p.car.ignore_commands = true;
+        p.car_b = Some(CarB::new(&dbc, sim));
+        p.run_for(1_000);
+        p
     }
 
     /// A pair whose car has been heard for a second (past the start-up hold).
@@ -212,15 +238,25 @@ impl Pair {
                         self.core.handle_commit(c.id, Ok(()));
                     }
                 }
-                Effect::SendFrame { frame, .. } => {
+                Effect::SendFrame { id, frame, .. } => {
                     self.seen.push(Seen::Frame);
-                    let answer = self.car.on_frame(&frame, self.now);
+                    if let Some(why) = self.fail_send.take() {
+                        // The bus refused the write: the car hears nothing.
+                        self.core.handle_frame_sent(id, Err(why), self.now);
+                        continue;
+                    }
+                    let mut answer = self.car.on_frame(&frame, self.now);
+                    if let Some(b) = &mut self.car_b {
+                        answer = b.on_frame(&frame);
+                    }
                     if self.crash_after_frame {
                         // The car acts; the daemon is gone before it hears the answer.
                         self.crash_after_frame = false;
                         self.restart();
                         return;
                     }
+                    self.seen.push(Seen::FrameSent);
+                    self.core.handle_frame_sent(id, Ok(()), self.now);
                     self.deliver(answer);
                 }
                 Effect::Audit { .. } => {}
@@ -243,7 +279,10 @@ impl Pair {
         let end = self.now + ms;
         loop {
             self.drive();
-            let frames = self.car.tick(self.now);
+            let mut frames = self.car.tick(self.now);
+            if let Some(b) = &mut self.car_b {
+                frames.extend(b.tick(self.now));
+            }
             self.deliver(frames);
             self.drive();
             if self.now >= self.core.next_deadline() {
@@ -254,6 +293,7 @@ impl Pair {
                 .core
                 .next_deadline()
                 .min(self.car.next_tick())
+                .min(self.car_b.as_ref().map_or(u64::MAX, |b| b.next))
                 .max(self.now + 1);
             if next > end {
                 self.now = end;
@@ -1080,4 +1120,362 @@ fn ten_thousand_forged_envelopes_make_a_bounded_number_of_aggregated_alerts() {
         vec![Some(4), Some(1)],
         "{last:?}"
     );
+}
+
+/// The body controller refuses: the command ends `failed(refused_by_vehicle)` with its reason
+/// as soon as the acknowledgement arrives, not `failed(timeout)` after the confirmation window.
+#[test]
+fn a_refusal_by_the_body_controller_fails_with_its_reason_not_timeout() {
+    let mut p = Pair::warm();
+    for (action, name, reason) in [
+        (Action::Unlock, "unlock", "low_battery"),
+        (
+            Action::EngineStart { max_run_secs: None },
+            "engine_start",
+            "anti_theft",
+        ),
+        (Action::Horn, "horn", "door_open"),
+    ] {
+        let code = p.car.refusal_code(reason).expect("demo profile code");
+        p.car.refuse(Some((name, code)));
+        let before = p.now;
+        let id = p.send(action.clone());
+        p.run_for(50);
+        assert_eq!(
+            p.results(id),
+            vec![
+                (ResultState::Accepted, None),
+                (ResultState::Failed, Some("refused_by_vehicle".into()))
+            ],
+            "{action:?}"
+        );
+        assert_eq!(p.detail(id).as_deref(), Some(reason), "{action:?}");
+        let at = p.result(id).expect("result").at;
+        assert!(at - before < 50, "answered at the ack, not at a timeout");
+        assert_eq!(
+            p.durable.run_timer, None,
+            "no run timer for a refused start"
+        );
+        assert!(
+            p.locked() && !p.car.car().engine_running,
+            "nothing actuated"
+        );
+    }
+    // The executor is free again: the next command runs.
+    p.car.refuse(None);
+    let id = p.send(Action::Unlock);
+    p.run_for(100);
+    assert_eq!(p.results(id), executed());
+}
+
+/// A refusal code the profile's table does not list still ends the command at once, naming
+/// the code.
+#[test]
+fn an_unlisted_refusal_code_is_named_by_its_number() {
+    let mut p = Pair::warm();
+    p.car.refuse(Some(("lock", 99)));
+    let id = p.send(Action::Lock);
+    p.run_for(50);
+    assert_eq!(
+        p.results(id).last().cloned(),
+        Some((ResultState::Failed, Some("refused_by_vehicle".into())))
+    );
+    assert_eq!(p.detail(id).as_deref(), Some("code_99"));
+}
+
+/// Lights and horn are `executed` when the body controller acknowledges them, which is after
+/// the frame was reported written; nothing decided after a frame is polled before that report.
+#[test]
+fn executed_is_committed_only_after_the_frame_is_on_the_bus() {
+    let mut p = Pair::warm();
+    let seen_before = p.seen.len();
+    let id = p.send(Action::FlashLights);
+    p.run_for(50);
+    assert_eq!(p.results(id), executed());
+    let seen = &p.seen[seen_before..];
+    let sent = seen
+        .iter()
+        .position(|s| *s == Seen::FrameSent)
+        .expect("frame sent");
+    // The accepted entry is committed before the frame, the executed one after its report.
+    assert!(
+        matches!(seen.first(), Some(Seen::Commit { .. })),
+        "{seen:?}"
+    );
+    assert!(
+        seen[sent..]
+            .iter()
+            .any(|s| matches!(s, Seen::Commit { .. })),
+        "{seen:?}"
+    );
+    assert!(
+        p.durable.journal.get(&id).map(|r| r.state) == Some(ResultState::Executed),
+        "journaled executed"
+    );
+
+    // Driven by hand: after the frame is polled, nothing else is until it is reported.
+    let v = {
+        let bytes = p.envelope(CommandId([0xAB; 16]), Action::Horn);
+        p.verify(&bytes)
+    };
+    p.core.handle_verification(v, p.now);
+    let Some(Effect::Commit(c)) = p.core.poll_effect() else {
+        panic!("accepted commit first")
+    };
+    p.core.handle_commit(c.id, Ok(()));
+    let (frame, f) = loop {
+        match p.core.poll_effect() {
+            Some(Effect::SendFrame { id, frame, .. }) => break (id, frame),
+            Some(Effect::Audit { .. }) => {}
+            other => panic!("then the frame: {other:?}"),
+        }
+    };
+    let answer = p.car.on_frame(&f, p.now);
+    // The ack arrives before the write is reported: executed is decided but held.
+    p.core.handle_frames(answer.iter(), p.now);
+    assert_eq!(
+        p.core.poll_effect(),
+        None,
+        "held until the frame is reported"
+    );
+    p.core.handle_frame_sent(frame, Ok(()), p.now);
+    match p.core.poll_effect() {
+        Some(Effect::Commit(c)) => {
+            assert!(c.journals_terminal(), "{c:?}");
+            p.core.handle_commit(c.id, Ok(()));
+        }
+        other => panic!("executed commit after the report: {other:?}"),
+    }
+}
+
+/// A frame the bus refuses fails its command `send_failed`; the car heard nothing.
+#[test]
+fn a_frame_that_cannot_be_written_fails_the_command_send_failed() {
+    let mut p = Pair::warm();
+    let before = p.car.commands_received();
+    p.fail_send = Some("can.send: No buffer space available".into());
+    let id = p.send(Action::Unlock);
+    p.run_for(50);
+    assert_eq!(
+        p.results(id),
+        vec![
+            (ResultState::Accepted, None),
+            (ResultState::Failed, Some("send_failed".into()))
+        ]
+    );
+    assert_eq!(
+        p.detail(id).as_deref(),
+        Some("can.send: No buffer space available")
+    );
+    assert_eq!(p.car.commands_received(), before);
+    // The next command runs normally.
+    let id = p.send(Action::Unlock);
+    p.run_for(100);
+    assert_eq!(p.results(id), executed());
+}
+
+/// A profile that does not fit the DBC or the mapping refuses to build the core, naming the
+/// profile key.
+#[test]
+fn profile_errors_name_the_key() {
+    use telematics_can::demo::{DEMO_DBC, DEMO_PROFILE_TOML, DEMO_VSS_TOML};
+    for (from, to, want) in [
+        (
+            "signals = { LockRequest = \"UNLOCK\" }",
+            "signals = { LockRequest = \"OPEN\" }",
+            "can.profile: actions.unlock: unknown label \"OPEN\" for signal LockRequest",
+        ),
+        (
+            "message = \"BCM_CommandAck\"",
+            "message = \"BCM_Ack\"",
+            "can.profile: ack.message: no message \"BCM_Ack\" in the DBC",
+        ),
+        (
+            "speed = { path = \"Vehicle.Speed\" }",
+            "speed = { path = \"Vehicle.Velocity\" }",
+            "can.profile: signals.speed.path: no VSS path \"Vehicle.Velocity\" in the mapping",
+        ),
+    ] {
+        let text = DEMO_PROFILE_TOML.replacen(from, to, 1);
+        assert_ne!(text, DEMO_PROFILE_TOML, "{from}");
+        let e =
+            VehicleModel::from_text(DEMO_DBC, DEMO_VSS_TOML, &text, false, 2_000).expect_err(to);
+        assert!(e.to_string().contains(want), "got {e}, want {want}");
+    }
+}
+
+fn car_b_files() -> (String, String, String) {
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/../telematics-can/data");
+    let read = |f: &str| std::fs::read_to_string(format!("{data}/{f}")).expect(f);
+    (
+        read("test_car_b.dbc"),
+        read("test_car_b_vss.toml"),
+        read("test_car_b_profile.toml"),
+    )
+}
+
+/// Test car B's body and engine controllers: Motorola status frames at 10 Hz, commands
+/// decoded with the profile's frames (E2E profile 1 checked), acknowledged with its ack.
+struct CarB {
+    dbc: telematics_can::Dbc,
+    sim: telematics_can::sim::SimProfile,
+    locked: bool,
+    engine: bool,
+    next: u64,
+    /// Refuse this action with this code.
+    refuse: Option<(&'static str, i64)>,
+    /// Commands received (action names).
+    received: Vec<String>,
+}
+
+impl CarB {
+    fn new(dbc: &str, sim: telematics_can::sim::SimProfile) -> CarB {
+        CarB {
+            dbc: telematics_can::Dbc::parse(dbc).expect("dbc"),
+            sim,
+            locked: true,
+            engine: false,
+            next: 0,
+            refuse: None,
+            received: Vec::new(),
+        }
+    }
+
+    fn status(&self) -> Vec<CanFrame> {
+        use telematics_can::EncodeValue::{Label, Physical};
+        vec![
+            self.dbc
+                .encode(
+                    "BodySts",
+                    &[(
+                        "CentralLock",
+                        Label(if self.locked { "LOCKED" } else { "UNLOCKED" }),
+                    )],
+                )
+                .expect("BodySts"),
+            self.dbc
+                .encode(
+                    "PtSts",
+                    &[
+                        ("VehSpd", Physical(0.0)),
+                        ("GearSel", Label("P")),
+                        ("EngSts", Label(if self.engine { "RUNNING" } else { "OFF" })),
+                    ],
+                )
+                .expect("PtSts"),
+        ]
+    }
+
+    fn tick(&mut self, now: u64) -> Vec<CanFrame> {
+        if now < self.next {
+            return Vec::new();
+        }
+        self.next = now + 100;
+        self.status()
+    }
+
+    fn on_frame(&mut self, f: &CanFrame) -> Vec<CanFrame> {
+        let Some((name, counter)) = self
+            .sim
+            .commands
+            .iter()
+            .find_map(|(n, spec)| Some((n.clone(), spec.matches(&self.dbc, f)?)))
+        else {
+            return Vec::new();
+        };
+        self.received.push(name.clone());
+        let refusal = self.refuse.filter(|(a, _)| *a == name).map(|(_, c)| c);
+        if refusal.is_none() {
+            match name.as_str() {
+                "lock" => self.locked = true,
+                "unlock" => self.locked = false,
+                "engine_start" => self.engine = true,
+                "engine_stop" => self.engine = false,
+                _ => {}
+            }
+        }
+        let ack = self
+            .sim
+            .ack
+            .encode(&self.dbc, counter.expect("E2E counter"), refusal)
+            .expect("ack");
+        let mut out = vec![ack];
+        out.extend(self.status());
+        out
+    }
+}
+
+/// The second vehicle (its own DBC with other ids and Motorola signals, E2E profile 1 on the
+/// commands, central locking, a text gear, an ack with refusal codes) passes the demo car's
+/// scenarios with no code change: lock/unlock/start/stop confirmed on the bus, a refusal with
+/// its reason, an action it lacks refused `not_supported`, the same precondition codes.
+#[test]
+fn the_second_vehicle_passes_the_same_scenarios() {
+    let mut p = Pair::car_b();
+    let id = p.send(Action::Unlock);
+    p.run_for(200);
+    assert_eq!(p.results(id), executed(), "unlock");
+    assert!(!p.car_b.as_ref().unwrap().locked);
+    let id = p.send(Action::Lock);
+    p.run_for(200);
+    assert_eq!(p.results(id), executed(), "lock");
+    let id = p.send(Action::EngineStart {
+        max_run_secs: Some(60),
+    });
+    p.run_for(200);
+    assert_eq!(p.results(id), executed(), "start");
+    assert!(p.car_b.as_ref().unwrap().engine);
+    // Its precondition codes are the demo car's: engine already running.
+    let id = p.send(Action::EngineStart { max_run_secs: None });
+    p.run_for(50);
+    assert_eq!(p.results(id), rejected("engine_running"));
+    let id = p.send(Action::EngineStop);
+    p.run_for(200);
+    assert_eq!(p.results(id), executed(), "stop");
+    // Its body controller refuses with its own code; the profile names the reason.
+    p.car_b.as_mut().unwrap().refuse = Some(("unlock", 0x12));
+    let id = p.send(Action::Unlock);
+    p.run_for(200);
+    assert_eq!(
+        p.results(id),
+        vec![
+            (ResultState::Accepted, None),
+            (ResultState::Failed, Some("refused_by_vehicle".into()))
+        ]
+    );
+    assert_eq!(p.detail(id).as_deref(), Some("anti_theft"));
+    // The horn is confirmed by the ack; lights are not supported by this car.
+    let id = p.send(Action::Horn);
+    p.run_for(200);
+    assert_eq!(p.results(id), executed(), "horn");
+    let id = p.send(Action::FlashLights);
+    p.run_for(50);
+    assert_eq!(p.results(id), rejected("not_supported"));
+    // Lock/unlock are repeated three times (profile `repeat`): the harness's actuator
+    // sends one copy, the car heard every command once.
+    assert_eq!(
+        p.car_b.as_ref().unwrap().received,
+        [
+            "unlock",
+            "lock",
+            "engine_start",
+            "engine_stop",
+            "unlock",
+            "horn"
+        ]
+    );
+    // A stale signal names this car's path (central locking: one door's lock state).
+    assert_eq!(
+        p.core
+            .model()
+            .profile()
+            .signal_paths()
+            .into_iter()
+            .find(|(k, _)| *k == SignalKind::DoorsLocked)
+            .map(|(_, v)| v),
+        Some(vec![
+            "Vehicle.Cabin.Door.Row1.DriverSide.IsLocked".to_string()
+        ])
+    );
+    assert_eq!(p.core.model().profile().buses(), ["body", "powertrain"]);
 }

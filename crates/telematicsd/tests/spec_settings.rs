@@ -211,3 +211,79 @@ fn default_mapping_name_matches_the_shipped_example() {
     telematics_can::VssMapping::from_toml(&std::fs::read_to_string(&example).unwrap())
         .expect("the shipped mapping is TOML");
 }
+
+/// The example configuration names the shipped vehicle profile, and the shipped DBC, mapping
+/// and profile load together (what `check-config` checks on an installed system).
+#[test]
+fn the_shipped_profile_is_named_by_the_example_and_validates() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let data = std::path::Path::new(root).join("crates/telematics-can/data");
+    let text = std::fs::read_to_string(format!("{root}/systemd/telematicsd.toml")).unwrap();
+    let mut cfg = Config::from_toml_with_env(&text, Vec::new()).unwrap();
+    assert_eq!(
+        cfg.can.profile.file_name().and_then(|n| n.to_str()),
+        Some("demo_car_profile.toml")
+    );
+    for p in [&mut cfg.can.dbc, &mut cfg.can.mapping, &mut cfg.can.profile] {
+        *p = data.join(p.file_name().unwrap());
+    }
+    let (model, _) = telematicsd::vehicle::VehicleModel::load(&cfg).expect("shipped files load");
+    assert_eq!(model.profile().actions.len(), 6);
+}
+
+/// `telematicsd check-config` loads DBC, mapping and profile: a profile that does not fit the
+/// DBC fails (exit 2) naming the profile key; the shipped files pass.
+#[test]
+fn check_config_validates_the_profile_naming_the_key() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let data = std::path::Path::new(root).join("crates/telematics-can/data");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for f in ["ca.pem", "cert.pem", "key.pem", "backend.pub"] {
+        std::fs::write(d.join(f), b"x").unwrap();
+    }
+    let profile = std::fs::read_to_string(data.join("demo_car_profile.toml")).unwrap();
+    let bad = profile.replacen(
+        "[actions.unlock]\nbus = \"body\"\nmessage = \"TCU_BodyCommand\"",
+        "[actions.unlock]\nbus = \"body\"\nmessage = \"X\"",
+        1,
+    );
+    assert_ne!(bad, profile);
+    let run = |profile_text: &str| {
+        std::fs::write(d.join("profile.toml"), profile_text).unwrap();
+        let config = format!(
+            "[vehicle]\nvin = \"1M8GDM9AXKP042788\"\n[can]\ndbc = {:?}\nmapping = {:?}\n\
+             profile = {:?}\n[mqtt]\nca = {:?}\ncert = {:?}\nkey = {:?}\n\
+             [security]\nbackend_public_key = {:?}\n[state]\ndirectory = {:?}\n",
+            data.join("demo_car.dbc"),
+            data.join("demo_car_vss.toml"),
+            d.join("profile.toml"),
+            d.join("ca.pem"),
+            d.join("cert.pem"),
+            d.join("key.pem"),
+            d.join("backend.pub"),
+            d,
+        );
+        std::fs::write(d.join("telematicsd.toml"), config).unwrap();
+        std::process::Command::new(env!("CARGO_BIN_EXE_telematicsd"))
+            .arg("--config")
+            .arg(d.join("telematicsd.toml"))
+            .arg("check-config")
+            .output()
+            .unwrap()
+    };
+    let out = run(&bad);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("can.profile: actions.unlock.message: no message \"X\" in the DBC"),
+        "{err}"
+    );
+    let out = run(&profile);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -46,7 +46,8 @@ impl CoreParts {
 
     /// Like [`from_config`](Self::from_config) with a given vehicle model.
     pub fn with_model(cfg: &Config, model: VehicleModel, now: u64) -> Result<Self, DaemonError> {
-        let exec = Executor::new(exec_config(cfg)).map_err(|e| DaemonError::Exec(e.to_string()))?;
+        let exec = Executor::new(exec_config(cfg, &model))
+            .map_err(|e| DaemonError::Exec(e.to_string()))?;
         let schedule = Schedule::new(
             ScheduleConfig {
                 vin: cfg.vehicle.vin.clone(),
@@ -78,13 +79,18 @@ impl CoreParts {
     }
 }
 
-fn exec_config(cfg: &Config) -> ExecConfig {
+fn exec_config(cfg: &Config, model: &VehicleModel) -> ExecConfig {
+    let profile = model.profile();
     ExecConfig {
         stationary_max_kmh: cfg.commands.speed_threshold_kmh,
         lock_requires_doors_closed: true,
         confirm_timeout_ms: cfg.commands.confirm_timeout_ms,
         max_run_secs: u32::try_from(cfg.commands.max_engine_run_s).unwrap_or(u32::MAX),
         idempotency_capacity: JOURNAL_CAPACITY,
+        // The vehicle's own rules, confirmations and signal paths.
+        rules: profile.rules(),
+        confirmations: profile.confirmations(),
+        signal_paths: profile.signal_paths(),
     }
 }
 

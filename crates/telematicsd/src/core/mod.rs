@@ -1,7 +1,10 @@
 //! `VehicleCore`: every decision of the command path and the telemetry path, sans-IO.
 //!
-//! The core owns the vehicle model (DBC + VSS), the [`Executor`], the telemetry [`Schedule`]
-//! and [`AlertEngine`], the start-up hold, the replay answers and the body-command counter.
+//! The core owns the vehicle model (DBC + VSS + vehicle profile), the [`Executor`], the
+//! telemetry [`Schedule`] and [`AlertEngine`], the start-up hold, the replay answers and the
+//! actuation frames' alive counters. Actuation frames are built from the vehicle profile and the
+//! body controller's acknowledgements are decoded with it: a refusal ends the command
+//! `failed(refused_by_vehicle)` with the body controller's reason, not a timeout.
 //! It reads no clock (`now`, monotonic ms of the runtime's clock, is an argument), spawns
 //! nothing and holds no store: the runtime feeds inputs (`handle_*`) and carries out the
 //! effects it polls ([`VehicleCore::poll_effect`]), waking at [`VehicleCore::next_deadline`].
@@ -22,6 +25,11 @@
 //! lockout from its snapshot, and the refusals anyone can provoke, aggregated per kind and
 //! minute here ([`ForgedRefusals`]) so that a flood of forged commands yields a bounded number
 //! of alerts.
+//!
+//! An actuation frame is on the bus only when the runtime says so
+//! ([`VehicleCore::handle_frame_sent`]): nothing decided after a frame (a lights command
+//! `executed`, a cleared run timer) is polled before that report, and a frame that could not
+//! be written fails its command `send_failed`.
 
 mod answered;
 mod build;
@@ -31,11 +39,11 @@ pub use answered::{ANSWER_CAPACITY, ANSWER_WINDOW_MS, Answered};
 pub use build::{CoreParts, FEED_PERIOD_MS, JOURNAL_CAPACITY, WARMUP_MS};
 pub use security_events::{EVENT_WINDOW_MS, Forged, ForgedRefusals, Lockout, SecurityEvent};
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 use telematics_can::CanFrame;
-use telematics_can::demo::{BodyCommand, encode_body_command};
-use telematics_exec::{Actuate, Executor, Output, VehicleSignal};
+use telematics_can::actuation::AckOutcome;
+use telematics_exec::{Actuate, ActuationRequest, Executor, Output};
 use telematics_link::topics;
 use telematics_security::{CommandId, Fault, RetryAfter, VerifiedCommand};
 use telematics_store::{OutboxMessage, Priority};
@@ -43,6 +51,10 @@ use telematics_telemetry::{AlertEngine, CommandResult, ResultState, Schedule};
 
 use crate::security::{Refusal, Verification};
 use crate::vehicle::{BusId, VehicleModel};
+
+/// Identifies an actuation frame in [`VehicleCore::handle_frame_sent`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FrameId(pub u64);
 
 /// Identifies a [`Commit`] in [`VehicleCore::handle_commit`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -124,14 +136,23 @@ pub enum Effect {
     /// Write this in one durable transaction, then report it with
     /// [`VehicleCore::handle_commit`].
     Commit(Commit),
-    /// Send this actuation frame to the CAN bus (its decision is durable).
+    /// Send this actuation frame to the CAN bus (its decision is durable), then report it
+    /// with [`VehicleCore::handle_frame_sent`].
     SendFrame {
+        /// Its id (report the write with [`VehicleCore::handle_frame_sent`]).
+        id: FrameId,
+        /// The bus it goes to (the vehicle profile's name).
+        bus: String,
         /// The encoded frame.
         frame: CanFrame,
         /// What it asks the body controller to do.
-        command: BodyCommand,
-        /// Its rolling counter.
+        actuate: Actuate,
+        /// Its alive counter.
         counter: u8,
+        /// Times to send it (at least 1; report after the first write).
+        count: u32,
+        /// Pause between two sends (ms).
+        interval_ms: u64,
     },
     /// Append an audit record (off the core task: it fsyncs).
     Audit {
@@ -184,7 +205,15 @@ pub struct VehicleCore {
     /// Forgeable refusals counted per kind and window.
     forged: ForgedRefusals,
     answered: Answered,
-    body_counter: u8,
+    /// Alive counter of each actuation message, by DBC message name.
+    counters: HashMap<String, u8>,
+    /// The command in flight, its frame and the counter its acknowledgement must echo.
+    awaiting_ack: Option<(telematics_security::CommandId, u8)>,
+    next_frame: u64,
+    /// Frames released, not yet reported written, with their commands.
+    frames_out: VecDeque<(FrameId, Option<telematics_security::CommandId>)>,
+    /// The command of each frame not yet polled.
+    frame_commands: HashMap<FrameId, Option<telematics_security::CommandId>>,
     /// The run timer as last committed.
     durable_run: Option<(CommandId, u64)>,
     /// Journaled command ids, oldest first (pruning without re-reading the store).
@@ -247,7 +276,11 @@ impl VehicleCore {
             alerts,
             forged: ForgedRefusals::default(),
             answered: Answered::new(ANSWER_WINDOW_MS, ANSWER_CAPACITY),
-            body_counter: 0,
+            counters: HashMap::new(),
+            awaiting_ack: None,
+            next_frame: 1,
+            frames_out: VecDeque::new(),
+            frame_commands: HashMap::new(),
             durable_run: restored.run_timer,
             journaled,
             next_feed: now,
@@ -309,8 +342,13 @@ impl VehicleCore {
             return;
         }
         let mut changes = Vec::new();
+        let mut acked = false;
         for (bus, f) in frames {
+            acked |= self.on_ack_frame(bus, f, now);
             changes.extend(self.model.on_bus_frame(bus, f, now));
+        }
+        if acked {
+            self.drain_exec();
         }
         if !changes.is_empty() {
             let updates: Vec<_> = changes
@@ -331,6 +369,69 @@ impl VehicleCore {
             self.drain_exec();
         }
         self.seal();
+    }
+
+    /// Frame `id` was written to the bus (`Ok`) or not (`Err`: the reason). Reported once per
+    /// [`Effect::SendFrame`], in the order they were polled; what was decided after the frame
+    /// is polled only after this report.
+    pub fn handle_frame_sent(&mut self, id: FrameId, result: Result<(), String>, now: u64) {
+        if self.stopped {
+            return;
+        }
+        let Some(pos) = self.frames_out.iter().position(|(f, _)| *f == id) else {
+            tracing::warn!(frame = id.0, "report of an unknown actuation frame ignored");
+            return;
+        };
+        let command = self.frames_out.remove(pos).and_then(|(_, c)| c);
+        if let Err(e) = &result {
+            tracing::error!(frame = id.0, error = %e, "actuation frame not written to the bus");
+        }
+        if let Some(c) = command {
+            if result.is_err() && self.awaiting_ack.is_some_and(|(a, _)| a == c) {
+                self.awaiting_ack = None;
+            }
+            self.exec.on_frame_sent(c, result, now);
+        }
+        self.drain_exec();
+        self.seal();
+    }
+
+    /// `true` when `frame` is the acknowledgement of the command in flight (fed to the
+    /// executor).
+    fn on_ack_frame(&mut self, bus: BusId, frame: &CanFrame, now: u64) -> bool {
+        let Some((command, counter)) = self.awaiting_ack else {
+            return false;
+        };
+        let model = &self.model;
+        let Some(ack) = model
+            .profile()
+            .ack
+            .as_ref()
+            .filter(|a| model.is_bus(bus, &a.bus))
+            .and_then(|a| a.spec.decode(model.dbc_for(&a.bus), frame))
+        else {
+            return false;
+        };
+        if ack.counter.is_some_and(|c| c != counter) {
+            tracing::debug!(?ack.counter, expected = counter, "acknowledgement of another frame");
+            return false;
+        }
+        self.awaiting_ack = None;
+        let result = match ack.outcome {
+            AckOutcome::Ok => Ok(()),
+            AckOutcome::Refused { code, reason } => {
+                let reason = reason.unwrap_or_else(|| format!("code_{code}"));
+                tracing::warn!(
+                    command = %hex::encode(command.0),
+                    code,
+                    reason = %reason,
+                    "the body controller refused the command"
+                );
+                Err(reason)
+            }
+        };
+        self.exec.on_ack(result, now);
+        true
     }
 
     /// The lockout as the security layer last persisted it (lock-free snapshot): the
@@ -522,9 +623,14 @@ impl VehicleCore {
     /// The next effect to carry out, in order.
     pub fn poll_effect(&mut self) -> Option<Effect> {
         if let Some(e) = self.ready.pop_front() {
+            if let Effect::SendFrame { id, .. } = &e {
+                let command = self.frame_commands.remove(id);
+                self.frames_out.push_back((*id, command.flatten()));
+            }
             return Some(e);
         }
-        if self.stopped {
+        if self.stopped || !self.frames_out.is_empty() {
+            // Nothing decided after a frame is made durable before the frame is on the bus.
             return None;
         }
         let seg = self.sealed.pop_front()?;
@@ -535,7 +641,7 @@ impl VehicleCore {
                 Some((_, after)) => after.extend(seg.after),
                 None => self.ready.extend(seg.after),
             }
-            return self.ready.pop_front().or_else(|| self.poll_effect());
+            return self.poll_effect();
         }
         self.awaiting.push_back((id, seg.after));
         Some(Effect::Commit(seg.commit))
@@ -571,6 +677,7 @@ impl VehicleCore {
         self.awaiting.clear();
         self.ready.clear();
         self.held.clear();
+        self.frame_commands.clear();
         self.ready.push_back(Effect::FailClosed(why));
     }
 
@@ -627,14 +734,14 @@ impl VehicleCore {
         self.drain_exec();
     }
 
-    /// Every precondition signal (brake excepted: optional) has been heard and is fresh.
+    /// Every bound signal (brake excepted: optional) has been heard and is fresh.
     fn state_complete(&self, now: u64) -> bool {
         self.model
             .exec_signals(now)
             .iter()
-            .filter(|s| !matches!(s, VehicleSignal::BrakePressed(_)))
+            .filter(|s| s.kind() != telematics_exec::SignalKind::BrakePressed)
             .count()
-            >= 7
+            >= self.model.required_signals()
     }
 
     fn drain_exec(&mut self) {
@@ -658,7 +765,7 @@ impl VehicleCore {
                     });
                     self.encode_result(&rec);
                 }
-                Output::SendFrames(req) => self.actuate(req.actuate),
+                Output::SendFrames(req) => self.actuate(req),
                 Output::RunTimerEnded { command_id, reason } => {
                     tracing::info!(command = %hex::encode(command_id.0), ?reason, "remote-start run ended");
                 }
@@ -683,34 +790,46 @@ impl VehicleCore {
         self.building.commit.journal.push(rec);
     }
 
-    fn actuate(&mut self, a: Actuate) {
-        let command = match a {
-            Actuate::Lock => BodyCommand::Lock,
-            Actuate::Unlock => BodyCommand::Unlock,
-            Actuate::EngineStart => BodyCommand::EngineStart,
-            Actuate::EngineStop => BodyCommand::EngineStop,
-            Actuate::FlashLights => BodyCommand::FlashLights(3),
-            Actuate::Horn => BodyCommand::Horn,
+    fn actuate(&mut self, req: ActuationRequest) {
+        let Some(action) = self.model.profile().action(req.actuate) else {
+            // The executor refuses `not_supported` before; only an automatic stop of a car
+            // without an engine_stop action gets here.
+            tracing::error!(actuate = ?req.actuate, "the vehicle profile has no frame for this action");
+            return;
         };
-        self.body_counter = self.body_counter.wrapping_add(1) & 0xF;
-        let counter = self.body_counter;
-        match encode_body_command(self.model.dbc(), command, counter) {
+        let (bus, repeat, spec) = (action.bus.clone(), action.repeat, action.frame.clone());
+        let dbc = self.model.dbc_for(&bus);
+        let modulus = spec.counter_modulus(dbc);
+        let counter = self.counters.entry(spec.message.clone()).or_insert(0);
+        *counter = u8::try_from((u16::from(*counter) + 1) % modulus).unwrap_or(0);
+        let counter = *counter;
+        match spec.encode(dbc, counter) {
             Ok(frame) => {
                 // The run timer covering a start is durable before the frame goes out. A timer
                 // that ended (auto-stop, stop command) is cleared only in a later segment,
                 // after the stop frame: a crash in between restores the timer and stops the
                 // engine again, never leaves it running with no timer.
                 self.seal_run_timer_set();
+                let id = FrameId(self.next_frame);
+                self.next_frame += 1;
+                if let Some(c) = req.command_id {
+                    self.awaiting_ack = Some((c, counter));
+                }
+                self.frame_commands.insert(id, req.command_id);
                 self.building.after.push(Effect::SendFrame {
+                    id,
+                    bus,
                     frame,
-                    command,
+                    actuate: req.actuate,
                     counter,
+                    count: repeat.count,
+                    interval_ms: repeat.interval_ms,
                 });
                 self.seal_segment();
             }
             Err(e) => {
-                // The vehicle's DBC has no body-command message: the command times out.
-                tracing::error!(error = %e, ?command, "cannot encode the body command for this DBC");
+                // Validated with the profile at start-up: not expected. The command times out.
+                tracing::error!(error = %e, actuate = ?req.actuate, "cannot encode the actuation frame");
             }
         }
     }

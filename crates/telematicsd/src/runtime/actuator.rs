@@ -1,29 +1,40 @@
 //! The actuator task: sends the actuation frames the core released (their decision is
 //! durable), off the core task, in order, each to the bus it names ([`BusSinks`]: bus name →
-//! the sink of that bus while it is connected).
+//! the sink of that bus while it is connected), repeated as the vehicle profile says, and
+//! reports each frame's first write back to the core (`VehicleCore::handle_frame_sent`).
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use telematics_can::CanFrame;
-use telematics_can::demo::BodyCommand;
+use telematics_exec::Actuate;
 use tokio::sync::mpsc;
 
 use super::can_reader::SinkSlot;
+use crate::core::FrameId;
 use crate::failpoint::{self, Crash};
 
 /// One frame to send.
 #[derive(Debug)]
 pub struct Actuation {
-    /// The bus it goes to (a name of `[can]`'s buses).
+    /// Its id in the core.
+    pub id: FrameId,
+    /// The bus it goes to (a name of `[can]`'s buses, as the profile's action says).
     pub bus: String,
     /// The encoded frame.
     pub frame: CanFrame,
     /// What it asks for (logs).
-    pub command: BodyCommand,
-    /// Its rolling counter (logs).
+    pub actuate: Actuate,
+    /// Its alive counter (logs).
     pub counter: u8,
+    /// Times to send it.
+    pub count: u32,
+    /// Pause between two sends.
+    pub interval_ms: u64,
 }
+
+/// The outcome of a frame's first write, for the core.
+pub type Sent = (FrameId, Result<(), String>);
 
 /// The sink of every bus, by name (each follows its reader's connection).
 #[derive(Clone, Default)]
@@ -55,32 +66,61 @@ impl BusSinks {
 }
 
 /// Sends until `rx` closes. A frame that cannot be sent (unknown bus, not connected, send
-/// error, 1 s timeout) is logged; its command then times out (`failed(timeout)`).
-pub async fn run(mut rx: mpsc::UnboundedReceiver<Actuation>, sinks: BusSinks) {
+/// error, 1 s timeout) is reported `Err`; its command fails `send_failed`.
+pub async fn run(
+    mut rx: mpsc::UnboundedReceiver<Actuation>,
+    sinks: BusSinks,
+    sent: mpsc::UnboundedSender<Sent>,
+) {
     while let Some(a) = rx.recv().await {
+        let result = send(&a, &sinks).await;
+        if result.is_ok() {
+            failpoint::hit(Crash::ExecAfterActuationSent);
+        }
+        if sent.send((a.id, result)).is_err() {
+            return;
+        }
+    }
+}
+
+async fn send(a: &Actuation, sinks: &BusSinks) -> Result<(), String> {
+    let mut first = Err("not sent".to_string());
+    for n in 0..a.count.max(1) {
+        if n > 0 {
+            tokio::time::sleep(Duration::from_millis(a.interval_ms)).await;
+        }
         let s = match sinks.get(&a.bus) {
             Ok(s) => s,
             Err(why) => {
-                tracing::error!(
-                    bus = %a.bus,
-                    command = ?a.command,
-                    why,
-                    "actuation not sent (the command will time out)"
-                );
-                continue;
+                tracing::error!(bus = %a.bus, actuate = ?a.actuate, why, "actuation not sent");
+                if n == 0 {
+                    return Err(format!("bus {}: {why}", a.bus));
+                }
+                break;
             }
         };
-        match tokio::time::timeout(Duration::from_secs(1), s.send(&a.frame)).await {
+        let r = match tokio::time::timeout(Duration::from_secs(1), s.send(&a.frame)).await {
             Ok(Ok(())) => {
-                tracing::info!(bus = %a.bus, command = ?a.command, counter = a.counter, "actuation sent");
-                failpoint::hit(Crash::ExecAfterActuationSent);
+                tracing::info!(bus = %a.bus, actuate = ?a.actuate, counter = a.counter, n, "actuation sent");
+                Ok(())
             }
             Ok(Err(e)) => {
-                tracing::error!(bus = %a.bus, code = e.code(), error = %e, "actuation send failed")
+                tracing::error!(bus = %a.bus, code = e.code(), error = %e, "actuation send failed");
+                Err(format!("{}: {e}", e.code()))
             }
-            Err(_) => tracing::error!(bus = %a.bus, "actuation send timed out"),
+            Err(_) => {
+                tracing::error!(bus = %a.bus, "actuation send timed out");
+                Err("send timed out (1 s)".into())
+            }
+        };
+        if n == 0 {
+            first = r;
+            if first.is_err() {
+                break;
+            }
         }
     }
+    first
 }
 
 #[cfg(test)]
@@ -94,7 +134,7 @@ mod tests {
     use crate::runtime::DiscardSink;
 
     /// Each frame goes to the bus it names, and only there; an unknown or unconnected bus
-    /// sends nothing.
+    /// sends nothing and is reported as not written.
     #[tokio::test]
     async fn frames_go_to_the_named_bus() {
         let body = Arc::new(DiscardSink::default());
@@ -110,18 +150,33 @@ mod tests {
         assert_eq!(sinks.get("nope").err(), Some("no such bus"));
         let (tx, rx) = mpsc::unbounded_channel();
         let frame = CanFrame::new(telematics_can::CanId::standard(0x200), &[1]);
-        for bus in ["chassis", "chassis", "body", "nope", "down"] {
+        for (i, bus) in ["chassis", "chassis", "body", "nope", "down"]
+            .iter()
+            .enumerate()
+        {
             tx.send(Actuation {
-                bus: bus.into(),
+                id: FrameId(i as u64),
+                bus: (*bus).into(),
                 frame: frame.clone(),
-                command: BodyCommand::Lock,
+                actuate: Actuate::Lock,
                 counter: 1,
+                count: 1,
+                interval_ms: 0,
             })
             .expect("send");
         }
         drop(tx);
-        run(rx, sinks).await;
+        let (sent_tx, mut sent_rx) = mpsc::unbounded_channel();
+        run(rx, sinks, sent_tx).await;
         assert_eq!(chassis.dropped.load(Ordering::Relaxed), 2);
         assert_eq!(body.dropped.load(Ordering::Relaxed), 1);
+        let mut reports = Vec::new();
+        while let Ok((id, r)) = sent_rx.try_recv() {
+            reports.push((id.0, r.is_ok()));
+        }
+        assert_eq!(
+            reports,
+            vec![(0, true), (1, true), (2, true), (3, false), (4, false)]
+        );
     }
 }

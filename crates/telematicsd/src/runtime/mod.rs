@@ -118,8 +118,6 @@ struct Carriers {
     commits: mpsc::UnboundedSender<crate::core::Commit>,
     frames: mpsc::UnboundedSender<actuator::Actuation>,
     audits: mpsc::UnboundedSender<(String, String)>,
-    /// The bus actuation frames go to (the first configured bus).
-    actuation_bus: String,
 }
 
 impl Carriers {
@@ -130,16 +128,23 @@ impl Carriers {
             match effect {
                 Effect::Commit(c) => self.commits.send(c).map_err(|_| gone("store"))?,
                 Effect::SendFrame {
+                    id,
+                    bus,
                     frame,
-                    command,
+                    actuate,
                     counter,
+                    count,
+                    interval_ms,
                 } => self
                     .frames
                     .send(actuator::Actuation {
-                        bus: self.actuation_bus.clone(),
+                        id,
+                        bus,
                         frame,
-                        command,
+                        actuate,
                         counter,
+                        count,
+                        interval_ms,
                     })
                     .map_err(|_| gone("actuator"))?,
                 Effect::Audit { kind, detail } => {
@@ -267,11 +272,6 @@ impl Runtime {
         let (frame_tx, frame_rx) = mpsc::channel::<BusFrame>(FRAME_QUEUE);
         let mut sinks = BusSinks::default();
         let mut readers = Vec::new();
-        let actuation_bus = self
-            .connectors
-            .first()
-            .map(|(n, _)| n.clone())
-            .unwrap_or_default();
         for (i, (name, connector)) in self.connectors.into_iter().enumerate() {
             let (sink_tx, sink_rx) = watch::channel::<Option<Arc<dyn CanSink>>>(None);
             sinks.insert(&name, sink_rx);
@@ -311,14 +311,14 @@ impl Runtime {
             outcome_tx,
         )?;
         let (act_tx, act_rx) = mpsc::unbounded_channel();
-        let actuator = tokio::spawn(actuator::run(act_rx, sinks));
+        let (sent_tx, sent_rx) = mpsc::unbounded_channel();
+        let actuator = tokio::spawn(actuator::run(act_rx, sinks, sent_tx));
         let (audit_tx, audit_rx) = mpsc::unbounded_channel();
         let auditor = tokio::spawn(auditor::run(audit_rx, security.clone()));
         let carriers = Carriers {
             commits: commit_tx,
             frames: act_tx,
             audits: audit_tx,
-            actuation_bus,
         };
         let shell = Shell {
             security: security.clone(),
@@ -334,6 +334,7 @@ impl Runtime {
                     verified: verified_rx,
                     events: self.events,
                     outcomes: outcome_rx,
+                    sent: sent_rx,
                 },
                 shutdown,
             )
@@ -378,20 +379,21 @@ impl Runtime {
     }
 }
 
-/// What the shell loop receives: CAN frames, verification outcomes, security events, commit
-/// outcomes.
-struct Inputs {
-    frames: mpsc::Receiver<BusFrame>,
-    verified: mpsc::Receiver<SecurityOutput>,
-    events: mpsc::UnboundedReceiver<SecurityEvent>,
-    outcomes: mpsc::UnboundedReceiver<committer::Outcome>,
-}
-
 /// The loop feeding the core.
 struct Shell {
     security: Arc<SecurityService>,
     clock: Clock,
     health: Arc<Health>,
+}
+
+/// What the shell loop receives from the tasks around the core: CAN frames, verification
+/// outcomes, security events, commit outcomes, frame-sent reports.
+struct Inputs {
+    frames: mpsc::Receiver<BusFrame>,
+    verified: mpsc::Receiver<SecurityOutput>,
+    events: mpsc::UnboundedReceiver<SecurityEvent>,
+    outcomes: mpsc::UnboundedReceiver<committer::Outcome>,
+    sent: mpsc::UnboundedReceiver<actuator::Sent>,
 }
 
 impl Shell {
@@ -407,6 +409,7 @@ impl Shell {
             mut verified,
             mut events,
             mut outcomes,
+            mut sent,
         } = inputs;
         let mut burst = Vec::with_capacity(FRAME_BURST);
         loop {
@@ -460,6 +463,10 @@ impl Shell {
                 o = outcomes.recv() => match o {
                     Some((id, r)) => core.handle_commit(id, r),
                     None => return Err(DaemonError::Task("store worker stopped".into())),
+                },
+                s = sent.recv() => match s {
+                    Some((id, r)) => core.handle_frame_sent(id, r, self.clock.now_ms()),
+                    None => return Err(DaemonError::Task("actuator stopped".into())),
                 },
                 () = sleep => {}
             }
@@ -536,8 +543,8 @@ mod tests {
         let (_outcome_tx, outcome_rx) = mpsc::unbounded_channel();
         let (commits, _commit_rx) = mpsc::unbounded_channel();
         let (frames, _act_rx) = mpsc::unbounded_channel();
+        let (_sent_tx, sent_rx) = mpsc::unbounded_channel();
         let (audits, _audit_rx) = mpsc::unbounded_channel();
-        let actuation_bus = "body".to_string();
         let shutdown = CancellationToken::new();
         let shell = Shell {
             security: security.clone(),
@@ -550,7 +557,6 @@ mod tests {
                 commits,
                 frames,
                 audits,
-                actuation_bus,
             };
             shell
                 .run(
@@ -561,6 +567,7 @@ mod tests {
                         verified: verified_rx,
                         events: events_rx,
                         outcomes: outcome_rx,
+                        sent: sent_rx,
                     },
                     stop,
                 )

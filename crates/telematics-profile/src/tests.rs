@@ -1,0 +1,250 @@
+use super::*;
+use telematics_can::VssMapping;
+use telematics_can::demo::{self, BodyCommand, DEMO_DBC, DEMO_PROFILE_TOML, DEMO_VSS_TOML};
+use telematics_exec::{DEFAULT_CONFIRMATIONS, RULES};
+
+fn demo_parts() -> (Dbc, Vec<String>) {
+    let dbc = Dbc::parse(DEMO_DBC).expect("dbc");
+    let m = VssMapping::from_toml(DEMO_VSS_TOML).expect("mapping");
+    let (bound, _) = m.bind_lenient(&dbc);
+    let paths = bound.entries().iter().map(|e| e.path.clone()).collect();
+    (dbc, paths)
+}
+
+fn parse(text: &str) -> Result<VehicleProfile, ProfileError> {
+    let (dbc, paths) = demo_parts();
+    let p: Vec<&str> = paths.iter().map(String::as_str).collect();
+    VehicleProfile::parse(text, &dbc, &p)
+}
+
+fn demo_profile() -> VehicleProfile {
+    parse(DEMO_PROFILE_TOML).expect("demo profile")
+}
+
+/// The demo car's profile keeps the executor's historical rules and confirmations.
+#[test]
+fn demo_profile_is_the_demo_cars_rules() {
+    let p = demo_profile();
+    // Same checks in the same order for each action.
+    for a in Actuate::ALL {
+        let of = |r: &[(Actuate, Check)]| -> Vec<Check> {
+            r.iter().filter(|(k, _)| *k == a).map(|(_, c)| *c).collect()
+        };
+        assert_eq!(of(&p.rules()), of(RULES), "{a:?}");
+    }
+    assert_eq!(p.rules().len(), RULES.len());
+    let mut c = p.confirmations();
+    c.sort_by_key(|c| Actuate::ALL.iter().position(|a| *a == c.actuate));
+    assert_eq!(c, DEFAULT_CONFIRMATIONS.to_vec());
+    assert_eq!(p.buses(), vec!["body"]);
+    // The bound paths are the executor's defaults.
+    for (kind, paths) in p.signal_paths() {
+        assert_eq!(paths, kind.vss_paths().to_vec(), "{kind:?}");
+    }
+}
+
+/// The profile's frames are byte for byte the frames the demo car's own encoder builds.
+#[test]
+fn demo_profile_frames_equal_the_demo_encoder() {
+    let (dbc, _) = demo_parts();
+    let p = demo_profile();
+    for (a, cmd) in [
+        (Actuate::Lock, BodyCommand::Lock),
+        (Actuate::Unlock, BodyCommand::Unlock),
+        (Actuate::EngineStart, BodyCommand::EngineStart),
+        (Actuate::EngineStop, BodyCommand::EngineStop),
+        (Actuate::FlashLights, BodyCommand::FlashLights(3)),
+        (Actuate::Horn, BodyCommand::Horn),
+    ] {
+        let spec = &p.action(a).expect("action").frame;
+        assert_eq!(spec.counter_modulus(&dbc), 16);
+        for counter in [0u8, 7, 15] {
+            let f = spec.encode(&dbc, counter).expect("encode");
+            assert_eq!(
+                f,
+                demo::encode_body_command(&dbc, cmd, counter).expect("demo")
+            );
+            assert_eq!(spec.matches(&dbc, &f), Some(Some(counter)), "{a:?}");
+            let mut bad = f.clone();
+            bad.data[1] ^= 0x10;
+            assert_eq!(spec.matches(&dbc, &bad), None, "checksum of {a:?}");
+        }
+    }
+}
+
+/// The simulator's built-in demo car is the demo profile (they cannot drift apart).
+#[test]
+fn simulator_demo_is_the_demo_profile() {
+    assert_eq!(
+        demo_profile().sim_profile(),
+        Some(telematics_can::sim::SimProfile::demo())
+    );
+}
+
+#[test]
+fn ack_decodes_refusal_codes_to_reasons() {
+    let (dbc, _) = demo_parts();
+    let ack = demo_profile().ack.expect("ack").spec;
+    let ok = ack.encode(&dbc, 5, None).expect("ok");
+    assert_eq!(
+        ack.decode(&dbc, &ok),
+        Some(telematics_can::actuation::Ack {
+            counter: Some(5),
+            outcome: telematics_can::actuation::AckOutcome::Ok
+        })
+    );
+    let code = ack.code_for("low_battery").expect("code");
+    let refused = ack.encode(&dbc, 6, Some(code)).expect("refused");
+    let d = ack.decode(&dbc, &refused).expect("decoded");
+    assert_eq!(d.counter, Some(6));
+    assert_eq!(
+        d.outcome,
+        telematics_can::actuation::AckOutcome::Refused {
+            code,
+            reason: Some("low_battery".into())
+        }
+    );
+    let unknown = ack.encode(&dbc, 1, Some(200)).expect("unknown code");
+    assert!(matches!(
+        ack.decode(&dbc, &unknown).expect("decoded").outcome,
+        telematics_can::actuation::AckOutcome::Refused {
+            code: 200,
+            reason: None
+        }
+    ));
+}
+
+fn error_of(from: &str, to: &str) -> String {
+    assert!(DEMO_PROFILE_TOML.contains(from), "{from}");
+    parse(&DEMO_PROFILE_TOML.replacen(from, to, 1))
+        .expect_err(to)
+        .to_string()
+}
+
+/// Every validation error names the key that is wrong.
+#[test]
+fn errors_name_the_key() {
+    let cases = [
+        (
+            "[actions.unlock]\nbus = \"body\"\nmessage = \"TCU_BodyCommand\"",
+            "[actions.unlock]\nbus = \"body\"\nmessage = \"X\"",
+            "actions.unlock.message: no message \"X\" in the DBC",
+        ),
+        (
+            "signals = { LockRequest = \"LOCK\" }",
+            "signals = { LockRequest = \"NOPE\" }",
+            "actions.lock: unknown label \"NOPE\" for signal LockRequest",
+        ),
+        (
+            "signals = { Horn = 1 }",
+            "signals = { Hupe = 1 }",
+            "actions.horn.signals.Hupe: no signal \"Hupe\" in message \"TCU_BodyCommand\"",
+        ),
+        (
+            "preconditions = [\"engine_on\"]",
+            "preconditions = [\"engine_warm\"]",
+            "actions.engine_stop.preconditions[0]: no check \"engine_warm\"",
+        ),
+        (
+            "confirm = { on = \"signal\", signal = \"doors_locked\", equals = true }",
+            "confirm = { on = \"signal\", signal = \"speed\", equals = true }",
+            "actions.lock.confirm.signal: no boolean signal \"speed\"",
+        ),
+        (
+            "hood_closed = { path = \"Vehicle.Body.Hood.IsOpen\"",
+            "hood_closed = { path = \"Vehicle.Body.Bonnet.IsOpen\"",
+            "signals.hood_closed.path: no VSS path \"Vehicle.Body.Bonnet.IsOpen\" in the mapping",
+        ),
+        (
+            "1 = \"not_in_park\"",
+            "one = \"not_in_park\"",
+            "ack.refusals.one: the key must be the integer refusal code",
+        ),
+        (
+            "outcome = \"AckResult\"",
+            "outcome = \"AckOutcome\"",
+            "ack.outcome: no signal \"AckOutcome\" in message \"BCM_CommandAck\"",
+        ),
+        (
+            "protection = { scheme = \"xor\", checksum_byte = 7 }\npreconditions = [\"doors_closed\"]",
+            "protection = { scheme = \"xor\", checksum_byte = 9 }\npreconditions = [\"doors_closed\"]",
+            "actions.lock.protection: ",
+        ),
+        (
+            "protection = { scheme = \"xor\", checksum_byte = 7 }\npreconditions = [\"doors_closed\"]",
+            "protection = { scheme = \"e2e_p1\", data_id = 5, data_id_mode = \"both\", crc_offset = 56, counter_offset = 48 }\npreconditions = [\"doors_closed\"]",
+            "actions.lock: invalid DBC: e2e_p1 owns the alive counter",
+        ),
+        (
+            "[actions.horn]",
+            "[actions.klaxon]",
+            "actions.klaxon: no such action",
+        ),
+    ];
+    for (from, to, want) in cases {
+        let got = error_of(from, to);
+        assert!(got.starts_with(want), "got {got:?}, want {want:?}");
+    }
+    let got = parse("[signals]\n").expect_err("no speed").to_string();
+    assert!(got.starts_with("signals.speed: missing"), "{got}");
+    let got = parse("bogus = 1\n").expect_err("unknown key");
+    assert_eq!(got.code(), "profile.toml");
+    assert!(got.to_string().contains("bogus"), "{got}");
+}
+
+#[test]
+fn buses_are_checked_against_the_configured_ones() {
+    let p = demo_profile();
+    assert_eq!(p.check_buses(&["body"]), Ok(()));
+    let e = p.check_buses(&["powertrain"]).expect_err("no body bus");
+    assert!(e.to_string().starts_with("actions."), "{e}");
+    assert!(e.to_string().contains("no bus \"body\""), "{e}");
+}
+
+#[test]
+fn bindings_read_other_encodings() {
+    let b = Binding {
+        kind: SignalKind::InPark,
+        paths: vec!["Gear".into()],
+        test: Test::Equals(Expected::Text("P".into())),
+    };
+    let p = telematics_telemetry::SignalValue::Text("P".into());
+    assert_eq!(
+        b.eval(|_| Some(&p)),
+        Some(telematics_exec::VehicleSignal::InPark(true))
+    );
+    let d = telematics_telemetry::SignalValue::Text("D".into());
+    assert_eq!(
+        b.eval(|_| Some(&d)),
+        Some(telematics_exec::VehicleSignal::InPark(false))
+    );
+    assert_eq!(b.eval(|_| None), None);
+}
+
+/// An E2E profile 1 protection owns the alive counter: the frame the daemon builds verifies
+/// and carries its counter, and any 1-bit change fails it.
+#[test]
+fn e2e_profile_1_frames_carry_their_counter_and_fail_on_any_bit_flip() {
+    let text = DEMO_PROFILE_TOML.replace(
+        "counter = \"CommandCounter\"\nprotection = { scheme = \"xor\", checksum_byte = 7 }",
+        "protection = { scheme = \"e2e_p1\", data_id = 0x123, data_id_mode = \"both\", crc_offset = 56, counter_offset = 48 }",
+    );
+    assert_ne!(text, DEMO_PROFILE_TOML);
+    let (dbc, _) = demo_parts();
+    let p = parse(&text).expect("e2e profile");
+    let spec = &p.action(Actuate::Unlock).expect("unlock").frame;
+    assert_eq!(spec.counter_modulus(&dbc), 15);
+    for counter in 0..15u8 {
+        let f = spec.encode(&dbc, counter).expect("encode");
+        assert_eq!(spec.matches(&dbc, &f), Some(Some(counter)));
+        for bit in 0..64 {
+            let mut bad = f.clone();
+            bad.data[bit / 8] ^= 1 << (bit % 8);
+            assert_eq!(
+                spec.matches(&dbc, &bad),
+                None,
+                "counter {counter} bit {bit}"
+            );
+        }
+    }
+}
