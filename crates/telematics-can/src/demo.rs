@@ -342,6 +342,7 @@ impl crate::sim::SimProfile {
                 .map(|(r, c)| (c, (*r).to_string()))
                 .collect(),
             },
+            ack_bus: "body".into(),
         }
     }
 }

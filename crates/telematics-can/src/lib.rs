@@ -20,6 +20,7 @@ pub mod protection;
 pub mod sim;
 pub mod state;
 pub mod vss;
+pub mod vss_encode;
 
 pub use candump::{CandumpReader, GarbageLine, LogFrame, format_line, parse_line};
 pub use dbc::{

@@ -1,7 +1,15 @@
-//! A simulated body controller (BCM) for the demo car: executes the body commands of its
-//! [`SimProfile`] (the vehicle profile's frames and acknowledgement, so it plays the vehicle
-//! the daemon drives), acknowledges them and transmits the periodic status frames of
-//! [`CarState`]. It can be told to refuse a command with a code ([`BodyController::refuse`]).
+//! A simulated body controller (BCM): executes the body commands of its [`SimProfile`] (the
+//! vehicle profile's frames and acknowledgement, so it plays the vehicle the daemon drives),
+//! acknowledges them and transmits the periodic status frames of its [`CarState`]. It can be
+//! told to refuse a command with a code ([`BodyController::refuse`]).
+//!
+//! Which vehicle: [`BodyController::demo`] encodes the demo car's status frames in code
+//! ([`CarState::status_frames`]); [`BodyController::for_vehicle`] plays any vehicle from its
+//! files: per bus a DBC and a VSS mapping ([`SimBus`]), the status frames encoded from the car
+//! state at VSS level (speed, doors, locks, engine, gear) through each bus's mapping run
+//! backwards ([`crate::vss_encode`]). [`BodyController::bus_of`] names the bus a frame it sends
+//! belongs on (the ack on the profile's ack bus, status frames on the bus whose mapping reads
+//! them).
 //!
 //! Sans-IO: frames and the current time (`now_ms`, any monotonic millisecond origin) are passed
 //! in, frames to transmit are returned. The I/O loop lives in `telematics-canio`
@@ -26,7 +34,9 @@ use crate::actuation::{AckSpec, FrameSpec};
 use crate::dbc::Dbc;
 use crate::demo::{BodyCommand, CarState, DEMO_DBC, Gear, Ignition, LockState};
 use crate::error::CanError;
-use crate::frame::CanFrame;
+use crate::frame::{CanFrame, CanId};
+use crate::vss::{BoundMapping, VssEntry, VssType};
+use crate::{SignalValue, vss_encode};
 
 /// Default period of the fast status frames (10 Hz).
 pub const DEFAULT_PERIOD_MS: u64 = 100;
@@ -46,6 +56,19 @@ pub struct SimProfile {
     pub commands: Vec<(String, FrameSpec)>,
     /// The acknowledgement.
     pub ack: AckSpec,
+    /// The bus the acknowledgement is sent on.
+    pub ack_bus: String,
+}
+
+/// One bus of a vehicle played from its files ([`BodyController::for_vehicle`]).
+#[derive(Debug, Clone)]
+pub struct SimBus {
+    /// Bus name (as in the profile and the daemon's `[[can.bus]]`).
+    pub name: String,
+    /// The bus's DBC.
+    pub dbc: Dbc,
+    /// The bus's VSS mapping: the status frames sent on this bus are the messages it reads.
+    pub mapping: BoundMapping,
 }
 
 /// Why the body controller refused a command (sent with its profile's refusal code).
@@ -202,6 +225,8 @@ struct Pending {
 pub struct BodyController {
     car: CarState,
     dbc: Dbc,
+    /// Empty: the demo car's status frames; else the vehicle's buses (see the module docs).
+    buses: Vec<SimBus>,
     profile: SimProfile,
     /// Refuse the next commands of this action (profile name, `engine_start`) with this raw
     /// code (set with [`refuse`](Self::refuse); stays until cleared).
@@ -247,10 +272,32 @@ impl BodyController {
         Ok(BodyController::from_parts(dbc, car, profile))
     }
 
+    /// A controller playing the vehicle of `buses` and `profile` ([`CarState::default`]:
+    /// parked, locked, engine off). Every action's message and the ack must be in the DBC of
+    /// one of the buses.
+    pub fn for_vehicle(
+        buses: Vec<SimBus>,
+        profile: SimProfile,
+    ) -> Result<BodyController, CanError> {
+        let first = buses
+            .first()
+            .map(|b| b.dbc.clone())
+            .ok_or_else(|| CanError::UnknownMessage(profile.ack.message.clone()))?;
+        let mut c = BodyController::from_parts(first, CarState::default(), profile);
+        c.buses = buses;
+        for (_, spec) in &c.profile.commands {
+            spec.validate(c.dbc_for(&spec.message))?;
+        }
+        c.profile.ack.validate(c.dbc_for(&c.profile.ack.message))?;
+        c.status_frames()?;
+        Ok(c)
+    }
+
     fn from_parts(dbc: Dbc, car: CarState, profile: SimProfile) -> BodyController {
         BodyController {
             car,
             dbc,
+            buses: Vec::new(),
             profile,
             refusing: None,
             ignore_commands: false,
@@ -278,9 +325,64 @@ impl BodyController {
         &mut self.car
     }
 
-    /// The DBC frames are encoded with.
+    /// The DBC frames are encoded with (the first bus's for [`for_vehicle`](Self::for_vehicle)).
     pub fn dbc(&self) -> &Dbc {
         &self.dbc
+    }
+
+    /// The DBC that defines `message`: the first bus's that has it, else [`dbc`](Self::dbc).
+    fn dbc_for(&self, message: &str) -> &Dbc {
+        self.buses
+            .iter()
+            .map(|b| &b.dbc)
+            .find(|d| d.message_by_name(message).is_some())
+            .unwrap_or(&self.dbc)
+    }
+
+    /// The bus `frame` (one this controller sent) belongs on: the ack's bus for the ack, else
+    /// the bus whose mapping reads its id; `None` for the demo car (one bus) or an id no bus
+    /// reads.
+    pub fn bus_of(&self, frame: &CanFrame) -> Option<&str> {
+        if self.buses.is_empty() {
+            return None;
+        }
+        let ack = self
+            .dbc_for(&self.profile.ack.message)
+            .message_by_name(&self.profile.ack.message)
+            .map(|m| m.id);
+        if ack == Some(frame.can_id()) {
+            return Some(&self.profile.ack_bus);
+        }
+        self.buses
+            .iter()
+            .find(|b| b.mapping.is_mapped(frame.can_id()))
+            .map(|b| b.name.as_str())
+    }
+
+    /// The full set of status frames of the current car state (what the periodic status
+    /// sends), e.g. for a test that re-sends them with chosen timestamps.
+    pub fn status_frames(&self) -> Result<Vec<CanFrame>, CanError> {
+        if self.buses.is_empty() {
+            return self.car.status_frames(&self.dbc, self.status_counter, true);
+        }
+        let skip: Vec<CanId> = self
+            .profile
+            .commands
+            .iter()
+            .map(|(_, s)| s.message.as_str())
+            .chain(std::iter::once(self.profile.ack.message.as_str()))
+            .filter_map(|m| self.dbc_for(m).message_by_name(m).map(|d| d.id))
+            .collect();
+        let mut out = Vec::new();
+        for b in &self.buses {
+            out.extend(vss_encode::encode_mapped(
+                &b.dbc,
+                &b.mapping,
+                &|e| vss_value(&self.car, e),
+                &skip,
+            )?);
+        }
+        Ok(out)
     }
 
     /// Refuse every following command of `action` (the profile's name, `engine_start`) with
@@ -324,7 +426,7 @@ impl BodyController {
     /// Handle a received frame; returns the frames to transmit in response (possibly none).
     pub fn on_frame(&mut self, frame: &CanFrame, now_ms: u64) -> Vec<CanFrame> {
         let on_command_id = self.profile.commands.iter().any(|(_, spec)| {
-            self.dbc
+            self.dbc_for(&spec.message)
                 .message_by_name(&spec.message)
                 .is_some_and(|m| m.id == frame.can_id())
         });
@@ -463,11 +565,9 @@ impl BodyController {
 
     /// The action name, the command and its counter, if `frame` is one of the profile's.
     fn decode_command(&self, frame: &CanFrame) -> Option<(String, BodyCommand, u8)> {
-        let (name, counter) = self
-            .profile
-            .commands
-            .iter()
-            .find_map(|(name, spec)| Some((name, spec.matches(&self.dbc, frame)?)))?;
+        let (name, counter) = self.profile.commands.iter().find_map(|(name, spec)| {
+            Some((name, spec.matches(self.dbc_for(&spec.message), frame)?))
+        })?;
         let command = match name.as_str() {
             "lock" => BodyCommand::Lock,
             "unlock" => BodyCommand::Unlock,
@@ -503,11 +603,17 @@ impl BodyController {
                     .unwrap_or(1),
             ),
         };
-        self.profile.ack.encode(&self.dbc, counter, code)
+        self.profile
+            .ack
+            .encode(self.dbc_for(&self.profile.ack.message), counter, code)
     }
 
     fn status(&mut self, slow: bool) -> Vec<CanFrame> {
-        let r = self.car.status_frames(&self.dbc, self.status_counter, slow);
+        let r = if self.buses.is_empty() {
+            self.car.status_frames(&self.dbc, self.status_counter, slow)
+        } else {
+            self.status_frames()
+        };
         self.status_counter = self.status_counter.wrapping_add(1);
         match r {
             Ok(f) => f,
@@ -517,6 +623,58 @@ impl BodyController {
             }
         }
     }
+}
+
+/// The value of `entry`'s VSS path in `car`, in the entry's datatype where VSS leaves a choice
+/// (the selected gear: an int in VSS, 126 park, 127 drive; a text `PARK`/`DRIVE` in a mapping
+/// that says `string`); `None` for a path the simulated car does not have.
+fn vss_value(car: &CarState, entry: &VssEntry) -> Option<SignalValue> {
+    const DOORS: [&str; 4] = [
+        "Row1.DriverSide",
+        "Row1.PassengerSide",
+        "Row2.DriverSide",
+        "Row2.PassengerSide",
+    ];
+    let path = entry.path.as_str();
+    if let Some(door) = path.strip_prefix("Vehicle.Cabin.Door.") {
+        let i = DOORS.iter().position(|d| door.starts_with(d))?;
+        return match door.rsplit('.').next()? {
+            "IsOpen" => car.doors_open.get(i).copied().map(SignalValue::Bool),
+            "IsLocked" => car
+                .locks
+                .get(i)
+                .map(|l| SignalValue::Bool(*l == LockState::Locked)),
+            _ => None,
+        };
+    }
+    Some(match path {
+        "Vehicle.Speed" => SignalValue::Float(car.speed_kmh),
+        "Vehicle.Body.Hood.IsOpen" => SignalValue::Bool(car.hood_open),
+        "Vehicle.Body.Trunk.Rear.IsOpen" => SignalValue::Bool(car.trunk_open),
+        "Vehicle.Cabin.IsKeyPresent" => SignalValue::Bool(car.key_in_cabin),
+        "Vehicle.Powertrain.CombustionEngine.IsRunning" => SignalValue::Bool(car.engine_running),
+        #[allow(clippy::cast_possible_truncation)] // rpm is a small whole number
+        "Vehicle.Powertrain.CombustionEngine.Speed" => SignalValue::Int(car.rpm.round() as i64),
+        "Vehicle.Powertrain.CombustionEngine.ECT" => SignalValue::Int(car.coolant_c),
+        "Vehicle.Powertrain.Transmission.SelectedGear" => match (entry.datatype, car.gear) {
+            (VssType::Text, g) => SignalValue::Text(
+                match g {
+                    Gear::P => "PARK",
+                    Gear::R => "REVERSE",
+                    Gear::N => "NEUTRAL",
+                    Gear::D => "DRIVE",
+                }
+                .into(),
+            ),
+            (_, g) => SignalValue::Int(match g {
+                Gear::P => 126,
+                Gear::R => -1,
+                Gear::N => 0,
+                Gear::D => 127,
+            }),
+        },
+        _ => return None,
+    })
 }
 
 /// The first `prev + k * period` (k >= 1) strictly after `now`.

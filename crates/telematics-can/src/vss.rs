@@ -532,6 +532,15 @@ impl BoundMapping {
         &self.entries
     }
 
+    /// Every binding: the id of the message an entry reads and the entry (for
+    /// [`crate::vss_encode`], which writes the values back).
+    pub fn bindings(&self) -> impl Iterator<Item = (CanId, &VssEntry)> + '_ {
+        self.by_id.iter().flat_map(move |(id, list)| {
+            list.iter()
+                .filter_map(move |&(ei, _)| Some((*id, self.entries.get(ei)?)))
+        })
+    }
+
     /// Whether any entry reads from this message id.
     pub fn is_mapped(&self, id: CanId) -> bool {
         self.by_id.contains_key(&id)

@@ -38,7 +38,24 @@ where
 /// actuation, ...) is passed to `on_event` instead of being logged.
 pub async fn run_body_controller_with<P, F>(
     controller: Arc<Mutex<BodyController>>,
-    mut port: P,
+    port: P,
+    shutdown: CancellationToken,
+    on_event: F,
+) -> Result<(), CanIoError>
+where
+    P: CanSource + CanSink,
+    F: FnMut(&SimEvent) + Send,
+{
+    run_body_controller_on_buses(controller, vec![(String::new(), port)], shutdown, on_event).await
+}
+
+/// [`run_body_controller_with`] on several buses (name and port): commands are heard on any
+/// of them; each frame the controller sends goes to the bus it names
+/// ([`BodyController::bus_of`]), to the first port when it names none or a bus not in
+/// `ports` (the demo car on one bus). Ends when any port ends or fails.
+pub async fn run_body_controller_on_buses<P, F>(
+    controller: Arc<Mutex<BodyController>>,
+    mut ports: Vec<(String, P)>,
     shutdown: CancellationToken,
     mut on_event: F,
 ) -> Result<(), CanIoError>
@@ -51,6 +68,9 @@ where
         Tick,
         Frame(Result<Option<CanFrame>, CanIoError>),
     }
+    if ports.is_empty() {
+        return Ok(());
+    }
     let origin = Instant::now();
     let now_ms = move || u64::try_from(origin.elapsed().as_millis()).unwrap_or(u64::MAX);
     loop {
@@ -58,11 +78,14 @@ where
         let deadline = origin
             .checked_add(Duration::from_millis(next))
             .unwrap_or_else(|| origin + Duration::from_secs(86_400 * 365));
-        let step = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => Step::Stop,
-            _ = tokio::time::sleep_until(deadline) => Step::Tick,
-            r = port.recv() => Step::Frame(r),
+        let step = {
+            let recv = futures::future::select_all(ports.iter_mut().map(|(_, p)| p.recv()));
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => Step::Stop,
+                _ = tokio::time::sleep_until(deadline) => Step::Tick,
+                (r, _, _) = recv => Step::Frame(r),
+            }
         };
         let (out, events) = match step {
             Step::Stop | Step::Frame(Ok(None)) => return Ok(()),
@@ -79,8 +102,20 @@ where
         for e in &events {
             on_event(e);
         }
-        for f in &out {
-            port.send(f).await?;
+        let routes: Vec<usize> = {
+            let c = controller.lock().await;
+            out.iter()
+                .map(|f| {
+                    c.bus_of(f)
+                        .and_then(|b| ports.iter().position(|(n, _)| n == b))
+                        .unwrap_or(0)
+                })
+                .collect()
+        };
+        for (f, i) in out.iter().zip(routes) {
+            if let Some((_, p)) = ports.get(i) {
+                p.send(f).await?;
+            }
         }
     }
 }

@@ -17,6 +17,7 @@
 mod binding;
 mod error;
 mod raw;
+pub mod sim;
 
 pub use binding::{Binding, Expected, Test};
 pub use error::ProfileError;
@@ -188,6 +189,7 @@ impl VehicleProfile {
                 .map(|a| (a.actuate.name().to_string(), a.frame.clone()))
                 .collect(),
             ack: self.ack.as_ref()?.spec.clone(),
+            ack_bus: self.ack.as_ref()?.bus.clone(),
         })
     }
 

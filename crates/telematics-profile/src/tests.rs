@@ -248,3 +248,137 @@ fn e2e_profile_1_frames_carry_their_counter_and_fail_on_any_bit_flip() {
         }
     }
 }
+
+/// Test car B played from its files: the status frames decode, through each bus's own
+/// mapping, to the simulated car (locked, parked, engine off); E2E P1 commands change it and
+/// are acknowledged on the ack's bus, a told refusal carries its code; each frame names the
+/// bus it belongs on.
+#[test]
+fn the_simulator_plays_car_b_from_its_files() {
+    use telematics_can::actuation::AckOutcome;
+    use telematics_can::state::{Timestamp, VehicleState};
+    use telematics_can::{DecodeOutcome, SignalValue};
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/../telematics-can/data");
+    let read = |f: &str| std::fs::read_to_string(format!("{data}/{f}")).expect(f);
+    let (dbc, body_map, pt_map, profile) = (
+        read("test_car_b.dbc"),
+        read("test_car_b_body_vss.toml"),
+        read("test_car_b_powertrain_vss.toml"),
+        read("test_car_b_profile.toml"),
+    );
+    let buses = [
+        crate::sim::BusFiles {
+            name: "body",
+            dbc: &dbc,
+            mapping: &body_map,
+        },
+        crate::sim::BusFiles {
+            name: "powertrain",
+            dbc: &dbc,
+            mapping: &pt_map,
+        },
+    ];
+    let mut bcm = crate::sim::body_controller(&profile, &buses).expect("car B");
+    let d = Dbc::parse(&dbc).expect("dbc");
+    let maps: Vec<_> = [&body_map, &pt_map]
+        .iter()
+        .map(|m| {
+            VssMapping::from_toml(m)
+                .expect("map")
+                .bind(&d)
+                .expect("bind")
+        })
+        .collect();
+    let mut state: Vec<VehicleState> = maps.iter().map(VehicleState::from_mapping).collect();
+    let p = VehicleProfile::parse_on_buses(
+        &profile,
+        &[("body", &d), ("powertrain", &d)],
+        &maps
+            .iter()
+            .flat_map(|m| m.entries().iter().map(|e| e.path.as_str()))
+            .collect::<Vec<_>>(),
+    )
+    .expect("profile");
+    let ack = p.ack.as_ref().expect("ack").spec.clone();
+    let mut acks = Vec::new();
+    let mut feed = |bcm: &telematics_can::sim::BodyController,
+                    frames: &[telematics_can::CanFrame],
+                    state: &mut Vec<VehicleState>| {
+        for f in frames {
+            let bus = bcm.bus_of(f).expect("every frame names its bus");
+            if let Some(a) = ack.decode(&d, f) {
+                assert_eq!(bus, "body", "the ack is on the ack's bus");
+                acks.push(a.outcome);
+                continue;
+            }
+            let i = usize::from(bus == "powertrain");
+            assert!(maps[i].is_mapped(f.can_id()), "{f:?} on {bus}");
+            if let DecodeOutcome::Decoded(m) = d.decode_frame(f).expect("decodes") {
+                state[i].apply(&maps[i], &m, Timestamp(0));
+            }
+        }
+    };
+    let get = |state: &Vec<VehicleState>, path: &str| {
+        state
+            .iter()
+            .find_map(|s| s.get_fresh(path, Timestamp(0)).cloned())
+    };
+    let frames = bcm.tick(0);
+    assert_eq!(frames.len(), 2, "BodySts on body, PtSts on powertrain");
+    feed(&bcm, &frames, &mut state);
+    const LOCKED: &str = "Vehicle.Cabin.Door.Row1.DriverSide.IsLocked";
+    const RUNNING: &str = "Vehicle.Powertrain.CombustionEngine.IsRunning";
+    assert_eq!(get(&state, LOCKED), Some(SignalValue::Bool(true)));
+    assert_eq!(
+        get(&state, "Vehicle.Powertrain.Transmission.SelectedGear"),
+        Some(SignalValue::Text("PARK".into()))
+    );
+    assert_eq!(get(&state, RUNNING), Some(SignalValue::Bool(false)));
+    assert_eq!(get(&state, "Vehicle.Speed"), Some(SignalValue::Float(0.0)));
+    let send = |bcm: &mut telematics_can::sim::BodyController, a: Actuate, ctr: u8| {
+        let f = p
+            .action(a)
+            .expect("action")
+            .frame
+            .encode(&d, ctr)
+            .expect("encode");
+        bcm.on_frame(&f, 1)
+    };
+    let out = send(&mut bcm, Actuate::Unlock, 3);
+    feed(&bcm, &out, &mut state);
+    assert_eq!(get(&state, LOCKED), Some(SignalValue::Bool(false)));
+    let out = send(&mut bcm, Actuate::EngineStart, 4);
+    feed(&bcm, &out, &mut state);
+    assert_eq!(get(&state, RUNNING), Some(SignalValue::Bool(true)));
+    let code = bcm.refusal_code("low_battery").expect("code");
+    assert_eq!(code, 16);
+    bcm.refuse(Some(("lock", code)));
+    let out = send(&mut bcm, Actuate::Lock, 5);
+    feed(&bcm, &out, &mut state);
+    assert_eq!(
+        get(&state, LOCKED),
+        Some(SignalValue::Bool(false)),
+        "refused"
+    );
+    assert_eq!(
+        acks,
+        vec![
+            AckOutcome::Ok,
+            AckOutcome::Ok,
+            AckOutcome::Refused {
+                code: 16,
+                reason: Some("low_battery".into())
+            }
+        ]
+    );
+    // A frame with a broken E2E CRC is not a command.
+    let mut bad = p
+        .action(Actuate::Lock)
+        .expect("lock")
+        .frame
+        .encode(&d, 6)
+        .expect("encode");
+    bad.data[0] ^= 1;
+    assert!(bcm.on_frame(&bad, 2).is_empty());
+    assert_eq!(bcm.invalid_commands(), 1);
+}

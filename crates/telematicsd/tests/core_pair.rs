@@ -1309,7 +1309,8 @@ fn car_b_files() -> (String, String, String) {
     let read = |f: &str| std::fs::read_to_string(format!("{data}/{f}")).expect(f);
     (
         read("test_car_b.dbc"),
-        read("test_car_b_vss.toml"),
+        // One bus: the body and powertrain mappings together.
+        read("test_car_b_body_vss.toml") + &read("test_car_b_powertrain_vss.toml"),
         read("test_car_b_profile.toml"),
     )
 }
