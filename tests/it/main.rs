@@ -13,6 +13,7 @@ mod events;
 mod faults;
 mod renewal;
 mod sealing;
+mod vehicles;
 
 use std::time::Duration;
 
@@ -282,64 +283,6 @@ async fn every_precondition_refusal_has_its_reason_code() {
     );
     assert_eq!(rs[1].detail.as_deref(), Some("low_battery"), "{rs:?}");
     assert!(!w.car.lock().await.car().engine_running);
-}
-
-/// Freshness comes from each frame's own timestamp (here the sender's, carried by the TCP
-/// bus): status frames that keep arriving but were stamped 1.5 s before they were sent are
-/// older than their maximum age, and the command is refused `stale_state`; the same frames
-/// stamped at sending are fresh and the command is accepted.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn frames_older_than_their_max_age_by_their_own_timestamp_refuse_stale_state() {
-    let w = world().await;
-    let mut phone = w.pair("phone", CODE).await;
-    let status = {
-        let mut car = w.car.lock().await;
-        car.silent = true;
-        car.car().status_frames(car.dbc(), 1, true).unwrap()
-    };
-    let node = w.bus_node();
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
-    let feed = |age_ms: u64| {
-        let frames = status.clone();
-        let sender = node.sender();
-        tokio::spawn(async move {
-            // 20 rounds, one every 100 ms (the car's own period): the bus is not silent.
-            for _ in 0..20 {
-                let at = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_micros() as u64
-                    - age_ms * 1000;
-                for f in &frames {
-                    let mut f = f.clone();
-                    f.timestamp_us = Some(at);
-                    sender.send_frame(&f).await.unwrap();
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-    };
-    let old = feed(1_500);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let id = w.send(&mut phone, Action::Unlock, CODE).await;
-    let rs = w.terminal(id, 15).await;
-    assert_eq!(
-        states(&rs),
-        vec![(ResultState::Rejected, Some("stale_state".into()))],
-        "{rs:?}"
-    );
-    assert_eq!(rs[0].detail.as_deref(), Some("Vehicle.Speed"), "{rs:?}");
-    old.await.unwrap();
-    let recent = feed(0);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let id = w.send(&mut phone, Action::Unlock, CODE).await;
-    let rs = w.terminal(id, 15).await;
-    assert_eq!(
-        rs.first().map(|r| r.state),
-        Some(ResultState::Accepted),
-        "{rs:?}"
-    );
-    recent.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

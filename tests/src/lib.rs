@@ -59,9 +59,34 @@ impl Inbox {
     }
 }
 
+/// The vehicle a test world plays (daemon files and simulator alike).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Vehicle {
+    /// The demo car: one bus (the flat `[can]` keys), its built-in body controller.
+    #[default]
+    Demo,
+    /// Test car B from its data files: two buses (`[[can.bus]]` body and powertrain, one TCP
+    /// hub each), the simulator built from the same files.
+    CarB,
+}
+
+/// Test car B's data files (crates/telematics-can/data): DBC, body mapping, powertrain
+/// mapping, profile.
+pub fn car_b_files() -> [String; 4] {
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/../crates/telematics-can/data");
+    [
+        "test_car_b.dbc",
+        "test_car_b_body_vss.toml",
+        "test_car_b_powertrain_vss.toml",
+        "test_car_b_profile.toml",
+    ]
+    .map(|f| std::fs::read_to_string(format!("{data}/{f}")).expect(f))
+}
+
 /// Options of a test world.
 #[derive(Clone, Debug)]
 pub struct Options {
+    pub vehicle: Vehicle,
     pub confirm_timeout_ms: u64,
     pub max_engine_run_s: u64,
     pub lockout_threshold: u32,
@@ -72,6 +97,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
+            vehicle: Vehicle::Demo,
             confirm_timeout_ms: 1_500,
             max_engine_run_s: 600,
             lockout_threshold: 3,
@@ -102,6 +128,8 @@ pub struct World {
     daemon_bin: PathBuf,
     sim_stop: CancellationToken,
     _hub: TcpBusHub,
+    /// Car B's powertrain bus (none for the demo car).
+    powertrain_hub: Option<TcpBusHub>,
 }
 
 impl World {
@@ -118,13 +146,45 @@ impl World {
             .await
             .expect("bus hub");
         let bus_addr = hub.local_addr();
-        let car = Arc::new(tokio::sync::Mutex::new(BodyController::demo()));
         let sim_stop = CancellationToken::new();
-        tokio::spawn(telematics_canio::sim::run_body_controller(
-            car.clone(),
-            hub.local_node(),
-            sim_stop.clone(),
-        ));
+        let (car, powertrain_hub) = match opts.vehicle {
+            Vehicle::Demo => {
+                let car = Arc::new(tokio::sync::Mutex::new(BodyController::demo()));
+                tokio::spawn(telematics_canio::sim::run_body_controller(
+                    car.clone(),
+                    hub.local_node(),
+                    sim_stop.clone(),
+                ));
+                (car, None)
+            }
+            Vehicle::CarB => {
+                let [dbc, body, powertrain, profile] = car_b_files();
+                let bus = |name, mapping| telematics_profile::sim::BusFiles {
+                    name,
+                    dbc: &dbc,
+                    mapping,
+                };
+                let c = telematics_profile::sim::body_controller(
+                    &profile,
+                    &[bus("body", &body), bus("powertrain", &powertrain)],
+                )
+                .expect("car B simulator");
+                let car = Arc::new(tokio::sync::Mutex::new(c));
+                let pt = TcpBusHub::bind("127.0.0.1:0".parse().unwrap())
+                    .await
+                    .expect("powertrain bus hub");
+                tokio::spawn(telematics_canio::sim::run_body_controller_on_buses(
+                    car.clone(),
+                    vec![
+                        ("body".to_string(), hub.local_node()),
+                        ("powertrain".to_string(), pt.local_node()),
+                    ],
+                    sim_stop.clone(),
+                    |e| eprintln!("sim: {e}"),
+                ));
+                (car, Some(pt))
+            }
+        };
 
         // Back end.
         let mut backend_seed = [0u8; 32];
@@ -156,22 +216,54 @@ impl World {
             .flatten()
             .map(|g| g.name)
             .unwrap_or_default();
-        let dbc = dir.path().join("vehicle.dbc");
-        std::fs::write(&dbc, telematics_can::demo::DEMO_DBC).unwrap();
-        let mapping = dir.path().join("vss.toml");
-        std::fs::write(&mapping, telematics_can::demo::DEMO_VSS_TOML).unwrap();
-        let profile = dir.path().join("profile.toml");
-        std::fs::write(&profile, telematics_can::demo::DEMO_PROFILE_TOML).unwrap();
-        let config = format!(
-            r#"[vehicle]
-vin = "{VIN}"
-[can]
+        let write = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p
+        };
+        let can = match (&powertrain_hub, opts.vehicle) {
+            (Some(pt), Vehicle::CarB) => {
+                let [dbc, body, powertrain, profile] = car_b_files();
+                let dbc = write("vehicle.dbc", &dbc);
+                format!(
+                    r#"[can]
+profile = {profile:?}
+max_age_ms = 2000
+[[can.bus]]
+name = "body"
+source = "tcp"
+interface = "{bus_addr}"
+dbc = {dbc:?}
+mapping = {body:?}
+[[can.bus]]
+name = "powertrain"
+source = "tcp"
+interface = "{pt}"
+dbc = {dbc:?}
+mapping = {powertrain:?}"#,
+                    profile = write("profile.toml", &profile),
+                    body = write("body_vss.toml", &body),
+                    powertrain = write("powertrain_vss.toml", &powertrain),
+                    pt = pt.local_addr(),
+                )
+            }
+            _ => format!(
+                r#"[can]
 source = "tcp"
 interface = "{bus_addr}"
 dbc = {dbc:?}
 mapping = {mapping:?}
 profile = {profile:?}
-max_age_ms = 2000
+max_age_ms = 2000"#,
+                dbc = write("vehicle.dbc", telematics_can::demo::DEMO_DBC),
+                mapping = write("vss.toml", telematics_can::demo::DEMO_VSS_TOML),
+                profile = write("profile.toml", telematics_can::demo::DEMO_PROFILE_TOML),
+            ),
+        };
+        let config = format!(
+            r#"[vehicle]
+vin = "{VIN}"
+{can}
 [mqtt]
 host = "localhost"
 port = {port}
@@ -231,6 +323,7 @@ filter = "info"
             daemon_bin: daemon_bin.to_path_buf(),
             sim_stop,
             _hub: hub,
+            powertrain_hub,
         }
     }
 
@@ -238,6 +331,15 @@ filter = "info"
     /// timestamps; the bus keeps a sender's timestamp).
     pub fn bus_node(&self) -> telematics_canio::TcpBusPort {
         self._hub.local_node()
+    }
+
+    /// A node of the named bus (`body`: [`World::bus_node`]; `powertrain`: car B's second
+    /// bus, the body bus for the demo car).
+    pub fn bus_node_of(&self, bus: &str) -> telematics_canio::TcpBusPort {
+        match (&self.powertrain_hub, bus) {
+            (Some(pt), "powertrain") => pt.local_node(),
+            _ => self._hub.local_node(),
+        }
     }
 
     /// Starts the daemon process and waits until it serves the admin socket and is online.

@@ -1,0 +1,185 @@
+//! The same end-to-end scenarios for both vehicles of issue 12, the daemon binary against
+//! mosquitto and the simulated body controller: the demo car (one bus, XOR-checked commands)
+//! and test car B from its data files alone (two buses `[[can.bus]]` body and powertrain, one
+//! TCP hub each, Motorola signals, E2E profile 1 commands checked by the simulator, an ack
+//! with refusal codes). Lock, unlock and engine start are confirmed on the bus; a refusal by
+//! the body controller arrives as `failed(refused_by_vehicle)` with its reason; frames older
+//! than their max age by their own timestamp refuse `stale_state`.
+
+use std::time::Duration;
+
+use telematics_can::demo::{CarState, LockState};
+use telematics_canio::CanSource;
+use telematics_it::{CODE, Options, Vehicle, World};
+use telematics_security::Action;
+use telematics_telemetry::ResultState;
+
+use super::{DAEMON, settle, states};
+
+/// Car B's engine command (`TcuEngCmd`, 0x6E0), sent on the powertrain bus.
+const CAR_B_ENGINE_COMMAND: u32 = 0x6E0;
+
+async fn world_of(vehicle: Vehicle) -> World {
+    let opts = Options {
+        vehicle,
+        ..Options::default()
+    };
+    let mut w = World::new(opts, DAEMON.as_ref()).await;
+    w.start_daemon().await;
+    w
+}
+
+/// Sends `action` and asserts it was accepted, then executed (the confirmation seen on the
+/// bus), by valid command frames only (every one passed its protection at the simulator).
+async fn executed(w: &World, phone: &mut telematics_it::Device, action: Action, v: Vehicle) {
+    let before = w.car.lock().await.commands_received();
+    let id = w.send(phone, action.clone(), CODE).await;
+    let rs = w.terminal(id, 15).await;
+    assert_eq!(
+        states(&rs),
+        vec![(ResultState::Accepted, None), (ResultState::Executed, None)],
+        "{v:?} {action:?}: {rs:?}"
+    );
+    let car = w.car.lock().await;
+    assert!(car.commands_received() > before, "{v:?} {action:?}");
+    assert_eq!(car.invalid_commands(), 0, "{v:?} {action:?}");
+}
+
+async fn scenarios(v: Vehicle) {
+    let w = world_of(v).await;
+    let mut phone = w.pair("phone", CODE).await;
+    let locked = |c: &CarState| c.locks.iter().all(|l| *l == LockState::Locked);
+
+    // Unlock, lock, engine start: executed and confirmed on the bus.
+    assert!(locked(w.car.lock().await.car()), "{v:?} starts locked");
+    executed(&w, &mut phone, Action::Unlock, v).await;
+    assert!(!locked(w.car.lock().await.car()), "{v:?}");
+    executed(&w, &mut phone, Action::Lock, v).await;
+    assert!(locked(w.car.lock().await.car()), "{v:?}");
+    let mut powertrain = w.bus_node_of("powertrain");
+    executed(
+        &w,
+        &mut phone,
+        Action::EngineStart { max_run_secs: None },
+        v,
+    )
+    .await;
+    assert!(w.car.lock().await.car().engine_running, "{v:?}");
+    if v == Vehicle::CarB {
+        // The action names its bus: the engine command went out on the powertrain bus.
+        let seen = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match powertrain.recv().await {
+                    Ok(Some(f)) if f.id == CAR_B_ENGINE_COMMAND => return true,
+                    Ok(Some(_)) => {}
+                    _ => return false,
+                }
+            }
+        })
+        .await;
+        assert_eq!(seen, Ok(true), "engine command on the powertrain bus");
+    }
+    drop(powertrain);
+
+    // The body controller refuses with its code: failed(refused_by_vehicle) with the
+    // profile's reason for that code, not a timeout.
+    {
+        let mut car = w.car.lock().await;
+        *car.car_mut() = CarState::default();
+        let code = car.refusal_code("low_battery").expect("a low_battery code");
+        car.refuse(Some(("engine_start", code)));
+    }
+    settle().await;
+    let id = w
+        .send(&mut phone, Action::EngineStart { max_run_secs: None }, CODE)
+        .await;
+    let rs = w.terminal(id, 15).await;
+    assert_eq!(
+        states(&rs),
+        vec![
+            (ResultState::Accepted, None),
+            (ResultState::Failed, Some("refused_by_vehicle".into()))
+        ],
+        "{v:?}"
+    );
+    assert_eq!(rs[1].detail.as_deref(), Some("low_battery"), "{v:?} {rs:?}");
+    assert!(!w.car.lock().await.car().engine_running, "{v:?}");
+    w.car.lock().await.refuse(None);
+
+    // Frames stamped 1.5 s before they are sent, on the bus each belongs on, are older than
+    // their max age: stale_state; the same frames stamped at sending are fresh.
+    let status = {
+        let mut car = w.car.lock().await;
+        car.silent = true;
+        let frames = car.status_frames().expect("status frames");
+        frames
+            .into_iter()
+            .map(|f| (car.bus_of(&f).unwrap_or("body").to_string(), f))
+            .collect::<Vec<_>>()
+    };
+    let nodes = [
+        ("body", w.bus_node_of("body")),
+        ("powertrain", w.bus_node_of("powertrain")),
+    ];
+    let sender = |bus: &str| {
+        let (_, node) = nodes.iter().find(|(n, _)| *n == bus).unwrap_or(&nodes[0]);
+        node.sender()
+    };
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let feed = |age_ms: u64| {
+        let frames: Vec<_> = status
+            .iter()
+            .map(|(bus, f)| (sender(bus), f.clone()))
+            .collect();
+        tokio::spawn(async move {
+            for _ in 0..20 {
+                let at = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_micros() as u64
+                    - age_ms * 1000;
+                for (sender, f) in &frames {
+                    let mut f = f.clone();
+                    f.timestamp_us = Some(at);
+                    sender.send_frame(&f).await.unwrap();
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let old = feed(1_500);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let id = w.send(&mut phone, Action::Unlock, CODE).await;
+    let rs = w.terminal(id, 15).await;
+    assert_eq!(
+        states(&rs),
+        vec![(ResultState::Rejected, Some("stale_state".into()))],
+        "{v:?} {rs:?}"
+    );
+    assert_eq!(
+        rs[0].detail.as_deref(),
+        Some("Vehicle.Speed"),
+        "{v:?} {rs:?}"
+    );
+    old.await.unwrap();
+    let recent = feed(0);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let id = w.send(&mut phone, Action::Unlock, CODE).await;
+    let rs = w.terminal(id, 15).await;
+    assert_eq!(
+        rs.first().map(|r| r.state),
+        Some(ResultState::Accepted),
+        "{v:?} {rs:?}"
+    );
+    recent.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_car_lock_unlock_start_refusal_and_stale_state() {
+    scenarios(Vehicle::Demo).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn car_b_on_two_buses_lock_unlock_start_refusal_and_stale_state() {
+    scenarios(Vehicle::CarB).await;
+}
