@@ -1,5 +1,7 @@
-//! `telematicsctl sim`: the demo car's body controller on a bus, for the demo, the end-to-end
-//! tests and the fleet benchmark on machines without kernel CAN.
+//! `telematicsctl sim`: a body controller on a bus, for the demo, the end-to-end tests and the
+//! fleet benchmark on machines without kernel CAN. It plays the demo car, or any vehicle given
+//! by its files (`--profile` and one `--bus NAME=HOST:PORT,DBC,MAPPING` per bus: the daemon's
+//! files; one TCP virtual bus per `--bus`).
 //!
 //! By default it hosts a TCP virtual CAN bus (`--listen`, the daemon connects with
 //! `can.source = "tcp"`, `can.interface = "<host:port>"`); with `--interface` it uses a
@@ -15,6 +17,7 @@ use telematics_can::demo::Gear;
 use telematics_can::sim::{BodyController, SimEvent};
 use telematics_canio::tcpbus::TcpBusHub;
 use telematics_canio::{CanIoError, CanSink, CanSource, ReplayMode, ReplaySource};
+use telematics_profile::sim::BusFiles;
 use tokio::sync::Mutex;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -74,6 +77,39 @@ impl From<GearArg> for Gear {
     }
 }
 
+/// One `--bus NAME=HOST:PORT,DBC,MAPPING` of a vehicle played from its files.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BusArg {
+    /// Bus name, as the profile names it.
+    pub name: String,
+    /// Where its TCP virtual bus listens.
+    pub listen: SocketAddr,
+    /// Its DBC file.
+    pub dbc: PathBuf,
+    /// Its VSS mapping file (TOML).
+    pub mapping: PathBuf,
+}
+
+fn parse_bus(s: &str) -> Result<BusArg, String> {
+    let usage = "expected NAME=HOST:PORT,DBC,MAPPING";
+    let (name, rest) = s.split_once('=').ok_or(usage)?;
+    let mut parts = rest.split(',');
+    let (Some(addr), Some(dbc), Some(mapping), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(usage.into());
+    };
+    if name.is_empty() {
+        return Err(usage.into());
+    }
+    Ok(BusArg {
+        name: name.to_string(),
+        listen: addr.parse().map_err(|e| format!("{addr}: {e}"))?,
+        dbc: dbc.into(),
+        mapping: mapping.into(),
+    })
+}
+
 /// Arguments of `telematicsctl sim`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct SimArgs {
@@ -117,6 +153,41 @@ pub struct SimArgs {
     /// Acknowledge at once but change the state only after this many milliseconds.
     #[arg(long, default_value_t = 0)]
     pub actuation_delay_ms: u64,
+    /// Play the vehicle of this profile (with `--bus`) instead of the demo car.
+    #[arg(long, requires = "bus", conflicts_with_all = ["interface", "replay"])]
+    pub profile: Option<PathBuf>,
+    /// A bus of the `--profile` vehicle (repeatable): `NAME=HOST:PORT,DBC,MAPPING`, e.g.
+    /// `body=127.0.0.1:29536,car.dbc,body_vss.toml`; the daemon's `[[can.bus]]` entry of that
+    /// name connects to `HOST:PORT` with `source = "tcp"`.
+    #[arg(long, requires = "profile", value_parser = parse_bus)]
+    pub bus: Vec<BusArg>,
+}
+
+/// The body controller of `--profile` and its `--bus` files, or the demo car.
+fn vehicle(args: &SimArgs) -> anyhow::Result<BodyController> {
+    let Some(profile) = &args.profile else {
+        return Ok(BodyController::demo());
+    };
+    let read = |p: &PathBuf| {
+        std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+    };
+    let profile = read(profile)?;
+    let texts = args
+        .bus
+        .iter()
+        .map(|b| Ok((read(&b.dbc)?, read(&b.mapping)?)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let buses: Vec<BusFiles<'_>> = args
+        .bus
+        .iter()
+        .zip(&texts)
+        .map(|(b, (dbc, mapping))| BusFiles {
+            name: &b.name,
+            dbc,
+            mapping,
+        })
+        .collect();
+    Ok(telematics_profile::sim::body_controller(&profile, &buses)?)
 }
 
 /// The body controller described by `args` (demo car, parked and locked, then the options).
@@ -127,7 +198,7 @@ pub fn controller(args: &SimArgs) -> anyhow::Result<BodyController> {
             args.speed_kmh
         );
     }
-    let mut c = BodyController::demo();
+    let mut c = vehicle(args)?;
     c.ignore_commands = args.ignore_commands;
     c.silent = args.silent;
     c.actuation_delay_ms = args.actuation_delay_ms;
@@ -170,8 +241,35 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
+    let shutdown_on = shutdown.clone();
 
-    let hub = match &args.interface {
+    let hubs = match &args.interface {
+        _ if args.profile.is_some() => {
+            let mut hubs = Vec::new();
+            let mut ports = Vec::new();
+            for b in &args.bus {
+                let hub = TcpBusHub::bind(b.listen)
+                    .await
+                    .with_context(|| format!("listening on {} (bus {})", b.listen, b.name))?;
+                println!(
+                    "sim: bus {name} on TCP virtual CAN bus {addr} (telematicsd: [[can.bus]] \
+                     name = \"{name}\", source = \"tcp\", interface = \"{addr}\")",
+                    name = b.name,
+                    addr = hub.local_addr()
+                );
+                ports.push((b.name.clone(), hub.local_node()));
+                hubs.push(hub);
+            }
+            let c = controller.clone();
+            tasks.spawn(async move {
+                telematics_canio::sim::run_body_controller_on_buses(c, ports, shutdown_on, |e| {
+                    println!("sim: {e}");
+                })
+                .await
+                .context("body controller bus")
+            });
+            hubs
+        }
         Some(iface) => {
             println!("sim: demo car on SocketCAN {iface}");
             if !args.no_body {
@@ -184,7 +282,7 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
                     .with_context(|| format!("opening CAN interface {iface}"))?;
                 tasks.spawn(replay(path.clone(), args.speed, sink, shutdown.clone()));
             }
-            None
+            Vec::new()
         }
         None => {
             let hub = TcpBusHub::bind(args.listen)
@@ -209,7 +307,7 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
             } else {
                 tasks.spawn(body(controller.clone(), node, shutdown.clone()));
             }
-            Some(hub)
+            vec![hub]
         }
     };
     if !args.no_body {
@@ -235,16 +333,21 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
     }
     shutdown.cancel();
     while tasks.join_next().await.is_some() {}
-    if let Some(hub) = hub {
+    if hubs.is_empty() {
+        println!("sim: stopped");
+    }
+    for hub in hubs {
         let s = hub.stats();
         hub.shutdown();
         println!(
-            "sim: stopped; bus: {} frames in, {} delivered, {} dropped for slow clients, {} bad \
-             lines",
-            s.frames_received, s.frames_forwarded, s.frames_dropped, s.bad_lines
+            "sim: stopped; bus {}: {} frames in, {} delivered, {} dropped for slow clients, {} \
+             bad lines",
+            hub.local_addr(),
+            s.frames_received,
+            s.frames_forwarded,
+            s.frames_dropped,
+            s.bad_lines
         );
-    } else {
-        println!("sim: stopped");
     }
     match failure {
         Some(e) => Err(e),
@@ -443,6 +546,50 @@ mod tests {
             let a = parse(&[&format!("--speed-kmh={bad}")]).unwrap();
             assert!(controller(&a).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn plays_car_b_from_its_files_on_two_buses() {
+        let data = concat!(env!("CARGO_MANIFEST_DIR"), "/../telematics-can/data");
+        let bus = |name: &str, map: &str| {
+            format!("{name}=127.0.0.1:0,{data}/test_car_b.dbc,{data}/test_car_b_{map}_vss.toml")
+        };
+        let profile = format!("{data}/test_car_b_profile.toml");
+        let a = parse(&[
+            "--profile",
+            &profile,
+            "--bus",
+            &bus("body", "body"),
+            "--bus",
+            &bus("powertrain", "powertrain"),
+            "--door-open",
+            "FL",
+        ])
+        .unwrap();
+        assert_eq!(a.bus.len(), 2);
+        assert_eq!(a.bus[1].name, "powertrain");
+        let mut c = controller(&a).unwrap();
+        assert!(c.car().doors_open[0], "the knobs apply to any vehicle");
+        assert_eq!(c.refusal_code("low_battery"), Some(16), "car B's code");
+        let frames = c.tick(0);
+        let buses: Vec<_> = frames.iter().map(|f| c.bus_of(f)).collect();
+        assert_eq!(buses, vec![Some("body"), Some("powertrain")]);
+        // The wrong mapping for the profile is refused, naming what is wrong.
+        let only_body = parse(&["--profile", &profile, "--bus", &bus("body", "body")]).unwrap();
+        assert!(controller(&only_body).is_err(), "powertrain bus missing");
+        for bad in [
+            "body",
+            "=1.2.3.4:5,a,b",
+            "body=nowhere,a,b",
+            "body=1.2.3.4:5,a",
+        ] {
+            assert!(parse_bus(bad).is_err(), "{bad}");
+        }
+        assert!(
+            parse(&["--bus", &bus("body", "body")]).is_err(),
+            "needs --profile"
+        );
+        assert!(parse(&["--profile", &profile]).is_err(), "needs --bus");
     }
 
     #[tokio::test]
