@@ -260,29 +260,7 @@ async fn every_precondition_refusal_has_its_reason_code() {
             (ResultState::Failed, Some("timeout".into()))
         ]
     );
-    // The body controller refuses with a code: the result names its reason (the demo
-    // profile's refusal table), at the acknowledgement, not after the confirmation window.
-    {
-        let mut car = w.car.lock().await;
-        car.ignore_commands = false;
-        *car.car_mut() = telematics_can::demo::CarState::default();
-        let code = car.refusal_code("low_battery").expect("demo code");
-        car.refuse(Some(("engine_start", code)));
-    }
-    settle().await;
-    let id = w
-        .send(&mut phone, Action::EngineStart { max_run_secs: None }, CODE)
-        .await;
-    let rs = w.terminal(id, 15).await;
-    assert_eq!(
-        states(&rs),
-        vec![
-            (ResultState::Accepted, None),
-            (ResultState::Failed, Some("refused_by_vehicle".into()))
-        ]
-    );
-    assert_eq!(rs[1].detail.as_deref(), Some("low_battery"), "{rs:?}");
-    assert!(!w.car.lock().await.car().engine_running);
+    // A refusal by the body controller with its code: tests/it/vehicles.rs (both vehicles).
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
