@@ -51,8 +51,9 @@ fn same(a: &SignalValue, b: &SignalValue) -> bool {
     }
 }
 
-/// The frames of every message `mapping` reads (in id order, except the ids in `skip`), each
-/// signal set from `value` (the VSS value of its entry; `None` keeps the default bits).
+/// The frames of every message `mapping` reads (in id order, except the ids in `skip` and
+/// messages for which `value` has nothing), each signal set from `value` (the VSS value of its
+/// entry; `None` keeps the default bits).
 pub fn encode_mapped(
     dbc: &Dbc,
     mapping: &BoundMapping,
@@ -82,6 +83,10 @@ pub fn encode_mapped(
             .iter()
             .filter_map(|(e, v)| Some((e.signal.as_str(), encode_value(e, v)?)))
             .collect();
+        // A message with nothing to say (no value for any of its signals) is not sent.
+        if list.is_empty() {
+            continue;
+        }
         out.push(dbc.encode(&message.name, &list)?);
     }
     Ok(out)
