@@ -556,11 +556,8 @@ mod tests {
             write("b.toml", demo::DEMO_VSS_TOML),
         );
         let (cd, cm) = (write("c.dbc", "not a dbc"), write("c.toml", ""));
-        // The profile in the test's directory, not the installed default path.
-        let profile = write("profile.toml", demo::DEMO_PROFILE_TOML);
         let text = format!(
             "[vehicle]\nvin = \"1M8GDM9AXKP042788\"\n\
-             [can]\nprofile = {profile:?}\n\
              [[can.bus]]\nname = \"body\"\nsource = \"tcp\"\ninterface = \"127.0.0.1:1\"\n\
              dbc = {bd:?}\nmapping = {bm:?}\n\
              [[can.bus]]\nname = \"chassis\"\nsource = \"tcp\"\ninterface = \"127.0.0.1:2\"\n\
