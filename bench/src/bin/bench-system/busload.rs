@@ -51,13 +51,16 @@ pub struct PerFrame {
     pub frames: u64,
     /// CPU per received frame (µs).
     pub us_per_frame: f64,
+    /// Voluntary context switches (thread sleeps, so wakeups) per second, all threads.
+    pub wakeups_per_s: f64,
 }
 
 impl PerFrame {
-    fn new(ticks: u64, tck: u64, secs: f64, frames: u64) -> PerFrame {
+    fn new(ticks: u64, tck: u64, secs: f64, frames: u64, switches: u64) -> PerFrame {
         let cpu_s = ticks as f64 / tck as f64;
         PerFrame {
             cpu_pct: procstat::cpu_percent(ticks, secs, tck),
+            wakeups_per_s: switches as f64 / secs,
             frames,
             us_per_frame: if frames > 0 {
                 cpu_s * 1e6 / frames as f64
@@ -276,15 +279,23 @@ pub async fn run(bin: &Path, p: BusLoadParams) -> Result<BusLoadReport> {
             .map(|p| Ok(procstat::stat(*p)?.cpu_ticks))
             .collect()
     };
+    let switches = || -> Result<[u64; 2]> {
+        Ok([
+            procstat::voluntary_switches(pids[0])?,
+            procstat::voluntary_switches(pids[1])?,
+        ])
+    };
     let (df0, dd0) = daemon_counters(&w).await?;
     let rf0 = reader.frames()?;
     let hub0 = w.bus_stats();
     let s0 = sent.load(Ordering::Relaxed);
+    let w0 = switches()?;
     let c0 = ticks()?;
     let t0 = Instant::now();
     tokio::time::sleep(Duration::from_secs(p.secs)).await;
     let c1 = ticks()?;
     let el = t0.elapsed().as_secs_f64();
+    let w1 = switches()?;
     let s1 = sent.load(Ordering::Relaxed);
     let hub1 = w.bus_stats();
     let rf1 = reader.frames()?;
@@ -300,8 +311,8 @@ pub async fn run(bin: &Path, p: BusLoadParams) -> Result<BusLoadReport> {
         secs: el,
         sent_per_s: (s1 - s0) as f64 / el,
         mapped_ids: mapped_ids.len(),
-        daemon: PerFrame::new(dt(0), tck, el, df1 - df0),
-        reader: PerFrame::new(dt(1), tck, el, rf1 - rf0),
+        daemon: PerFrame::new(dt(0), tck, el, df1 - df0, w1[0].saturating_sub(w0[0])),
+        reader: PerFrame::new(dt(1), tck, el, rf1 - rf0, w1[1].saturating_sub(w0[1])),
         mosquitto_pct: procstat::cpu_percent(dt(2), el, tck),
         harness_pct: procstat::cpu_percent(dt(3), el, tck),
         hub_dropped: hub1.frames_dropped - hub0.frames_dropped,

@@ -307,10 +307,12 @@ async fn main() -> Result<()> {
                     r.secs
                 ),
                 &format!(
-                    "plain reader {:.2} µs/frame ({:.2} %): **{:.2}x**; generator sent {:.0} frames/s; drops hub {} / daemon {}; mosquitto {:.2} %",
+                    "plain reader {:.2} µs/frame ({:.2} %): **{:.2}x**; wakeups/s daemon {:.0} / reader {:.0}; generator sent {:.0} frames/s; drops hub {} / daemon {}; mosquitto {:.2} %",
                     r.reader.us_per_frame,
                     r.reader.cpu_pct,
                     ratio(r.daemon.us_per_frame, r.reader.us_per_frame),
+                    r.daemon.wakeups_per_s,
+                    r.reader.wakeups_per_s,
                     r.sent_per_s,
                     r.hub_dropped,
                     r.daemon_dropped,
