@@ -40,8 +40,6 @@ pub struct Daemon {
     security: Arc<SecurityService>,
     /// The key store of `[keys]` (identity key, sealing key).
     keys: Arc<KeyStore>,
-    /// The token's identity key signing the mTLS handshake (`None`: the PEM file `mqtt.key`).
-    client_key: Option<Arc<dyn SigningKey>>,
     connector: CanConnector,
     health: Option<Arc<Health>>,
     clock: Clock,
@@ -346,7 +344,8 @@ impl Daemon {
         let Keys {
             store: keys,
             sealer,
-            client_key,
+            // Checked here (fail closed); the runtime takes the key of the identity in force.
+            client_key: _,
         } = open_keys(&config)?;
         if sealer.is_none() {
             tracing::warn!(
@@ -371,7 +370,6 @@ impl Daemon {
             store,
             security,
             keys,
-            client_key,
             connector,
             health: None,
             clock,
@@ -423,7 +421,7 @@ impl Daemon {
             self.config.clone(),
             self.store.clone(),
             self.security.clone(),
-            self.client_key.clone(),
+            self.keys.clone(),
             self.connector.clone(),
             self.clock,
             parts,

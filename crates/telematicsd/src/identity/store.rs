@@ -152,8 +152,10 @@ impl IdentityStore {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::super::keys::FileKeys;
+    use super::super::keys::StoreKeys;
     use super::*;
+    use std::sync::Arc;
+    use telematics_keystore::{KeyStore, KeysConfig};
 
     #[test]
     fn generations_commit_atomically_and_resume_from_disk() {
@@ -164,7 +166,9 @@ mod tests {
             ca: "/etc/ca.pem".into(),
         };
         let s = IdentityStore::new(dir.path().join("identity"), factory.clone());
-        let k = FileKeys;
+        let k = StoreKeys::new(Arc::new(
+            KeyStore::open(&KeysConfig::default(), Path::new("/etc/k.pem")).unwrap(),
+        ));
         assert_eq!(s.committed().unwrap(), 0);
         assert_eq!(s.files(0, &k), factory);
         assert_eq!(s.resume(1, &k), Resume::default());
