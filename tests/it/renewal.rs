@@ -303,14 +303,7 @@ async fn renewal_end_to_end_refuses_wrong_answers_and_switches_without_loss() {
     // The link reconnected on the new certificate: its `online` status (through the broker)
     // names the new serial, and the earlier ones the old.
     let serial = renewed.serial.clone().unwrap();
-    w.wait_for("online with the new certificate", 10, |i| {
-        i.status.iter().find_map(|b| {
-            let st = telematics_link::Status::from_cbor(b)?;
-            (st.state == telematics_link::Presence::Online && st.cert_serial == serial)
-                .then_some(())
-        })
-    })
-    .await;
+    online_with(&w, "the new certificate", &serial).await;
     let first = telematics_link::Status::from_cbor(&w.inbox.lock().unwrap().status[0]).unwrap();
     assert_eq!(
         first.cert_serial,
@@ -357,6 +350,19 @@ async fn renewal_end_to_end_refuses_wrong_answers_and_switches_without_loss() {
         t0.elapsed().as_secs_f64(),
         renewed.serial.unwrap_or_default()
     );
+}
+
+/// Waits until the daemon's retained status (through the broker) says `online` with the
+/// certificate `serial`.
+async fn online_with(w: &World, what: &str, serial: &str) {
+    w.wait_for(&format!("online with {what}"), 10, |i| {
+        i.status.iter().find_map(|b| {
+            let st = telematics_link::Status::from_cbor(b)?;
+            (st.state == telematics_link::Presence::Online && st.cert_serial == serial)
+                .then_some(())
+        })
+    })
+    .await;
 }
 
 /// Blocks on a short admin call from a synchronous predicate.
@@ -524,14 +530,7 @@ async fn renewal_with_the_key_in_a_softhsm_token_promotes_after_the_commit() {
         "log:\n{}",
         w.log()
     );
-    w.wait_for("online on generation 1", 10, |i| {
-        i.status.iter().find_map(|b| {
-            let st = telematics_link::Status::from_cbor(b)?;
-            (st.state == telematics_link::Presence::Online && st.cert_serial == facts1.serial)
-                .then_some(())
-        })
-    })
-    .await;
+    online_with(&w, "generation 1", &facts1.serial).await;
     wait_until("generation 2", &w, 30, || {
         let line = futures_lite_block(certificate_line(&w));
         (field(&line, "generation") == "2" && line.ends_with("renewal=idle")).then_some(())
@@ -539,14 +538,7 @@ async fn renewal_with_the_key_in_a_softhsm_token_promotes_after_the_commit() {
     .await;
     let gen2 = w.dir.path().join("state/identity/gen-2/cert.pem");
     let facts2 = certificate_facts_of_file(&gen2).unwrap();
-    w.wait_for("online on generation 2", 10, |i| {
-        i.status.iter().find_map(|b| {
-            let st = telematics_link::Status::from_cbor(b)?;
-            (st.state == telematics_link::Presence::Online && st.cert_serial == facts2.serial)
-                .then_some(())
-        })
-    })
-    .await;
+    online_with(&w, "generation 2", &facts2.serial).await;
     let _ = resp.kill();
     let _ = resp.wait();
     w.stop_daemon().await;
