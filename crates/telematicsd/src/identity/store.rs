@@ -1,5 +1,6 @@
 //! The identity directory: one subdirectory per renewed generation (`gen-<n>/` holding
-//! `key.pem`, `cert.pem`), and the commit record `current` naming the generation in force.
+//! `cert.pem`, and `key.pem` with the files key backend; a token keeps the key), and the commit
+//! record `current` naming the generation in force.
 //! Generation 0 is the configured `[mqtt] cert` / `key` (factory identity).
 //!
 //! Every file is written to a temporary name, fsynced, renamed and its directory fsynced; the
