@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # System benchmarks of telematicsd (see BENCHMARKS.md, "System" sections): command round trip
-# through mosquitto against an MQTT echo, idle CPU/RSS against mosquitto, cold start, a fleet of
-# daemons against one broker, and stripped binary sizes. Prints a Markdown table.
+# through mosquitto against an MQTT echo, idle CPU/RSS against mosquitto, CPU per CAN frame at a
+# bus load against a plain reader of the same bus, cold start, a fleet of daemons against one
+# broker, and stripped binary sizes. Prints a Markdown table.
 #
 #   scripts/bench-system.sh            # full run (~15 min on 2 cores)
 #   scripts/bench-system.sh --quick    # smoke run (~2 min): few samples, fleet of 20
@@ -29,11 +30,13 @@ ulimit -n "$(ulimit -Hn)"
 if [ $quick = 1 ]; then
   rtt=(rtt --n 10 --rejected 5)
   idle=(idle --secs 10)
+  busload=(bus-load --fps 4000 --ids 200 --mapped 20 --secs 5)
   cold=(cold-start --runs 3)
   fleet=(fleet --n 20 --window 10 --commands 2)
 else
   rtt=(rtt --n "${RTT_N:-200}" --rejected 50)
   idle=(idle --secs 60)
+  busload=(bus-load --fps 4000 --ids 200 --mapped 20 --secs 20)
   cold=(cold-start --runs 10)
   fleet=(fleet --n "${FLEET_N:-200}" --window 60 --commands 5)
 fi
@@ -42,6 +45,7 @@ rows=$(mktemp)
 trap 'rm -f "$rows"' EXIT
 "$bench" --daemon "$daemon" "${rtt[@]}" | tee -a "$rows"
 "$bench" --daemon "$daemon" "${idle[@]}" | tee -a "$rows"
+"$bench" --daemon "$daemon" "${busload[@]}" | tee -a "$rows"
 "$bench" --daemon "$daemon" "${cold[@]}" | tee -a "$rows"
 "$bench" --daemon "$daemon" "${fleet[@]}" | tee -a "$rows"
 

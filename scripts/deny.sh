@@ -62,8 +62,9 @@ cargo fetch --locked --quiet
 if [ $# -eq 0 ]; then set -- advisories bans licenses sources; fi
 TELEMATICS_ADVISORY_DBS="$dbs" cargo deny --offline --locked check --show-stats "$@"
 
-# The shipped binaries link no test PKI and no test kit: in telematicsctl only the `demo`
-# feature brings them in (release builds have no features; see crates/telematicsctl/Cargo.toml).
+# The shipped binaries link no test PKI and no test kit: in telematicsctl only the `demo` and
+# `ca` (back-end CA signer, rcgen) features bring them in (release builds have no features; see
+# crates/telematicsctl/Cargo.toml); telematicsd builds its renewal CSR itself (identity/csr.rs).
 for pkg in telematicsd telematicsctl; do
   for c in rcgen telematics-testkit tempfile; do
     out=$(cargo tree --locked --offline -p "$pkg" -e normal --target all -i "$c" 2>/dev/null) ||

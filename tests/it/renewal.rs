@@ -303,14 +303,7 @@ async fn renewal_end_to_end_refuses_wrong_answers_and_switches_without_loss() {
     // The link reconnected on the new certificate: its `online` status (through the broker)
     // names the new serial, and the earlier ones the old.
     let serial = renewed.serial.clone().unwrap();
-    w.wait_for("online with the new certificate", 10, |i| {
-        i.status.iter().find_map(|b| {
-            let st = telematics_link::Status::from_cbor(b)?;
-            (st.state == telematics_link::Presence::Online && st.cert_serial == serial)
-                .then_some(())
-        })
-    })
-    .await;
+    online_with(&w, "the new certificate", &serial).await;
     let first = telematics_link::Status::from_cbor(&w.inbox.lock().unwrap().status[0]).unwrap();
     assert_eq!(
         first.cert_serial,
@@ -357,6 +350,19 @@ async fn renewal_end_to_end_refuses_wrong_answers_and_switches_without_loss() {
         t0.elapsed().as_secs_f64(),
         renewed.serial.unwrap_or_default()
     );
+}
+
+/// Waits until the daemon's retained status (through the broker) says `online` with the
+/// certificate `serial`.
+async fn online_with(w: &World, what: &str, serial: &str) {
+    w.wait_for(&format!("online with {what}"), 10, |i| {
+        i.status.iter().find_map(|b| {
+            let st = telematics_link::Status::from_cbor(b)?;
+            (st.state == telematics_link::Presence::Online && st.cert_serial == serial)
+                .then_some(())
+        })
+    })
+    .await;
 }
 
 /// Blocks on a short admin call from a synchronous predicate.
@@ -444,4 +450,105 @@ async fn expiry_alert_under_a_shifted_clock() {
     assert_eq!(field(&line, "days_left"), days.to_string(), "{line}");
     assert!(line.ends_with("renewal=idle"), "{line}");
     assert!(w.log().contains("identity.expiring"));
+}
+
+/// Renewal with the identity key in a SoftHSM2 token: the new key is generated in the token
+/// (no key file in the generation directory), the probe signs with it, and it is promoted once
+/// the commit record names the generation. A kill -9 between the commit and the promotion is
+/// finished at the next start (the link then connects with the token key on the renewed
+/// certificate), and a second renewal switches the live link to the promoted key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewal_with_the_key_in_a_softhsm_token_promotes_after_the_commit() {
+    use crate::sealing::{IDENTITY, SEAL_CRED, TOKEN, token_keys_toml};
+    use telematics_link::certificate_facts_of_file;
+    let t0 = Instant::now();
+    let hsm = telematics_testkit::softhsm::SoftHsm::new(&[TOKEN]);
+    hsm.provision(TOKEN, IDENTITY, SEAL_CRED);
+    let mut w = World::new(Options::default(), DAEMON.as_ref()).await;
+    let factory_spki = hsm.public_key_spki(TOKEN, IDENTITY);
+    let public = telematics_testkit::P256PublicKey::from_spki(&factory_spki).unwrap();
+    let cert = w.pki.client_for_key_valid_for(VIN, &public, 10).unwrap();
+    let keys = token_keys_toml(&hsm, &hsm.pin_file());
+    w.edit_config(|c| {
+        let mut out = String::new();
+        for line in c.lines() {
+            if let Some(path) = line.strip_prefix("key = ") {
+                // Only the token can sign the handshake.
+                std::fs::remove_file(path.trim_matches('"')).unwrap();
+            } else if line.starts_with("cert = ") {
+                out.push_str(&format!("cert = {cert:?}\n"));
+            } else if line.starts_with("keepalive_s") {
+                out.push_str(&format!(
+                    "{line}\ncert_renew_before_days = 30\nrenewal_retry_s = 1\n"
+                ));
+            } else {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out + &keys
+    });
+    let conf = hsm.conf().to_path_buf();
+    let mut resp = responder(&w, 10);
+
+    // Generation 1, killed right after its commit record: not promoted yet.
+    w.spawn_daemon_with(|c| {
+        c.env("SOFTHSM2_CONF", &conf)
+            .env("TELEMATICSD_FAILPOINT", "renew.after_commit");
+    });
+    let st = w.wait_daemon_exit(30).await;
+    assert!(
+        st.is_some_and(|s| !s.success()) && w.log().contains("failpoint renew.after_commit hit"),
+        "daemon did not abort after the commit; log:\n{}",
+        w.log()
+    );
+    let gen1 = w.dir.path().join("state/identity/gen-1");
+    assert!(
+        !gen1.join("key.pem").exists(),
+        "the new key is in the token"
+    );
+    let facts1 = certificate_facts_of_file(&gen1.join("cert.pem")).unwrap();
+    assert_eq!(
+        hsm.public_key_spki(TOKEN, &format!("{IDENTITY}.next")),
+        facts1.spki,
+        "generation 1 certifies the token's next key"
+    );
+    assert_eq!(
+        hsm.public_key_spki(TOKEN, IDENTITY),
+        factory_spki,
+        "not promoted before the restart"
+    );
+
+    // The restart finishes the promotion and connects on generation 1 with the token key;
+    // generation 2 is then renewed live (the responder still answers).
+    w.start_daemon_with(|c| {
+        c.env("SOFTHSM2_CONF", &conf);
+    })
+    .await;
+    assert!(
+        w.log().contains("key promotion finished"),
+        "log:\n{}",
+        w.log()
+    );
+    online_with(&w, "generation 1", &facts1.serial).await;
+    wait_until("generation 2", &w, 30, || {
+        let line = futures_lite_block(certificate_line(&w));
+        (field(&line, "generation") == "2" && line.ends_with("renewal=idle")).then_some(())
+    })
+    .await;
+    let gen2 = w.dir.path().join("state/identity/gen-2/cert.pem");
+    let facts2 = certificate_facts_of_file(&gen2).unwrap();
+    online_with(&w, "generation 2", &facts2.serial).await;
+    let _ = resp.kill();
+    let _ = resp.wait();
+    w.stop_daemon().await;
+    assert_eq!(
+        hsm.public_key_spki(TOKEN, IDENTITY),
+        facts2.spki,
+        "generation 2's key is the token's current identity key"
+    );
+    eprintln!(
+        "[renewal] token: kill -9 after the commit, promotion finished, live renewal: {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
 }

@@ -17,12 +17,15 @@ use telematics_testkit::softhsm::SoftHsm;
 
 use crate::DAEMON;
 
-const SEAL_CRED: &str = "telematicsd-seal";
-const TOKEN: &str = "telematicsd";
-const IDENTITY: &str = "telematicsd-identity";
+/// Systemd credential name of the sealing key, and its label in [`TOKEN`].
+pub(crate) const SEAL_CRED: &str = "telematicsd-seal";
+/// Label of the SoftHSM2 token of the token tests.
+pub(crate) const TOKEN: &str = "telematicsd";
+/// Label of the identity key in [`TOKEN`].
+pub(crate) const IDENTITY: &str = "telematicsd-identity";
 
 /// The `[keys]` section of a daemon with both keys in `hsm`'s token, PIN from `pin_file`.
-fn token_keys_toml(hsm: &SoftHsm, pin_file: &Path) -> String {
+pub(crate) fn token_keys_toml(hsm: &SoftHsm, pin_file: &Path) -> String {
     format!(
         "[keys]\nbackend = \"pkcs11\"\n[keys.pkcs11]\nmodule = {:?}\ntoken_label = \"{TOKEN}\"\n\
          pin = {{ file = {:?} }}\nkey_label = \"{IDENTITY}\"\nseal_key_label = \"{SEAL_CRED}\"\n",

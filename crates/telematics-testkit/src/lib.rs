@@ -192,11 +192,7 @@ impl Ca {
         valid_days: Option<i64>,
     ) -> Result<CertFiles, TestkitError> {
         let mut params = Self::leaf_params(cn, sans, server)?;
-        if let Some(days) = valid_days {
-            let now = time::OffsetDateTime::now_utc();
-            params.not_before = now - time::Duration::days(1);
-            params.not_after = now + time::Duration::days(days);
-        }
+        Self::set_validity(&mut params, valid_days);
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
         let files = CertFiles {
@@ -208,6 +204,15 @@ impl Ca {
         Ok(files)
     }
 
+    /// Valid from a day ago for `valid_days` from now (`None`: the default validity).
+    fn set_validity(params: &mut CertificateParams, valid_days: Option<i64>) {
+        if let Some(days) = valid_days {
+            let now = time::OffsetDateTime::now_utc();
+            params.not_before = now - time::Duration::days(1);
+            params.not_after = now + time::Duration::days(days);
+        }
+    }
+
     /// A client certificate for a key held elsewhere (a PKCS#11 token): only its public key.
     fn issue_for(
         &self,
@@ -215,8 +220,10 @@ impl Ca {
         file_stem: &str,
         cn: &str,
         public_key: &impl rcgen::PublicKeyData,
+        valid_days: Option<i64>,
     ) -> Result<PathBuf, TestkitError> {
-        let params = Self::leaf_params(cn, vec![], false)?;
+        let mut params = Self::leaf_params(cn, vec![], false)?;
+        Self::set_validity(&mut params, valid_days);
         let cert = params.signed_by(public_key, &self.issuer)?;
         let path = dir.join(format!("{file_stem}.crt"));
         write_file(&path, &cert.pem())?;
@@ -359,7 +366,19 @@ impl TestPki {
     ) -> Result<PathBuf, TestkitError> {
         let stem = self.unique_stem(client_id);
         self.ca
-            .issue_for(self.dir.path(), &stem, client_id, public_key)
+            .issue_for(self.dir.path(), &stem, client_id, public_key, None)
+    }
+
+    /// Like [`TestPki::client_for_key`], valid from a day ago for `days` days from now.
+    pub fn client_for_key_valid_for(
+        &self,
+        client_id: &str,
+        public_key: &impl rcgen::PublicKeyData,
+        days: i64,
+    ) -> Result<PathBuf, TestkitError> {
+        let stem = self.unique_stem(client_id);
+        self.ca
+            .issue_for(self.dir.path(), &stem, client_id, public_key, Some(days))
     }
 
     /// Issues a client certificate with CN = `client_id` from the rogue CA.

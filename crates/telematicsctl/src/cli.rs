@@ -268,6 +268,7 @@ pub enum Cmd {
         out: Option<PathBuf>,
     },
     /// Back end: the vehicle-certificate CA (in-band renewal: sign a CSR, answer CSRs).
+    #[cfg(feature = "ca")]
     #[command(subcommand)]
     Ca(crate::ca::CaCmd),
 }
@@ -593,6 +594,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
                 );
             }
         }
+        #[cfg(feature = "ca")]
         Cmd::Ca(cmd) => crate::ca::run(cmd, json).await?,
         Cmd::ResetAuth {
             vin,

@@ -13,12 +13,14 @@
 //! - [`mqtt`]: the shared broker connection options;
 //! - `sim` (feature `sim`): the body-controller simulator;
 //! - `demo` (feature `demo`): the whole system on one machine.
+//! - `ca` (feature `ca`, also in `demo`): the back end's vehicle-certificate CA (rcgen).
 //!
-//! Release builds have neither feature: the shipped tool carries no simulator, no test PKI and
-//! no in-process daemon.
+//! Release builds have no feature: the shipped tool carries no simulator, no test PKI, no CA
+//! signer and no in-process daemon.
 //!
 //! Security codes are never accepted as command-line arguments.
 
+#[cfg(feature = "ca")]
 pub mod ca;
 pub mod cli;
 pub mod counter;

@@ -41,8 +41,6 @@ pub struct Daemon {
     security: Arc<SecurityService>,
     /// The key store of `[keys]` (identity key, sealing key).
     keys: Arc<KeyStore>,
-    /// The token's identity key signing the mTLS handshake (`None`: the PEM file `mqtt.key`).
-    client_key: Option<Arc<dyn SigningKey>>,
     connectors: Vec<NamedConnector>,
     health: Option<Arc<Health>>,
     clock: Clock,
@@ -382,7 +380,8 @@ impl Daemon {
         let Keys {
             store: keys,
             sealer,
-            client_key,
+            // Checked here (fail closed); the runtime takes the key of the identity in force.
+            client_key: _,
         } = open_keys(&config)?;
         if sealer.is_none() {
             tracing::warn!(
@@ -407,7 +406,6 @@ impl Daemon {
             store,
             security,
             keys,
-            client_key,
             connectors,
             health: None,
             clock,
@@ -464,7 +462,7 @@ impl Daemon {
             self.config.clone(),
             self.store.clone(),
             self.security.clone(),
-            self.client_key.clone(),
+            self.keys.clone(),
             self.connectors.clone(),
             self.clock,
             parts,

@@ -556,8 +556,10 @@ mod tests {
             write("b.toml", demo::DEMO_VSS_TOML),
         );
         let (cd, cm) = (write("c.dbc", "not a dbc"), write("c.toml", ""));
+        let profile = write("p.toml", demo::DEMO_PROFILE_TOML);
         let text = format!(
             "[vehicle]\nvin = \"1M8GDM9AXKP042788\"\n\
+             [can]\nprofile = {profile:?}\n\
              [[can.bus]]\nname = \"body\"\nsource = \"tcp\"\ninterface = \"127.0.0.1:1\"\n\
              dbc = {bd:?}\nmapping = {bm:?}\n\
              [[can.bus]]\nname = \"chassis\"\nsource = \"tcp\"\ninterface = \"127.0.0.1:2\"\n\
@@ -577,6 +579,23 @@ mod tests {
         std::fs::write(&cm, demo::DEMO_VSS_TOML).expect("write");
         let (m, _) = VehicleModel::load(&cfg).expect("both buses");
         assert_eq!(m.bus_names(), ["body", "chassis"]);
+        // The profile's actions are checked against the DBC of the bus they name.
+        std::fs::write(
+            &profile,
+            demo::DEMO_PROFILE_TOML.replacen(
+                "[actions.lock]\nbus = \"body\"",
+                "[actions.lock]\nbus = \"powertrain\"",
+                1,
+            ),
+        )
+        .expect("write");
+        let e = VehicleModel::load(&cfg)
+            .expect_err("no such bus")
+            .to_string();
+        assert!(
+            e.contains("can.profile: actions.lock.bus: no bus \"powertrain\""),
+            "{e}"
+        );
     }
 
     #[test]

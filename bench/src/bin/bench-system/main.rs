@@ -6,6 +6,7 @@
 //! (`cargo build --release -p telematicsd`), never the debug/failpoints wrapper of the
 //! end-to-end tests.
 
+mod busload;
 mod fleet;
 mod flood;
 mod mqtt;
@@ -13,6 +14,7 @@ mod procstat;
 mod single;
 mod stats;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -68,6 +70,30 @@ enum Cmd {
         /// PBKDF2 iterations of the daemon.
         #[arg(long, default_value_t = 600_000)]
         iterations: u32,
+    },
+    /// CPU per received CAN frame at a bus load on the TCP bus: the daemon against a plain
+    /// reader of the same bus, in the same run.
+    BusLoad {
+        /// Frames per second on the bus.
+        #[arg(long, default_value_t = 4000)]
+        fps: u32,
+        /// Distinct id slots (round robin).
+        #[arg(long, default_value_t = 200)]
+        ids: usize,
+        /// Slots carrying frames the vehicle reads (the demo car's own frames).
+        #[arg(long, default_value_t = 20)]
+        mapped: usize,
+        /// Measurement window (s).
+        #[arg(long, default_value_t = 20)]
+        secs: u64,
+    },
+    /// The plain reader of `bus-load` (spawned by it): reads and parses every frame of the
+    /// TCP bus at `addr` and discards it; a line on stdin is answered with the frame count.
+    #[command(hide = true)]
+    BusReader {
+        /// The hub's address.
+        #[arg(long)]
+        addr: SocketAddr,
     },
     /// N daemons against one mosquitto.
     Fleet {
@@ -240,6 +266,63 @@ async fn main() -> Result<()> {
                 &cmd,
             );
         }
+        Cmd::BusLoad {
+            fps,
+            ids,
+            mapped,
+            secs,
+        } => {
+            eprintln!("bus load: {fps} frames/s over {ids} ids ({mapped} mapped), {secs} s");
+            let p = busload::BusLoadParams {
+                fps,
+                ids,
+                mapped,
+                secs,
+            };
+            let r = busload::run(&daemon, p).await?;
+            let cmd = format!(
+                "bench-system bus-load --fps {fps} --ids {ids} --mapped {mapped} --secs {secs}"
+            );
+            eprintln!(
+                "  daemon {:.2} % ({} frames, dropped {}) | reader {:.2} % ({} frames) | mosquitto {:.2} % | harness {:.2} % | hub dropped {}",
+                r.daemon.cpu_pct,
+                r.daemon.frames,
+                r.daemon_dropped,
+                r.reader.cpu_pct,
+                r.reader.frames,
+                r.mosquitto_pct,
+                r.harness_pct,
+                r.hub_dropped
+            );
+            row(
+                &format!(
+                    "daemon CPU per received CAN frame, TCP bus at {fps} frames/s, {ids} id slots ({mapped} carrying the demo car's {} mapped ids)",
+                    r.mapped_ids
+                ),
+                &format!(
+                    "{:.2} µs/frame ({:.2} % of one core, {:.0} frames/s received over {:.0} s)",
+                    r.daemon.us_per_frame,
+                    r.daemon.cpu_pct,
+                    r.daemon.frames as f64 / r.secs,
+                    r.secs
+                ),
+                &format!(
+                    "plain reader {:.2} µs/frame ({:.2} %): **{:.2}x**; wakeups/s daemon {:.0} / reader {:.0}; generator sent {:.0} frames/s; drops hub {} / daemon {}; mosquitto {:.2} %",
+                    r.reader.us_per_frame,
+                    r.reader.cpu_pct,
+                    ratio(r.daemon.us_per_frame, r.reader.us_per_frame),
+                    r.daemon.wakeups_per_s,
+                    r.reader.wakeups_per_s,
+                    r.sent_per_s,
+                    r.hub_dropped,
+                    r.daemon_dropped,
+                    r.mosquitto_pct
+                ),
+                &cmd,
+            );
+        }
+        // Same runtime as the daemon (multi-thread, 2 workers).
+        Cmd::BusReader { addr } => busload::plain_reader(addr).await?,
         Cmd::ColdStart { runs } => {
             eprintln!("cold start: {runs} runs");
             let r = single::cold_start(&daemon, runs).await?;

@@ -81,6 +81,22 @@ pub fn mem(pid: u32) -> Result<Mem> {
     })
 }
 
+/// Voluntary context switches summed over the threads of `pid` (`voluntary_ctxt_switches` in
+/// `/proc/<pid>/task/*/status`): each is a thread going to sleep, i.e. one wakeup later.
+/// Threads that exit in between are not counted.
+pub fn voluntary_switches(pid: u32) -> Result<u64> {
+    let dir = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .with_context(|| format!("read /proc/{pid}/task"))?;
+    let mut n = 0;
+    for task in dir {
+        let Ok(text) = std::fs::read_to_string(task?.path().join("status")) else {
+            continue; // the thread exited
+        };
+        n += kib_field(&text, "voluntary_ctxt_switches").unwrap_or(0);
+    }
+    Ok(n)
+}
+
 /// Clock ticks per second (`sysconf(_SC_CLK_TCK)`).
 pub fn clk_tck() -> Result<u64> {
     let v = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
@@ -152,6 +168,14 @@ mod tests {
         let m = mem(me).expect("own mem");
         assert!(m.rss_kib > 0 && m.hwm_kib >= m.rss_kib, "{m:?}");
         assert!(clk_tck().expect("tck") > 0);
+    }
+
+    #[test]
+    fn sleeping_is_a_voluntary_switch() {
+        let me = std::process::id();
+        let before = voluntary_switches(me).expect("own tasks");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        assert!(voluntary_switches(me).expect("own tasks") > before);
     }
 
     #[test]

@@ -384,12 +384,17 @@ pub struct IdleReport {
 }
 
 fn frames_of(resp: &Response) -> Option<u64> {
+    can_counter(resp, "frames")
+}
+
+/// The counter `key` (`frames`, `dropped`, `connects`) of the `can` component of a status.
+pub(crate) fn can_counter(resp: &Response, key: &str) -> Option<u64> {
     let Response::Status { components, .. } = resp else {
         return None;
     };
     let (_, can) = components.iter().find(|(k, _)| k == "can")?;
     can.split_whitespace()
-        .find_map(|kv| kv.strip_prefix("frames="))?
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))?
         .parse()
         .ok()
 }
@@ -489,6 +494,8 @@ mod tests {
             ],
         };
         assert_eq!(frames_of(&r), Some(1234));
+        assert_eq!(can_counter(&r, "dropped"), Some(0));
+        assert_eq!(can_counter(&r, "drop"), None);
         assert_eq!(frames_of(&Response::Done), None);
     }
 }

@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use telematics_keystore::SigningKey;
 use telematics_link::{LinkConfig, LinkHandle, TlsFiles, certificate_facts_of_file, topics};
 use telematics_store::{OutboxMessage, Priority};
 use telematics_telemetry::{Alert, AlertState, RenewalOutcome, SignalValue};
@@ -72,14 +73,41 @@ impl std::fmt::Debug for Identity {
     }
 }
 
-/// The identity in force at start: the committed generation and its files (loaded by the link
-/// next). An unreadable commit record fails closed.
-pub fn committed_files(
+/// The identity in force at start.
+#[derive(Clone)]
+pub struct Committed {
+    /// The committed generation (0: the configured files).
+    pub generation: u64,
+    /// Its certificate (and key file, files backend).
+    pub files: TlsFiles,
+    /// Its key when not a file (token).
+    pub key: Option<Arc<dyn SigningKey>>,
+}
+
+/// The identity in force at start: the committed generation, its files and key (loaded by the
+/// link next). A token key promotion interrupted after the commit (kill -9) is finished first,
+/// so that the key matches the committed certificate. An unreadable commit record fails closed.
+pub fn committed_identity(
     store: &IdentityStore,
     keys: &dyn KeyBackend,
-) -> Result<(u64, TlsFiles), DaemonError> {
+) -> Result<Committed, DaemonError> {
     let generation = store.committed()?;
-    Ok((generation, store.files(generation, keys)))
+    let files = store.files(generation, keys);
+    if generation > 0 {
+        let cert = certificate_facts_of_file(&files.cert_chain)
+            .map_err(|e| DaemonError::Identity(e.to_string()))?;
+        if keys.finish_promotion(&cert.spki)? {
+            tracing::info!(
+                generation,
+                "certificate renewal: key promotion finished after a restart"
+            );
+        }
+    }
+    Ok(Committed {
+        generation,
+        files,
+        key: keys.current_key()?,
+    })
 }
 
 fn wall_ms() -> u64 {
@@ -283,10 +311,11 @@ impl Identity {
             }
             Effect::Probe { generation } => {
                 let files = self.store.files(generation, self.keys.as_ref());
+                let key = self.keys.candidate_key(&dir(generation))?;
                 let ok = match telematics_link::probe(
                     &self.link_config,
                     &files,
-                    None,
+                    key.as_ref(),
                     PROBE_TIMEOUT,
                 )
                 .await
@@ -308,6 +337,8 @@ impl Identity {
             }
             Effect::Commit { generation } => {
                 self.store.commit(generation)?;
+                // After the commit record: a crash before this is finished at the next start.
+                self.keys.promote(&dir(generation))?;
                 m.committed_now()
             }
             Effect::Outcome {
@@ -341,7 +372,12 @@ impl Identity {
             }
             Effect::Renewed { generation, serial } => {
                 let files = self.store.files(generation, self.keys.as_ref());
-                if let Err(e) = self.link.switch_identity(files, None) {
+                let switched = self.keys.current_key().and_then(|key| {
+                    self.link
+                        .switch_identity(files, key)
+                        .map_err(|e| DaemonError::Link(e.to_string()))
+                });
+                if let Err(e) = switched {
                     // Committed and proven: the next start uses it in any case.
                     tracing::error!(code = e.code(), error = %e, "switch to the renewed identity failed");
                 }

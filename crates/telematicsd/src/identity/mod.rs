@@ -4,10 +4,11 @@
 //!
 //! Decisions are sans-IO ([`expiry`], [`renewal`], [`check`]: `now` passed in, effects
 //! returned); [`store`] owns the files (generations and the commit record), [`keys`] the key
-//! backend, [`driver`] is the thin tokio shell that runs them against the MQTT link.
+//! backend over the key store (token or files), [`csr`] the PKCS#10 request, [`driver`] is the thin tokio shell that runs them against the MQTT link.
 //! See ARCHITECTURE.md "Certificate lifecycle" and docs/topics.md (`identity/*` topics).
 
 pub mod check;
+pub mod csr;
 pub mod driver;
 pub mod expiry;
 pub mod keys;

@@ -1,5 +1,6 @@
 //! The identity directory: one subdirectory per renewed generation (`gen-<n>/` holding
-//! `key.pem`, `cert.pem`), and the commit record `current` naming the generation in force.
+//! `cert.pem`, and `key.pem` with the files key backend; a token keeps the key), and the commit
+//! record `current` naming the generation in force.
 //! Generation 0 is the configured `[mqtt] cert` / `key` (factory identity).
 //!
 //! Every file is written to a temporary name, fsynced, renamed and its directory fsynced; the
@@ -152,8 +153,10 @@ impl IdentityStore {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::super::keys::FileKeys;
+    use super::super::keys::StoreKeys;
     use super::*;
+    use std::sync::Arc;
+    use telematics_keystore::{KeyStore, KeysConfig};
 
     #[test]
     fn generations_commit_atomically_and_resume_from_disk() {
@@ -164,7 +167,9 @@ mod tests {
             ca: "/etc/ca.pem".into(),
         };
         let s = IdentityStore::new(dir.path().join("identity"), factory.clone());
-        let k = FileKeys;
+        let k = StoreKeys::new(Arc::new(
+            KeyStore::open(&KeysConfig::default(), Path::new("/etc/k.pem")).unwrap(),
+        ));
         assert_eq!(s.committed().unwrap(), 0);
         assert_eq!(s.files(0, &k), factory);
         assert_eq!(s.resume(1, &k), Resume::default());

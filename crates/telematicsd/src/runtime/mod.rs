@@ -52,7 +52,7 @@ use crate::core::{CoreParts, Effect, Restored, SecurityEvent, VehicleCore};
 use crate::error::DaemonError;
 use crate::identity::driver::{self, IdentityStatus};
 use crate::identity::expiry::Policy;
-use crate::identity::keys::{FileKeys, KeyBackend};
+use crate::identity::keys::{KeyBackend, StoreKeys};
 use crate::identity::store::IdentityStore;
 use crate::security::{SecurityService, Verification, unix_now_s};
 use crate::vehicle::BusId;
@@ -161,7 +161,8 @@ impl Carriers {
 
 impl Runtime {
     /// Starts the MQTT link (TLS files are loaded now: missing or invalid ones refuse to start;
-    /// `client_key`, the key store's token key, signs the handshake instead of `mqtt.key`)
+    /// with a token, `key_store`'s current identity key signs the handshake instead of a key
+    /// file; the identity in force is the last committed renewal, else `mqtt.cert` / `key`)
     /// and builds the core from its parts and the restored state. `connectors` opens each bus
     /// (configuration order, at least one). Must run inside a tokio runtime.
     #[allow(clippy::too_many_arguments)] // the parts Daemon::open built and failed closed on
@@ -169,7 +170,7 @@ impl Runtime {
         cfg: Config,
         store: Store,
         security: Arc<SecurityService>,
-        client_key: Option<Arc<dyn telematics_keystore::SigningKey>>,
+        key_store: Arc<telematics_keystore::KeyStore>,
         connectors: Vec<NamedConnector>,
         clock: Clock,
         parts: CoreParts,
@@ -189,13 +190,13 @@ impl Runtime {
         // The identity in force: the last committed renewal, else the configured files.
         let mut lc = link_config(&cfg, &versions);
         let identity_store = IdentityStore::new(cfg.identity_dir(), lc.tls.clone());
-        let keys: Arc<dyn KeyBackend> = Arc::new(FileKeys);
-        let (generation, files) = driver::committed_files(&identity_store, keys.as_ref())?;
-        if generation > 0 {
-            tracing::info!(generation, cert = %files.cert_chain.display(), "using the renewed identity");
+        let keys: Arc<dyn KeyBackend> = Arc::new(StoreKeys::new(key_store));
+        let committed = driver::committed_identity(&identity_store, keys.as_ref())?;
+        if committed.generation > 0 {
+            tracing::info!(generation = committed.generation, cert = %committed.files.cert_chain.display(), "using the renewed identity");
         }
-        lc.tls = files;
-        lc.client_key = client_key;
+        lc.tls = committed.files;
+        lc.client_key = committed.key;
         let (link, incoming) = telematics_link::Link::start(lc.clone(), store.outbox())
             .map_err(|e| DaemonError::Link(e.to_string()))?;
         let identity = driver::Identity {
