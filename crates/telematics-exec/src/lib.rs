@@ -239,6 +239,9 @@ struct InFlight {
     confirm: Confirm,
     deadline: u64,
     run_secs: u32,
+    /// Its frame was written to the bus ([`Executor::on_frame_sent`]): only from then on can
+    /// a vehicle signal confirm it (the state before the frame says nothing about it).
+    sent: bool,
 }
 
 #[derive(Debug)]
@@ -366,6 +369,7 @@ impl Executor {
                     .unwrap_or(self.cfg.confirm_timeout_ms),
             ),
             run_secs,
+            sent: false,
         });
         // Even if the vehicle already shows the target state (lock while locked), confirmation
         // waits for a report received after the actuation.
@@ -390,12 +394,12 @@ impl Executor {
     /// reason as text): a command confirmed by [`Confirm::Sent`] is executed, a failed write
     /// fails the command `send_failed`.
     pub fn on_frame_sent(&mut self, id: CommandId, result: Result<(), String>, now: u64) {
-        let Some(f) = self.in_flight.as_ref().filter(|f| f.id == id) else {
+        let Some(f) = self.in_flight.as_mut().filter(|f| f.id == id) else {
             return;
         };
         match result {
             Ok(()) if f.confirm == Confirm::Sent => self.confirmed(now),
-            Ok(()) => {}
+            Ok(()) => f.sent = true,
             Err(e) => {
                 self.in_flight = None;
                 self.finish_with(id, ResultState::Failed, Some(SEND_FAILED), Some(e), now);
@@ -448,7 +452,7 @@ impl Executor {
         if self
             .in_flight
             .as_ref()
-            .is_some_and(|f| f.confirm.confirmed_by(&signal))
+            .is_some_and(|f| f.sent && f.confirm.confirmed_by(&signal))
         {
             self.confirmed(now);
         }

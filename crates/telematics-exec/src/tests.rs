@@ -33,8 +33,47 @@ fn ready(now: u64) -> Executor {
     e
 }
 
+/// The outputs so far; every actuation frame is then reported written (as the daemon's
+/// actuator does), so that vehicle signals can confirm its command.
 fn drain(e: &mut Executor) -> Vec<Output> {
-    std::iter::from_fn(|| e.poll_output()).collect()
+    let out: Vec<Output> = std::iter::from_fn(|| e.poll_output()).collect();
+    for o in &out {
+        if let Output::SendFrames(ActuationRequest {
+            command_id: Some(c),
+            ..
+        }) = o
+        {
+            e.on_frame_sent(*c, Ok(()), T0);
+        }
+    }
+    out
+}
+
+/// Before its frame is on the bus, the vehicle already showing the target state does not
+/// confirm a command (lock while locked): the state before the frame says nothing about it.
+#[test]
+fn a_signal_before_the_frame_is_written_does_not_confirm() {
+    let mut e = ready(T0);
+    e.on_vehicle_update(VehicleSignal::DoorsLocked(true), T0);
+    drain(&mut e);
+    e.submit_request(req(1, Action::Lock), T0 + 1);
+    let out: Vec<Output> = std::iter::from_fn(|| e.poll_output()).collect();
+    assert_eq!(actuations(&out), vec![Actuate::Lock]);
+    e.on_vehicle_update(VehicleSignal::DoorsLocked(true), T0 + 50);
+    assert!(publishes(&drain(&mut e)).is_empty(), "not confirmed before the write");
+    assert!(e.is_busy());
+    // The write fails: the command fails send_failed, it was never executed.
+    e.on_frame_sent(id(1), Err("bus down".into()), T0 + 60);
+    assert_eq!(
+        publishes(&drain(&mut e)),
+        vec![(ResultState::Failed, Some("send_failed"))]
+    );
+    // Written: the next report of the state confirms it.
+    e.submit_request(req(2, Action::Lock), T0 + 100);
+    let _ = std::iter::from_fn(|| e.poll_output()).count();
+    e.on_frame_sent(id(2), Ok(()), T0 + 110);
+    e.on_vehicle_update(VehicleSignal::DoorsLocked(true), T0 + 150);
+    assert_eq!(publishes(&drain(&mut e)), vec![(ResultState::Executed, None)]);
 }
 
 fn publishes(out: &[Output]) -> Vec<(ResultState, Option<&str>)> {

@@ -338,9 +338,15 @@ fn ack<'d>(
     let (bus_name, dbc) = bus_dbc("ack", &a.bus, dbc_of)?;
     message_exists("ack", dbc, &a.message)?;
     signal_exists("ack.outcome", dbc, &a.message, &a.outcome)?;
-    if let Some(c) = &a.counter {
-        signal_exists("ack.counter", dbc, &a.message, c)?;
-    }
+    // Without the echoed counter any acknowledgement heard after a command would answer it
+    // (a cyclic or repeated ack of an earlier frame): required.
+    let Some(c) = &a.counter else {
+        return Err(ProfileError::at(
+            "ack.counter",
+            "required: the ack signal echoing the command's alive counter",
+        ));
+    };
+    signal_exists("ack.counter", dbc, &a.message, c)?;
     if let Some(r) = &a.reason {
         signal_exists("ack.reason", dbc, &a.message, r)?;
     }

@@ -208,7 +208,9 @@ pub struct VehicleCore {
     /// Alive counter of each actuation message, by DBC message name.
     counters: HashMap<String, u8>,
     /// The command in flight, its frame and the counter its acknowledgement must echo.
-    awaiting_ack: Option<(telematics_security::CommandId, u8)>,
+    awaiting_ack: Option<(telematics_security::CommandId, u8, u64)>,
+    /// The latest `now` a handler was given (ms): when a decision was taken.
+    last_now: u64,
     next_frame: u64,
     /// Frames released, not yet reported written, with their commands.
     frames_out: VecDeque<(FrameId, Option<telematics_security::CommandId>)>,
@@ -278,6 +280,7 @@ impl VehicleCore {
             answered: Answered::new(ANSWER_WINDOW_MS, ANSWER_CAPACITY),
             counters: HashMap::new(),
             awaiting_ack: None,
+            last_now: now,
             next_frame: 1,
             frames_out: VecDeque::new(),
             frame_commands: HashMap::new(),
@@ -328,6 +331,7 @@ impl VehicleCore {
 
     /// CAN frames of the first bus received by `now` (a burst is best fed in one call).
     pub fn handle_frames<'a>(&mut self, frames: impl IntoIterator<Item = &'a CanFrame>, now: u64) {
+        self.last_now = self.last_now.max(now);
         self.handle_bus_frames(frames.into_iter().map(|f| (BusId(0), f)), now);
     }
 
@@ -338,6 +342,7 @@ impl VehicleCore {
         frames: impl IntoIterator<Item = (BusId, &'a CanFrame)>,
         now: u64,
     ) {
+        self.last_now = self.last_now.max(now);
         if self.stopped {
             return;
         }
@@ -375,6 +380,7 @@ impl VehicleCore {
     /// [`Effect::SendFrame`], in the order they were polled; what was decided after the frame
     /// is polled only after this report.
     pub fn handle_frame_sent(&mut self, id: FrameId, result: Result<(), String>, now: u64) {
+        self.last_now = self.last_now.max(now);
         if self.stopped {
             return;
         }
@@ -387,7 +393,7 @@ impl VehicleCore {
             tracing::error!(frame = id.0, error = %e, "actuation frame not written to the bus");
         }
         if let Some(c) = command {
-            if result.is_err() && self.awaiting_ack.is_some_and(|(a, _)| a == c) {
+            if result.is_err() && self.awaiting_ack.is_some_and(|(a, _, _)| a == c) {
                 self.awaiting_ack = None;
             }
             self.exec.on_frame_sent(c, result, now);
@@ -399,9 +405,15 @@ impl VehicleCore {
     /// `true` when `frame` is the acknowledgement of the command in flight (fed to the
     /// executor).
     fn on_ack_frame(&mut self, bus: BusId, frame: &CanFrame, now: u64) -> bool {
-        let Some((command, counter)) = self.awaiting_ack else {
+        let Some((command, counter, decided_at)) = self.awaiting_ack else {
             return false;
         };
+        // An acknowledgement heard before the command was decided answers an earlier frame
+        // (its own timestamp, on the core's clock; a frame without one is heard now).
+        let heard_at = frame.timestamp_us.map_or(now, |us| us / 1000);
+        if heard_at < decided_at {
+            return false;
+        }
         let model = &self.model;
         let Some(ack) = model
             .profile()
@@ -438,6 +450,7 @@ impl VehicleCore {
     /// `security_lockout` alert is raised when it starts (with `until`, the end of a wait) and
     /// cleared when it ends.
     pub fn handle_lockout(&mut self, lockout: Lockout, now: u64) {
+        self.last_now = self.last_now.max(now);
         if self.stopped {
             return;
         }
@@ -458,6 +471,7 @@ impl VehicleCore {
     /// A security event the security service reported after persisting the decision that
     /// caused it: its alert goes into the next commit (priority [`Priority::Alert`]).
     pub fn handle_security_event(&mut self, event: SecurityEvent, now: u64) {
+        self.last_now = self.last_now.max(now);
         if self.stopped {
             return;
         }
@@ -469,6 +483,7 @@ impl VehicleCore {
     /// The daemon stops at `now`: the refusals counted in open aggregation windows are
     /// reported now rather than lost with the process (commit them before the outbox drains).
     pub fn handle_shutdown(&mut self, now: u64) {
+        self.last_now = self.last_now.max(now);
         if self.stopped {
             return;
         }
@@ -490,6 +505,7 @@ impl VehicleCore {
 
     /// The verification worker's outcome for one received command.
     pub fn handle_verification(&mut self, v: Verification, now: u64) {
+        self.last_now = self.last_now.max(now);
         if self.stopped {
             return;
         }
@@ -553,6 +569,7 @@ impl VehicleCore {
     /// aggregation window of forged refusals. Call at
     /// [`next_deadline`](Self::next_deadline) (calling it earlier is harmless).
     pub fn handle_timeout(&mut self, now: u64) {
+        self.last_now = self.last_now.max(now);
         if self.stopped {
             return;
         }
@@ -813,7 +830,7 @@ impl VehicleCore {
                 let id = FrameId(self.next_frame);
                 self.next_frame += 1;
                 if let Some(c) = req.command_id {
-                    self.awaiting_ack = Some((c, counter));
+                    self.awaiting_ack = Some((c, counter, self.last_now));
                 }
                 self.frame_commands.insert(id, req.command_id);
                 self.building.after.push(Effect::SendFrame {

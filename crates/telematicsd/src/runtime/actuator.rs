@@ -66,61 +66,54 @@ impl BusSinks {
 }
 
 /// Sends until `rx` closes. A frame that cannot be sent (unknown bus, not connected, send
-/// error, 1 s timeout) is reported `Err`; its command fails `send_failed`.
+/// error, 1 s timeout) is reported `Err`; its command fails `send_failed`. The report follows
+/// the frame's first write at once (the core holds what it decided after the frame until
+/// then); the profile's repetitions follow it.
 pub async fn run(
     mut rx: mpsc::UnboundedReceiver<Actuation>,
     sinks: BusSinks,
     sent: mpsc::UnboundedSender<Sent>,
 ) {
     while let Some(a) = rx.recv().await {
-        let result = send(&a, &sinks).await;
-        if result.is_ok() {
+        let first = write(&a, &sinks, 0).await;
+        let ok = first.is_ok();
+        if ok {
             failpoint::hit(Crash::ExecAfterActuationSent);
         }
-        if sent.send((a.id, result)).is_err() {
+        if sent.send((a.id, first)).is_err() {
             return;
+        }
+        if ok {
+            for n in 1..a.count {
+                tokio::time::sleep(Duration::from_millis(a.interval_ms)).await;
+                if write(&a, &sinks, n).await.is_err() {
+                    break;
+                }
+            }
         }
     }
 }
 
-async fn send(a: &Actuation, sinks: &BusSinks) -> Result<(), String> {
-    let mut first = Err("not sent".to_string());
-    for n in 0..a.count.max(1) {
-        if n > 0 {
-            tokio::time::sleep(Duration::from_millis(a.interval_ms)).await;
+/// Write `n` (0 = the first) of frame `a` to its bus.
+async fn write(a: &Actuation, sinks: &BusSinks, n: u32) -> Result<(), String> {
+    let s = sinks.get(&a.bus).map_err(|why| {
+        tracing::error!(bus = %a.bus, actuate = ?a.actuate, why, n, "actuation not sent");
+        format!("bus {}: {why}", a.bus)
+    })?;
+    match tokio::time::timeout(Duration::from_secs(1), s.send(&a.frame)).await {
+        Ok(Ok(())) => {
+            tracing::info!(bus = %a.bus, actuate = ?a.actuate, counter = a.counter, n, "actuation sent");
+            Ok(())
         }
-        let s = match sinks.get(&a.bus) {
-            Ok(s) => s,
-            Err(why) => {
-                tracing::error!(bus = %a.bus, actuate = ?a.actuate, why, "actuation not sent");
-                if n == 0 {
-                    return Err(format!("bus {}: {why}", a.bus));
-                }
-                break;
-            }
-        };
-        let r = match tokio::time::timeout(Duration::from_secs(1), s.send(&a.frame)).await {
-            Ok(Ok(())) => {
-                tracing::info!(bus = %a.bus, actuate = ?a.actuate, counter = a.counter, n, "actuation sent");
-                Ok(())
-            }
-            Ok(Err(e)) => {
-                tracing::error!(bus = %a.bus, code = e.code(), error = %e, "actuation send failed");
-                Err(format!("{}: {e}", e.code()))
-            }
-            Err(_) => {
-                tracing::error!(bus = %a.bus, "actuation send timed out");
-                Err("send timed out (1 s)".into())
-            }
-        };
-        if n == 0 {
-            first = r;
-            if first.is_err() {
-                break;
-            }
+        Ok(Err(e)) => {
+            tracing::error!(bus = %a.bus, code = e.code(), error = %e, n, "actuation send failed");
+            Err(format!("{}: {e}", e.code()))
+        }
+        Err(_) => {
+            tracing::error!(bus = %a.bus, n, "actuation send timed out");
+            Err("send timed out (1 s)".into())
         }
     }
-    first
 }
 
 #[cfg(test)]
@@ -178,5 +171,34 @@ mod tests {
             reports,
             vec![(0, true), (1, true), (2, true), (3, false), (4, false)]
         );
+    }
+
+    /// The core hears of a frame right after its first write, not after the repetitions:
+    /// a frame repeated 3 times 300 ms apart is reported before the second write.
+    #[tokio::test]
+    async fn the_report_follows_the_first_write_and_the_repeats_follow_it() {
+        let body = Arc::new(DiscardSink::default());
+        let (_b, body_rx) = watch::channel(Some(body.clone() as Arc<dyn CanSink>));
+        let mut sinks = BusSinks::default();
+        sinks.insert("body", body_rx);
+        let (tx, rx) = mpsc::unbounded_channel();
+        tx.send(Actuation {
+            id: FrameId(7),
+            bus: "body".into(),
+            frame: CanFrame::new(telematics_can::CanId::standard(0x200), &[1]),
+            actuate: Actuate::Lock,
+            counter: 1,
+            count: 3,
+            interval_ms: 300,
+        })
+        .expect("send");
+        drop(tx);
+        let (sent_tx, mut sent_rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(run(rx, sinks, sent_tx));
+        let (id, r) = sent_rx.recv().await.expect("report");
+        assert_eq!((id.0, r.is_ok()), (7, true));
+        assert_eq!(body.dropped.load(Ordering::Relaxed), 1, "reported after the first write");
+        task.await.expect("actuator");
+        assert_eq!(body.dropped.load(Ordering::Relaxed), 3, "then repeated");
     }
 }
