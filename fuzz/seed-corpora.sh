@@ -8,7 +8,7 @@ root="$(cd "$here/.." && pwd)"
 data="$root/crates/telematics-can/data"
 ext="${TELEMATICS_EXTERNAL_FIXTURES:-$root/../shared/fixtures/external}"
 c="$here/corpus"
-mkdir -p "$c"/{dbc_parse,candump_line,can_decode,cose_envelope,reset_auth,config_toml,admin_frame,payload_cbor,cose_plaintext,reset_auth_signed,session_request,deterministic_cbor,device_revocation}
+mkdir -p "$c"/{dbc_parse,candump_line,can_decode,cose_envelope,reset_auth,config_toml,admin_frame,payload_cbor,cose_plaintext,reset_auth_signed,session_request,deterministic_cbor,device_revocation,frame_protection}
 
 # dbc_parse: demo DBC, the crate's test DBCs + external DBCs.
 cp "$data/demo_car.dbc" "$c/dbc_parse/demo_car.dbc"
@@ -96,4 +96,15 @@ vp=$(vec revoke-1 payload); vs=$(vec revoke-1 sign1)
 [ -n "$vp" ] && [ -n "$vs" ] || { echo "vector revoke-1 missing in $proto" >&2; exit 1; }
 printf '01%s' "$vp" | xxd -r -p > "$c/device_revocation/revoke-1_payload"
 printf '00%s' "$vs" | xxd -r -p > "$c/device_revocation/revoke-1_sign1"
+# frame_protection: 12-byte header (scheme, four LE u16 parameters, data_length, counter; see
+# fuzz_targets/frame_protection.rs) + frame: the published examples of each scheme.
+fp() { printf '%s' "$2" | xxd -r -p > "$c/frame_protection/$1"; }
+fp xor_demo      '010700000000000000ffff000100000000000001'
+fp crc8_check    '020900000000000000ffff0031323334353637383900'
+fp p1_both_0x123 '032301000008003000ffff00cc00000000000000'
+fp p1_nibble     '032301000008003300ffff002a10000000000000'
+fp p2_zero_ids   '040000000000000000ffff014501000000000000'
+fp p5_short      '053412000000000000ffff001cca000000000000'
+fp p5_long       '05341240000000000080000000000000000000002891000000000000'
+fp secoc_default '06420040000800180005000501020304'
 echo "seeded: $(find "$c" -type f | wc -l) files in $c"

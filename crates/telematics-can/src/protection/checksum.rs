@@ -33,7 +33,7 @@ pub struct Crc8J1850 {
 }
 
 /// The checksum `sum` of the frame without byte `at`: `sum(before, after)`.
-fn over_rest(data: &[u8], at: usize, sum: impl Fn(&[u8], &[u8]) -> u8) -> u8 {
+fn over_rest(data: &[u8], at: usize, sum: fn(&[u8], &[u8]) -> u8) -> u8 {
     let (before, rest) = data.split_at(at.min(data.len()));
     sum(before, rest.get(1..).unwrap_or(&[]))
 }
@@ -47,14 +47,15 @@ fn crc8(before: &[u8], after: &[u8]) -> u8 {
 }
 
 /// The shared shape of both schemes: one byte at `at`, computed by `sum` over the rest.
-struct OneByte {
+pub(super) struct OneByte {
     scheme: Scheme,
     key: &'static str,
     at: usize,
+    sum: fn(&[u8], &[u8]) -> u8,
 }
 
 impl OneByte {
-    fn validate(&self, frame_len: usize) -> Result<(), CanError> {
+    pub(super) fn validate(&self, frame_len: usize) -> Result<(), CanError> {
         if self.at >= frame_len {
             return Err(config_error(
                 self.scheme,
@@ -67,18 +68,18 @@ impl OneByte {
         Ok(())
     }
 
-    fn protect(&self, data: &mut [u8], sum: impl Fn(&[u8], &[u8]) -> u8) -> Result<(), CanError> {
+    pub(super) fn protect(&self, data: &mut [u8]) -> Result<(), CanError> {
         need_len(self.scheme, data.len(), self.at + 1)?;
-        let v = over_rest(data, self.at, sum);
+        let v = over_rest(data, self.at, self.sum);
         if let Some(b) = data.get_mut(self.at) {
             *b = v;
         }
         Ok(())
     }
 
-    fn check(&self, data: &[u8], sum: impl Fn(&[u8], &[u8]) -> u8) -> Result<Checked, CanError> {
+    pub(super) fn check(&self, data: &[u8]) -> Result<Checked, CanError> {
         need_len(self.scheme, data.len(), self.at + 1)?;
-        if data.get(self.at) != Some(&over_rest(data, self.at, sum)) {
+        if data.get(self.at) != Some(&over_rest(data, self.at, self.sum)) {
             return Err(CanError::ChecksumMismatch {
                 scheme: self.scheme,
             });
@@ -88,45 +89,23 @@ impl OneByte {
 }
 
 impl XorChecksum {
-    fn shape(&self) -> OneByte {
+    pub(super) fn shape(&self) -> OneByte {
         OneByte {
             scheme: Scheme::Xor,
             key: "checksum_byte",
             at: self.checksum_byte,
+            sum: xor,
         }
-    }
-
-    pub(super) fn validate(&self, frame_len: usize) -> Result<(), CanError> {
-        self.shape().validate(frame_len)
-    }
-
-    pub(super) fn protect(&self, data: &mut [u8]) -> Result<(), CanError> {
-        self.shape().protect(data, xor)
-    }
-
-    pub(super) fn check(&self, data: &[u8]) -> Result<Checked, CanError> {
-        self.shape().check(data, xor)
     }
 }
 
 impl Crc8J1850 {
-    fn shape(&self) -> OneByte {
+    pub(super) fn shape(&self) -> OneByte {
         OneByte {
             scheme: Scheme::Crc8J1850,
             key: "crc_byte",
             at: self.crc_byte,
+            sum: crc8,
         }
-    }
-
-    pub(super) fn validate(&self, frame_len: usize) -> Result<(), CanError> {
-        self.shape().validate(frame_len)
-    }
-
-    pub(super) fn protect(&self, data: &mut [u8]) -> Result<(), CanError> {
-        self.shape().protect(data, crc8)
-    }
-
-    pub(super) fn check(&self, data: &[u8]) -> Result<Checked, CanError> {
-        self.shape().check(data, crc8)
     }
 }

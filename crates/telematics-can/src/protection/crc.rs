@@ -6,6 +6,34 @@
 //! checksum, because the E2E profiles chain several calls of the AUTOSAR CRC library with start
 //! values: profile 1, for instance, is CRC-8 0x1D run from register 0x00 with no final XOR.
 
+/// The byte-wise lookup table of an MSB-first CRC of `width` (8 or 16) bits with generator
+/// `poly`: entry `i` is the register after shifting the byte `i` through it.
+const fn table(poly: u16, width: u32) -> [u16; 256] {
+    let top = 1u16 << (width - 1);
+    let mask = if width == 16 {
+        u16::MAX
+    } else {
+        (1u16 << width) - 1
+    };
+    let mut table = [0u16; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut r = (i as u16) << (width - 8);
+        let mut bit = 0;
+        while bit < 8 {
+            r = if r & top != 0 {
+                (r << 1) ^ poly
+            } else {
+                r << 1
+            } & mask;
+            bit += 1;
+        }
+        table[i] = r;
+        i += 1;
+    }
+    table
+}
+
 /// An 8-bit MSB-first CRC: polynomial, initial register value and final XOR.
 #[derive(Clone)]
 pub struct Crc8 {
@@ -18,20 +46,11 @@ impl Crc8 {
     /// The CRC with generator `poly` (without the x^8 term), register start `init` and final
     /// XOR `xor_out`.
     pub const fn new(poly: u8, init: u8, xor_out: u8) -> Self {
+        let wide = table(poly as u16, 8);
         let mut table = [0u8; 256];
         let mut i = 0;
         while i < 256 {
-            let mut r = i as u8;
-            let mut bit = 0;
-            while bit < 8 {
-                r = if r & 0x80 != 0 {
-                    (r << 1) ^ poly
-                } else {
-                    r << 1
-                };
-                bit += 1;
-            }
-            table[i] = r;
+            table[i] = wide[i] as u8;
             i += 1;
         }
         Crc8 {
@@ -64,24 +83,8 @@ impl Crc16 {
     /// The CRC with generator `poly` (without the x^16 term), register start `init` and final
     /// XOR `xor_out`.
     pub const fn new(poly: u16, init: u16, xor_out: u16) -> Self {
-        let mut table = [0u16; 256];
-        let mut i = 0;
-        while i < 256 {
-            let mut r = (i as u16) << 8;
-            let mut bit = 0;
-            while bit < 8 {
-                r = if r & 0x8000 != 0 {
-                    (r << 1) ^ poly
-                } else {
-                    r << 1
-                };
-                bit += 1;
-            }
-            table[i] = r;
-            i += 1;
-        }
         Crc16 {
-            table,
+            table: table(poly, 16),
             init,
             xor_out,
         }

@@ -40,6 +40,7 @@ use std::fmt;
 use serde::Deserialize;
 
 use crate::error::CanError;
+use e2e::Layout as _;
 
 pub use checksum::{Crc8J1850, XorChecksum};
 pub use e2e::{DataIdMode, E2eP1, E2eP2, E2eP5};
@@ -177,8 +178,8 @@ impl Protection {
     pub fn protect(&self, data: &mut [u8], counter: u8) -> Result<(), CanError> {
         match self {
             Protection::None => Ok(()),
-            Protection::Xor(p) => p.protect(data),
-            Protection::Crc8J1850(p) => p.protect(data),
+            Protection::Xor(p) => p.shape().protect(data),
+            Protection::Crc8J1850(p) => p.shape().protect(data),
             Protection::E2eP1(p) => p.protect(data, counter),
             Protection::E2eP2(p) => p.protect(data, counter),
             Protection::E2eP5(p) => p.protect(data, counter),
@@ -190,8 +191,8 @@ impl Protection {
     pub fn check(&self, data: &[u8]) -> Result<Checked, CanError> {
         match self {
             Protection::None => Ok(Checked { counter: None }),
-            Protection::Xor(p) => p.check(data),
-            Protection::Crc8J1850(p) => p.check(data),
+            Protection::Xor(p) => p.shape().check(data),
+            Protection::Crc8J1850(p) => p.shape().check(data),
             Protection::E2eP1(p) => p.check(data),
             Protection::E2eP2(p) => p.check(data),
             Protection::E2eP5(p) => p.check(data),
@@ -225,8 +226,8 @@ impl Protection {
     pub fn validate(&self, frame_len: usize) -> Result<(), CanError> {
         match self {
             Protection::None => Ok(()),
-            Protection::Xor(p) => p.validate(frame_len),
-            Protection::Crc8J1850(p) => p.validate(frame_len),
+            Protection::Xor(p) => p.shape().validate(frame_len),
+            Protection::Crc8J1850(p) => p.shape().validate(frame_len),
             Protection::E2eP1(p) => p.validate(frame_len),
             Protection::E2eP2(p) => p.validate(frame_len),
             Protection::E2eP5(p) => p.validate(frame_len),

@@ -240,6 +240,10 @@ impl SecOc {
     /// `last_accepted` (the newest value this receiver accepted, `None` before the first), check
     /// that it is newer and that the MAC matches (constant-time compare). On success the caller
     /// stores [`Verified::freshness`] as its new last accepted value.
+    ///
+    /// With `None` the received low bits are taken as the whole value, so a receiver without
+    /// history only accepts a sender whose value still fits `freshness_tx_bits`: a receiver
+    /// keeps its last accepted value across restarts as the sender keeps its counter.
     pub fn verify<'a>(
         &self,
         key: &SecOcKey,

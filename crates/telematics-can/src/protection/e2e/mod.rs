@@ -10,12 +10,36 @@ mod p01;
 mod p02;
 mod p05;
 
-use super::{Scheme, config_error};
+use super::{Checked, Scheme, config_error, need_len};
 use crate::error::CanError;
 
 pub use p01::{DataIdMode, E2eP1};
 pub use p02::E2eP2;
 pub use p05::E2eP5;
+
+/// The layout rules of profiles 1 and 2, checked at load ([`validate`](Layout::validate)) and
+/// on every frame ([`frame_layout`](Layout::frame_layout)).
+pub(super) trait Layout {
+    /// The profile.
+    const SCHEME: Scheme;
+
+    /// Bytes a frame needs at least.
+    fn min_len(&self) -> usize;
+
+    /// The protected length of a frame of `frame_len` bytes, after checking every rule.
+    fn layout(&self, frame_len: usize) -> Result<usize, CanError>;
+
+    /// [`layout`](Layout::layout) at run time: a short frame is a length error.
+    fn frame_layout(&self, data_len: usize) -> Result<usize, CanError> {
+        need_len(Self::SCHEME, data_len, self.min_len())?;
+        self.layout(data_len)
+    }
+
+    /// [`layout`](Layout::layout) at load time: the configuration works on `frame_len` bytes.
+    fn validate(&self, frame_len: usize) -> Result<(), CanError> {
+        self.layout(frame_len).map(|_| ())
+    }
+}
 
 /// Profile 1's counter runs 0..=14 (15 is never sent).
 pub(super) const P1_COUNTER_MODULUS: u16 = 15;
@@ -41,6 +65,40 @@ fn set_nibble(data: &mut [u8], offset: u16, v: u8) {
             (*b & 0x0F) | (v << 4)
         };
     }
+}
+
+/// The frame's verdict: its `counter` when the CRC it carries matched, else a checksum error.
+fn accept(scheme: Scheme, crc_matches: bool, counter: u8) -> Result<Checked, CanError> {
+    if !crc_matches {
+        return Err(CanError::ChecksumMismatch { scheme });
+    }
+    Ok(Checked {
+        counter: Some(counter),
+    })
+}
+
+/// `Ok` when `counter < modulus`, else a [`CanError::CounterInvalid`].
+fn counter_in_range(scheme: Scheme, counter: u8, modulus: u16) -> Result<(), CanError> {
+    if u16::from(counter) >= modulus {
+        return Err(CanError::CounterInvalid {
+            scheme,
+            counter: u64::from(counter),
+        });
+    }
+    Ok(())
+}
+
+/// Write the 4-bit `counter` at bit `offset` when it is below `modulus`.
+fn write_counter(
+    scheme: Scheme,
+    data: &mut [u8],
+    offset: u16,
+    counter: u8,
+    modulus: u16,
+) -> Result<(), CanError> {
+    counter_in_range(scheme, counter, modulus)?;
+    set_nibble(data, offset, counter);
+    Ok(())
 }
 
 /// The protected length in bytes: `data_length` (bits) when configured, else the frame's.

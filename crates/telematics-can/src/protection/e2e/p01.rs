@@ -17,8 +17,11 @@
 use serde::Deserialize;
 
 use super::super::crc::CRC8_SAE_J1850;
-use super::super::{Checked, Scheme, config_error, need_len};
-use super::{P1_COUNTER_MODULUS, field_inside, nibble, protected_len, set_nibble};
+use super::super::{Checked, Scheme, config_error};
+use super::{
+    Layout, P1_COUNTER_MODULUS, accept, counter_in_range, field_inside, nibble, protected_len,
+    set_nibble, write_counter,
+};
 use crate::error::CanError;
 
 const SCHEME: Scheme = Scheme::E2eP1;
@@ -83,6 +86,68 @@ impl E2eP1 {
         }
     }
 
+    /// The CRC of the first `len` bytes of `data` with `counter`.
+    fn crc(&self, data: &[u8], len: usize, counter: u8) -> u8 {
+        let [lo, hi] = self.data_id.to_le_bytes();
+        let id: &[u8] = match self.data_id_mode {
+            DataIdMode::Both => &[lo, hi],
+            DataIdMode::Alt if counter.is_multiple_of(2) => &[lo],
+            DataIdMode::Alt => &[hi],
+            DataIdMode::Low => &[lo],
+            DataIdMode::Nibble => &[lo, 0],
+        };
+        let at = usize::from(self.crc_offset / 8);
+        let data = data.get(..len).unwrap_or(data);
+        let (before, rest) = data.split_at(at.min(data.len()));
+        let reg = CRC8_SAE_J1850.update(0x00, id);
+        let reg = CRC8_SAE_J1850.update(reg, before);
+        CRC8_SAE_J1850.update(reg, rest.get(1..).unwrap_or(&[]))
+    }
+
+    pub(in crate::protection) fn protect(
+        &self,
+        data: &mut [u8],
+        counter: u8,
+    ) -> Result<(), CanError> {
+        let len = self.frame_layout(data.len())?;
+        write_counter(
+            SCHEME,
+            data,
+            self.counter_offset,
+            counter,
+            P1_COUNTER_MODULUS,
+        )?;
+        if self.data_id_mode == DataIdMode::Nibble {
+            set_nibble(data, self.data_id_nibble_offset, (self.data_id >> 8) as u8);
+        }
+        let crc = self.crc(data, len, counter);
+        if let Some(b) = data.get_mut(usize::from(self.crc_offset / 8)) {
+            *b = crc;
+        }
+        Ok(())
+    }
+
+    pub(in crate::protection) fn check(&self, data: &[u8]) -> Result<Checked, CanError> {
+        let len = self.frame_layout(data.len())?;
+        let counter = nibble(data, self.counter_offset);
+        counter_in_range(SCHEME, counter, P1_COUNTER_MODULUS)?;
+        if self.data_id_mode == DataIdMode::Nibble
+            && nibble(data, self.data_id_nibble_offset) != ((self.data_id >> 8) as u8 & 0x0F)
+        {
+            return Err(CanError::DataIdMismatch { scheme: SCHEME });
+        }
+        let stored = data.get(usize::from(self.crc_offset / 8));
+        accept(
+            SCHEME,
+            stored == Some(&self.crc(data, len, counter)),
+            counter,
+        )
+    }
+}
+
+impl Layout for E2eP1 {
+    const SCHEME: Scheme = SCHEME;
+
     /// Bytes a frame needs at least for this configuration.
     fn min_len(&self) -> usize {
         if let Some(bits) = self.data_length {
@@ -129,74 +194,5 @@ impl E2eP1 {
             }
         }
         Ok(len)
-    }
-
-    pub(in crate::protection) fn validate(&self, frame_len: usize) -> Result<(), CanError> {
-        self.layout(frame_len).map(|_| ())
-    }
-
-    /// The CRC of the first `len` bytes of `data` with `counter`.
-    fn crc(&self, data: &[u8], len: usize, counter: u8) -> u8 {
-        let [lo, hi] = self.data_id.to_le_bytes();
-        let id: &[u8] = match self.data_id_mode {
-            DataIdMode::Both => &[lo, hi],
-            DataIdMode::Alt if counter.is_multiple_of(2) => &[lo],
-            DataIdMode::Alt => &[hi],
-            DataIdMode::Low => &[lo],
-            DataIdMode::Nibble => &[lo, 0],
-        };
-        let at = usize::from(self.crc_offset / 8);
-        let data = data.get(..len).unwrap_or(data);
-        let (before, rest) = data.split_at(at.min(data.len()));
-        let reg = CRC8_SAE_J1850.update(0x00, id);
-        let reg = CRC8_SAE_J1850.update(reg, before);
-        CRC8_SAE_J1850.update(reg, rest.get(1..).unwrap_or(&[]))
-    }
-
-    pub(in crate::protection) fn protect(
-        &self,
-        data: &mut [u8],
-        counter: u8,
-    ) -> Result<(), CanError> {
-        need_len(SCHEME, data.len(), self.min_len())?;
-        let len = self.layout(data.len())?;
-        if u16::from(counter) >= P1_COUNTER_MODULUS {
-            return Err(CanError::CounterInvalid {
-                scheme: SCHEME,
-                counter: u64::from(counter),
-            });
-        }
-        set_nibble(data, self.counter_offset, counter);
-        if self.data_id_mode == DataIdMode::Nibble {
-            set_nibble(data, self.data_id_nibble_offset, (self.data_id >> 8) as u8);
-        }
-        let crc = self.crc(data, len, counter);
-        if let Some(b) = data.get_mut(usize::from(self.crc_offset / 8)) {
-            *b = crc;
-        }
-        Ok(())
-    }
-
-    pub(in crate::protection) fn check(&self, data: &[u8]) -> Result<Checked, CanError> {
-        need_len(SCHEME, data.len(), self.min_len())?;
-        let len = self.layout(data.len())?;
-        let counter = nibble(data, self.counter_offset);
-        if u16::from(counter) >= P1_COUNTER_MODULUS {
-            return Err(CanError::CounterInvalid {
-                scheme: SCHEME,
-                counter: u64::from(counter),
-            });
-        }
-        if self.data_id_mode == DataIdMode::Nibble
-            && nibble(data, self.data_id_nibble_offset) != ((self.data_id >> 8) as u8 & 0x0F)
-        {
-            return Err(CanError::DataIdMismatch { scheme: SCHEME });
-        }
-        if data.get(usize::from(self.crc_offset / 8)) != Some(&self.crc(data, len, counter)) {
-            return Err(CanError::ChecksumMismatch { scheme: SCHEME });
-        }
-        Ok(Checked {
-            counter: Some(counter),
-        })
     }
 }

@@ -12,8 +12,8 @@
 use serde::Deserialize;
 
 use super::super::crc::CRC8_H2F;
-use super::super::{Checked, Scheme, need_len};
-use super::{P2_COUNTER_MODULUS, nibble, protected_len, set_nibble};
+use super::super::{Checked, Scheme};
+use super::{Layout, P2_COUNTER_MODULUS, accept, nibble, protected_len, write_counter};
 use crate::error::CanError;
 
 const SCHEME: Scheme = Scheme::E2eP2;
@@ -41,19 +41,6 @@ impl E2eP2 {
         }
     }
 
-    fn min_len(&self) -> usize {
-        self.data_length
-            .map_or(2, |bits| usize::from(bits.div_ceil(8)).max(2))
-    }
-
-    fn layout(&self, frame_len: usize) -> Result<usize, CanError> {
-        protected_len(SCHEME, self.data_length, frame_len, 2, 256)
-    }
-
-    pub(in crate::protection) fn validate(&self, frame_len: usize) -> Result<(), CanError> {
-        self.layout(frame_len).map(|_| ())
-    }
-
     fn crc(&self, data: &[u8], len: usize, counter: u8) -> u8 {
         let id = self.data_id_list[usize::from(counter & 0x0F)];
         let reg = CRC8_H2F.update(0xFF, data.get(1..len).unwrap_or(&[]));
@@ -65,15 +52,8 @@ impl E2eP2 {
         data: &mut [u8],
         counter: u8,
     ) -> Result<(), CanError> {
-        need_len(SCHEME, data.len(), self.min_len())?;
-        let len = self.layout(data.len())?;
-        if u16::from(counter) >= P2_COUNTER_MODULUS {
-            return Err(CanError::CounterInvalid {
-                scheme: SCHEME,
-                counter: u64::from(counter),
-            });
-        }
-        set_nibble(data, COUNTER_OFFSET, counter);
+        let len = self.frame_layout(data.len())?;
+        write_counter(SCHEME, data, COUNTER_OFFSET, counter, P2_COUNTER_MODULUS)?;
         let crc = self.crc(data, len, counter);
         if let Some(b) = data.first_mut() {
             *b = crc;
@@ -82,14 +62,25 @@ impl E2eP2 {
     }
 
     pub(in crate::protection) fn check(&self, data: &[u8]) -> Result<Checked, CanError> {
-        need_len(SCHEME, data.len(), self.min_len())?;
-        let len = self.layout(data.len())?;
+        let len = self.frame_layout(data.len())?;
         let counter = nibble(data, COUNTER_OFFSET);
-        if data.first() != Some(&self.crc(data, len, counter)) {
-            return Err(CanError::ChecksumMismatch { scheme: SCHEME });
-        }
-        Ok(Checked {
-            counter: Some(counter),
-        })
+        accept(
+            SCHEME,
+            data.first() == Some(&self.crc(data, len, counter)),
+            counter,
+        )
+    }
+}
+
+impl Layout for E2eP2 {
+    const SCHEME: Scheme = SCHEME;
+
+    fn min_len(&self) -> usize {
+        self.data_length
+            .map_or(2, |bits| usize::from(bits.div_ceil(8)).max(2))
+    }
+
+    fn layout(&self, frame_len: usize) -> Result<usize, CanError> {
+        protected_len(SCHEME, self.data_length, frame_len, 2, 256)
     }
 }

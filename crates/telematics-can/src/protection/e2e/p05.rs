@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::super::crc::CRC16_CCITT_FALSE;
 use super::super::{Checked, Scheme, config_error};
-use super::{field_inside, protected_len};
+use super::{accept, field_inside, protected_len};
 use crate::error::CanError;
 
 const SCHEME: Scheme = Scheme::E2eP5;
@@ -120,11 +120,7 @@ impl E2eP5 {
                 need: o + HEADER,
             });
         };
-        if u16::from_le_bytes([lo, hi]) != self.crc(data.get(..len).unwrap_or(&[])) {
-            return Err(CanError::ChecksumMismatch { scheme: SCHEME });
-        }
-        Ok(Checked {
-            counter: Some(counter),
-        })
+        let computed = self.crc(data.get(..len).unwrap_or(&[]));
+        accept(SCHEME, u16::from_le_bytes([lo, hi]) == computed, counter)
     }
 }
