@@ -273,7 +273,11 @@ async fn a_clear_state_is_sealed_at_the_first_start_with_a_sealing_key() {
 
     let key = w.dir.path().join("seal.key");
     write_new_seal_key(&key).unwrap();
+    // Without the one-time migration setting a clear record is refused (it could be planted).
     w.edit_config(|c| format!("{c}[keys]\nseal_key = {{ file = {key:?} }}\n"));
+    refuses_to_start(&mut w, "migrate_clear_state", |_| {}).await;
+    assert!(w.log().contains("keys.unseal_failed"), "{}", w.log());
+    w.edit_config(|c| format!("{c}migrate_clear_state = true\n"));
     w.start_daemon().await;
     assert!(
         w.log().contains("migrated from the clear format"),

@@ -60,7 +60,10 @@ fn a_signal_before_the_frame_is_written_does_not_confirm() {
     let out: Vec<Output> = std::iter::from_fn(|| e.poll_output()).collect();
     assert_eq!(actuations(&out), vec![Actuate::Lock]);
     e.on_vehicle_update(VehicleSignal::DoorsLocked(true), T0 + 50);
-    assert!(publishes(&drain(&mut e)).is_empty(), "not confirmed before the write");
+    assert!(
+        publishes(&drain(&mut e)).is_empty(),
+        "not confirmed before the write"
+    );
     assert!(e.is_busy());
     // The write fails: the command fails send_failed, it was never executed.
     e.on_frame_sent(id(1), Err("bus down".into()), T0 + 60);
@@ -73,7 +76,10 @@ fn a_signal_before_the_frame_is_written_does_not_confirm() {
     let _ = std::iter::from_fn(|| e.poll_output()).count();
     e.on_frame_sent(id(2), Ok(()), T0 + 110);
     e.on_vehicle_update(VehicleSignal::DoorsLocked(true), T0 + 150);
-    assert_eq!(publishes(&drain(&mut e)), vec![(ResultState::Executed, None)]);
+    assert_eq!(
+        publishes(&drain(&mut e)),
+        vec![(ResultState::Executed, None)]
+    );
 }
 
 fn publishes(out: &[Output]) -> Vec<(ResultState, Option<&str>)> {

@@ -123,6 +123,12 @@ pub struct KeysConfig {
     pub seal_key: Option<SecretSource>,
     /// PKCS#11 backend settings.
     pub pkcs11: Pkcs11Config,
+    /// Seal a security state found in clear while a sealing key is configured (the one-time
+    /// migration of a state written before sealing). Off by default: otherwise a clear record
+    /// is refused (`keys.unseal_failed`), because whoever can write the flash could plant one
+    /// with a device secret and a code verifier of their own. Set it for the first start after
+    /// adding the key, then remove it (docs/protocol.md, migration).
+    pub migrate_clear_state: bool,
 }
 
 impl KeysConfig {

@@ -843,6 +843,31 @@ impl Config {
         {
             need("can.profile", &self.can.profile);
         }
+        if let Some(telematics_keystore::SecretSource::File(p)) = &self.keys.seal_key {
+            // A copy of the state directory must not carry the key that opens it, and the key
+            // is the daemon's alone (0600, or 0640 for a group that provisions it).
+            if let (Ok(k), Ok(d)) = (p.canonicalize(), self.state.directory.canonicalize())
+                && k.starts_with(&d)
+            {
+                missing.push(format!(
+                    "keys.seal_key: {} is inside state.directory (keep the sealing key outside \
+                     the state it seals)",
+                    p.display()
+                ));
+            }
+            #[cfg(unix)]
+            if let Ok(m) = std::fs::metadata(p) {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = m.permissions().mode() & 0o777;
+                if mode & 0o037 != 0 {
+                    missing.push(format!(
+                        "keys.seal_key: {} has mode {mode:o}: it must not be readable by others \
+                         nor writable by its group (0600 or 0640)",
+                        p.display()
+                    ));
+                }
+            }
+        }
         if !self.state.directory.is_dir() {
             missing.push(format!(
                 "state.directory: {} does not exist (pairing state lives there)",
@@ -1272,6 +1297,26 @@ mod tests {
             std::fs::write(d.join(f), b"x").expect("write");
         }
         c.check_files().expect("all present");
+
+        // The sealing key: outside the state directory, and the daemon's alone.
+        use std::os::unix::fs::PermissionsExt;
+        let key = d.join("seal.key");
+        std::fs::write(&key, [7u8; 32]).expect("write");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        c.keys.seal_key = Some(telematics_keystore::SecretSource::File(key.clone()));
+        let Err(DaemonError::MissingFiles(m)) = c.check_files() else {
+            panic!("expected a refused sealing key");
+        };
+        assert!(
+            m.iter().any(|f| f.contains("inside state.directory")),
+            "{m:?}"
+        );
+        assert!(m.iter().any(|f| f.contains("has mode 644")), "{m:?}");
+        let state = d.join("state");
+        std::fs::create_dir(&state).expect("mkdir");
+        c.state.directory = state;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        c.check_files().expect("a 0600 key outside the state");
     }
 
     #[test]

@@ -301,7 +301,8 @@ impl SecurityService {
     ///
     /// With a `sealer` the state is stored sealed (AES-256-GCM, [`state_aad`]): a sealed state
     /// that does not open refuses to start (`keys.unseal_failed`), a sealed state without a
-    /// sealer too, and a clear state is resealed in one store write (migration).
+    /// sealer too, and a clear state is refused unless `[keys] migrate_clear_state` allows
+    /// resealing it in one store write (migration).
     pub fn open(
         store: Store,
         cfg: &Config,
@@ -324,6 +325,16 @@ impl SecurityService {
                         return Err(KeyError::Unseal(format!(
                             "the security state in {} is sealed and no sealing key is \
                              configured ([keys] seal_key or backend = \"pkcs11\")",
+                            store.path().display()
+                        ))
+                        .into());
+                    }
+                    (Some(_), false) if !cfg.keys.migrate_clear_state => {
+                        return Err(KeyError::Unseal(format!(
+                            "the security state in {} is in clear while a sealing key is \
+                             configured: refused (a clear record can be planted); to seal a state \
+                             written before sealing, start once with [keys] \
+                             migrate_clear_state = true, then remove it",
                             store.path().display()
                         ))
                         .into());

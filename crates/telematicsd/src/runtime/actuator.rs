@@ -197,7 +197,11 @@ mod tests {
         let task = tokio::spawn(run(rx, sinks, sent_tx));
         let (id, r) = sent_rx.recv().await.expect("report");
         assert_eq!((id.0, r.is_ok()), (7, true));
-        assert_eq!(body.dropped.load(Ordering::Relaxed), 1, "reported after the first write");
+        assert_eq!(
+            body.dropped.load(Ordering::Relaxed),
+            1,
+            "reported after the first write"
+        );
         task.await.expect("actuator");
         assert_eq!(body.dropped.load(Ordering::Relaxed), 3, "then repeated");
     }
