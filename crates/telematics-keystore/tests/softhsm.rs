@@ -51,6 +51,7 @@ fn token_cfg(token: &str) -> KeysConfig {
             key_label: "identity".into(),
             seal_key_label: "seal".into(),
         },
+        migrate_clear_state: false,
     }
 }
 
