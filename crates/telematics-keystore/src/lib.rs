@@ -116,9 +116,10 @@ impl KeyStore {
     }
 
     /// Makes the [`IdentitySlot::Next`] key the current one (the old current key is deleted).
-    /// Files: one atomic rename. Token: current -> `.old`, next -> current, `.old` destroyed;
-    /// an interruption between the relabels leaves `.old`, which [`IdentitySlot::Current`]
-    /// still finds.
+    /// Files: one atomic rename. Token: per key class current -> `.old`, next -> current,
+    /// then `.old` destroyed; resumable, so a promotion interrupted between two token calls is
+    /// finished by calling it again (the daemon does at start when the committed certificate
+    /// certifies the `next` public key).
     pub fn promote(&self) -> Result<()> {
         match &self.inner {
             Inner::Files(f) => f.promote(),

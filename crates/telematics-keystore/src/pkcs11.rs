@@ -148,7 +148,11 @@ impl Token {
                 self.cfg.token_label
             ))
         })?;
-        let public = self.find(ObjectClass::PUBLIC_KEY, &label)?.ok_or_else(|| {
+        let public = match self.find(ObjectClass::PUBLIC_KEY, &label)? {
+            Some(h) => Some(h),
+            None => self.find(ObjectClass::PUBLIC_KEY, &self.label(slot))?,
+        };
+        let public = public.ok_or_else(|| {
             KeyError::NotFound(format!(
                 "public key {label:?} in token {:?}",
                 self.cfg.token_label
@@ -190,13 +194,11 @@ impl Token {
         Ok(())
     }
 
-    fn relabel(&self, from: &str, to: &str) -> Result<()> {
-        for class in [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY] {
-            if let Some(h) = self.find(class, from)? {
-                self.session()
-                    .update_attributes(h, &[Attribute::Label(to.as_bytes().to_vec())])
-                    .map_err(ck("C_SetAttributeValue"))?;
-            }
+    fn relabel(&self, class: ObjectClass, from: &str, to: &str) -> Result<()> {
+        if let Some(h) = self.find(class, from)? {
+            self.session()
+                .update_attributes(h, &[Attribute::Label(to.as_bytes().to_vec())])
+                .map_err(ck("C_SetAttributeValue"))?;
         }
         Ok(())
     }
@@ -227,19 +229,37 @@ impl Token {
         Ok(())
     }
 
-    /// Next becomes current: current -> `.old`, next -> current, `.old` destroyed.
+    /// Next becomes current: per object class (private, then public key) current -> `.old`
+    /// and next -> current, then `.old` destroyed. Resumable: every step leaves a state this
+    /// finishes (a class whose `next` object is gone is done; a `current` object while `next`
+    /// is still there is the old one), so a crash between any two token calls is completed by
+    /// calling it again (the daemon does at start, seeing the `next` public key certified).
     pub(crate) fn promote(&self) -> Result<()> {
         let next = self.label(IdentitySlot::Next);
-        if self.find(ObjectClass::PRIVATE_KEY, &next)?.is_none() {
-            return Err(KeyError::NotFound(format!(
-                "private key {next:?} in the token"
-            )));
+        let classes = [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY];
+        let mut pending = false;
+        for class in classes {
+            pending |= self.find(class, &next)?.is_some();
+        }
+        if !pending {
+            return Err(KeyError::NotFound(format!("key {next:?} in the token")));
         }
         let cur = self.label(IdentitySlot::Current);
         let old = format!("{cur}.old");
-        self.destroy_label(&old)?;
-        self.relabel(&cur, &old)?;
-        self.relabel(&next, &cur)?;
+        for class in classes {
+            if self.find(class, &next)?.is_none() {
+                continue;
+            }
+            if self.find(class, &cur)?.is_some() {
+                while let Some(h) = self.find(class, &old)? {
+                    self.session()
+                        .destroy_object(h)
+                        .map_err(ck("C_DestroyObject"))?;
+                }
+                self.relabel(class, &cur, &old)?;
+            }
+            self.relabel(class, &next, &cur)?;
+        }
         self.destroy_label(&old)
     }
 
