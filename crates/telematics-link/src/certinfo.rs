@@ -37,16 +37,7 @@ pub struct CertFacts {
 
 /// The facts of the DER certificate `der` (`None` if it cannot be walked).
 pub fn certificate_facts(der: &[u8]) -> Option<CertFacts> {
-    let (0x30, cert, _) = tlv(der)? else {
-        return None;
-    };
-    let (0x30, mut tbs, _) = tlv(cert)? else {
-        return None;
-    };
-    let (tag, _, rest) = tlv(tbs)?;
-    if tag == 0xa0 {
-        tbs = rest;
-    }
+    let tbs = tbs_fields(der)?;
     let (0x02, serial, rest) = tlv(tbs)? else {
         return None;
     };
@@ -157,23 +148,23 @@ fn tlv(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     Some((tag, b.get(..len)?, b.get(len..)?))
 }
 
-fn validity_of_der(der: &[u8]) -> Option<Validity> {
+/// The fields of `der`'s TBSCertificate after its optional `[0]` version (serialNumber
+/// first).
+fn tbs_fields(der: &[u8]) -> Option<&[u8]> {
     let (0x30, cert, _) = tlv(der)? else {
         return None;
     };
-    let (0x30, mut tbs, _) = tlv(cert)? else {
+    let (0x30, tbs, _) = tlv(cert)? else {
         return None;
     };
-    // [0] version (optional), serialNumber, signature, issuer, then validity.
     let (tag, _, rest) = tlv(tbs)?;
-    if tag == 0xa0 {
-        tbs = rest;
-        let (_, _, rest) = tlv(tbs)?;
-        tbs = rest;
-    } else {
-        tbs = rest;
-    }
-    for _ in 0..2 {
+    Some(if tag == 0xa0 { rest } else { tbs })
+}
+
+fn validity_of_der(der: &[u8]) -> Option<Validity> {
+    // serialNumber, signature, issuer, then validity.
+    let mut tbs = tbs_fields(der)?;
+    for _ in 0..3 {
         let (_, _, rest) = tlv(tbs)?;
         tbs = rest;
     }
