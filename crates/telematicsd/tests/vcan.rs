@@ -175,9 +175,11 @@ async fn two_buses_with_the_kernel_filter_deliver_only_the_ids_the_vehicle_reads
         file("chassis.dbc", CHASSIS_DBC),
         file("chassis.toml", CHASSIS_VSS),
     );
+    let profile = file("profile.toml", telematics_can::demo::DEMO_PROFILE_TOML);
     let cfg = Config::from_toml_with_env(
         &format!(
             "[vehicle]\nvin = \"1M8GDM9AXKP042788\"\n\
+             [can]\nprofile = {profile:?}\n\
              [[can.bus]]\nname = \"body\"\nsource = \"socketcan\"\ninterface = \"{body}\"\n\
              dbc = {bd:?}\nmapping = {bm:?}\n\
              [[can.bus]]\nname = \"chassis\"\nsource = \"socketcan\"\ninterface = \"{chassis}\"\n\
