@@ -7,50 +7,6 @@ use telematics_exec::{
     Actuate, Check, ExecConfig, RULES, Reject, VehicleSignal, VehicleState, check,
 };
 
-/// The document's name of a check. Exhaustive: a new check fails to compile here until the
-/// document (and this mapping) name it.
-fn doc_name(c: Check) -> &'static str {
-    match c {
-        Check::Stationary => "stationary",
-        Check::InPark => "in_park",
-        Check::DoorsClosed => "doors_closed",
-        Check::HoodClosed => "hood_closed",
-        Check::NoKeyInCabin => "no_key_in_cabin",
-        Check::EngineOff => "engine_off",
-        Check::EngineOn => "engine_on",
-    }
-}
-
-const ALL_CHECKS: [Check; 7] = [
-    Check::Stationary,
-    Check::InPark,
-    Check::DoorsClosed,
-    Check::HoodClosed,
-    Check::NoKeyInCabin,
-    Check::EngineOff,
-    Check::EngineOn,
-];
-
-fn action_name(a: Actuate) -> &'static str {
-    match a {
-        Actuate::Lock => "lock",
-        Actuate::Unlock => "unlock",
-        Actuate::EngineStart => "engine_start",
-        Actuate::EngineStop => "engine_stop",
-        Actuate::FlashLights => "flash_lights",
-        Actuate::Horn => "horn",
-    }
-}
-
-const ALL_ACTIONS: [Actuate; 6] = [
-    Actuate::Lock,
-    Actuate::Unlock,
-    Actuate::EngineStart,
-    Actuate::EngineStop,
-    Actuate::FlashLights,
-    Actuate::Horn,
-];
-
 /// A signal value that passes (`true`) or fails (`false`) the check.
 fn signal(c: Check, pass: bool) -> VehicleSignal {
     match c {
@@ -83,18 +39,14 @@ fn doc_rows() -> Vec<Row> {
             continue;
         }
         let action_cell = strip(cells[0].trim_start_matches('|'));
-        let action = ALL_ACTIONS
-            .into_iter()
-            .find(|a| action_name(*a) == action_cell)
+        let action = Actuate::from_name(&action_cell)
             .unwrap_or_else(|| panic!("unknown action {action_cell:?} in {path}"));
         let check_cell = strip(cells[1]);
         let check = if check_cell == "(none)" {
             None
         } else {
             Some(
-                ALL_CHECKS
-                    .into_iter()
-                    .find(|c| doc_name(*c) == check_cell)
+                Check::from_name(&check_cell)
                     .unwrap_or_else(|| panic!("unknown check {check_cell:?} in {path}")),
             )
         };
@@ -120,7 +72,7 @@ fn preconditions_md_matches_rules() {
         "no rule rows parsed from docs/preconditions.md"
     );
     // Same pairs, same order per action.
-    for a in ALL_ACTIONS {
+    for a in Actuate::ALL {
         let doc: Vec<Check> = rows
             .iter()
             .filter(|r| r.action == a)
@@ -131,11 +83,11 @@ fn preconditions_md_matches_rules() {
             .filter(|(k, _)| *k == a)
             .map(|(_, c)| *c)
             .collect();
-        assert_eq!(doc, code, "checks of {}", action_name(a));
+        assert_eq!(doc, code, "checks of {}", a.name());
         assert!(
             rows.iter().any(|r| r.action == a),
             "{} has no row (write `(none)`)",
-            action_name(a)
+            a.name()
         );
     }
     let cfg = ExecConfig::default();
@@ -145,7 +97,7 @@ fn preconditions_md_matches_rules() {
             assert_eq!(check(r.action, &VehicleState::default(), &cfg), Ok(()));
             continue;
         };
-        let name = format!("{} / {}", action_name(r.action), doc_name(c));
+        let name = format!("{} / {}", r.action.name(), c.name());
         // The signal read: with no state the check refuses stale_state naming it.
         match c.eval(&VehicleState::default(), &cfg) {
             Err(Reject::StaleState(kind)) => assert_eq!(kind.vss_paths(), r.signal, "{name}"),
