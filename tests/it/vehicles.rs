@@ -3,8 +3,10 @@
 //! and test car B from its data files alone (two buses `[[can.bus]]` body and powertrain, one
 //! TCP hub each, Motorola signals, E2E profile 1 commands checked by the simulator, an ack
 //! with refusal codes). Lock, unlock and engine start are confirmed on the bus; a refusal by
-//! the body controller arrives as `failed(refused_by_vehicle)` with its reason; frames older
-//! than their max age by their own timestamp refuse `stale_state`.
+//! the body controller arrives as `failed(refused_by_vehicle)` with its reason; a message whose
+//! last frame is older than its max age by its own timestamp (the receive time on the TCP bus)
+//! refuses `stale_state`, while a frame its sender stamped long ago but that just arrived is
+//! fresh.
 
 use std::time::Duration;
 
@@ -106,17 +108,37 @@ async fn scenarios(v: Vehicle) {
     assert!(!w.car.lock().await.car().engine_running, "{v:?}");
     w.car.lock().await.refuse(None);
 
-    // Frames stamped 1.5 s before they are sent, on the bus each belongs on, are older than
-    // their max age: stale_state; the same frames stamped at sending are fresh.
-    let status = {
+    // The message carrying Vehicle.Speed goes silent while every other status message keeps
+    // its cycle, on the bus each belongs on: the speed's last frame, by its own (receive)
+    // timestamp, is older than its max age: stale_state naming it. The frames of the silent
+    // message are found as the ones that change with the speed.
+    let (status, speed_ids) = {
         let mut car = w.car.lock().await;
         car.silent = true;
         let frames = car.status_frames().expect("status frames");
-        frames
+        car.car_mut().speed_kmh += 7.0;
+        let moved = car.status_frames().expect("status frames");
+        car.car_mut().speed_kmh -= 7.0;
+        let speed_ids: Vec<u32> = frames
+            .iter()
+            .zip(&moved)
+            .filter(|(a, b)| a.data != b.data)
+            .map(|(a, _)| a.id)
+            .collect();
+        let status = frames
             .into_iter()
             .map(|f| (car.bus_of(&f).unwrap_or("body").to_string(), f))
-            .collect::<Vec<_>>()
+            .collect::<Vec<_>>();
+        (status, speed_ids)
     };
+    assert!(
+        !speed_ids.is_empty(),
+        "{v:?}: a status frame carries the speed"
+    );
+    assert!(
+        speed_ids.len() < status.len(),
+        "{v:?}: other status messages keep their cycle"
+    );
     let nodes = [
         ("body", w.bus_node_of("body")),
         ("powertrain", w.bus_node_of("powertrain")),
@@ -125,30 +147,27 @@ async fn scenarios(v: Vehicle) {
         let (_, node) = nodes.iter().find(|(n, _)| *n == bus).unwrap_or(&nodes[0]);
         node.sender()
     };
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
-    let feed = |age_ms: u64| {
+    // Every status frame but the speed's (or all, each stamped `stamp_us` by its sender),
+    // every 100 ms for 3 s.
+    let feed = |with_speed: bool, stamp_us: Option<u64>| {
         let frames: Vec<_> = status
             .iter()
+            .filter(|(_, f)| with_speed || !speed_ids.contains(&f.id))
             .map(|(bus, f)| (sender(bus), f.clone()))
             .collect();
         tokio::spawn(async move {
-            for _ in 0..20 {
-                let at = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_micros() as u64
-                    - age_ms * 1000;
+            for _ in 0..30 {
                 for (sender, f) in &frames {
                     let mut f = f.clone();
-                    f.timestamp_us = Some(at);
+                    f.timestamp_us = stamp_us;
                     sender.send_frame(&f).await.unwrap();
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         })
     };
-    let old = feed(1_500);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let without_speed = feed(false, None);
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
     let id = w.send(&mut phone, Action::Unlock, CODE).await;
     let rs = w.terminal(id, 15).await;
     assert_eq!(
@@ -161,8 +180,10 @@ async fn scenarios(v: Vehicle) {
         Some("Vehicle.Speed"),
         "{v:?} {rs:?}"
     );
-    old.await.unwrap();
-    let recent = feed(0);
+    without_speed.abort();
+    // A frame stamped by its sender years ago is fresh: its age is its receive time (the TCP
+    // bus's rule, as the kernel's on SocketCAN), so the speed is back.
+    let recent = feed(true, Some(1_000_000));
     tokio::time::sleep(Duration::from_millis(500)).await;
     let id = w.send(&mut phone, Action::Unlock, CODE).await;
     let rs = w.terminal(id, 15).await;

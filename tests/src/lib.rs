@@ -327,8 +327,8 @@ filter = "info"
         }
     }
 
-    /// A node of the vehicle's TCP bus for the test itself (e.g. frames with chosen
-    /// timestamps; the bus keeps a sender's timestamp).
+    /// A node of the vehicle's TCP bus for the test itself (frames the test sends are stamped
+    /// with their receive time by whoever reads them).
     pub fn bus_node(&self) -> telematics_canio::TcpBusPort {
         self._hub.local_node()
     }

@@ -7,8 +7,8 @@
 //!
 //! This is the daemon's one staleness rule: the executor's preconditions, telemetry's `stale`
 //! list and `doctor`'s fresh count all read it. The time of an update is its frame's own
-//! timestamp (kernel receive time on SocketCAN, log time on replay, the sender's time on the
-//! TCP bus), so a frame that waited in a queue is as old as it is; an update older than the
+//! timestamp (kernel receive time on SocketCAN, log time on replay, receive time on the TCP
+//! bus), so a frame that waited in a queue is as old as it is; an update older than the
 //! one already stored (frames from two buses out of order) is ignored.
 
 use std::collections::HashMap;

@@ -8,9 +8,15 @@
 //!
 //! Wire format, both directions: one `candump -L` line per frame,
 //! `(sec.usec) <iface> <ID>#<DATA>\n` (see [`telematics_can::format_line`] /
-//! [`telematics_can::parse_line`]); the hub writes the interface name [`WIRE_IFACE`] and keeps
-//! the sender's timestamp. Lines longer than [`MAX_LINE`] bytes or that do not parse are counted
-//! and skipped, never fatal; empty lines are ignored.
+//! [`telematics_can::parse_line`]); the hub writes the interface name [`WIRE_IFACE`]. Lines
+//! longer than [`MAX_LINE`] bytes or that do not parse are counted and skipped, never fatal;
+//! empty lines are ignored.
+//!
+//! Timestamps: a received frame carries its **receive time** on the receiver's wall clock (the
+//! hub stamps a frame when it takes it in, a client when it reads the line off its socket), as
+//! a SocketCAN receiver gets its kernel's receive time. The timestamp on the wire is the
+//! sender's, informative only (`candump -L` needs one): the hosts' clocks need not agree, and
+//! a sender cannot make a frame look older or newer than it is to the daemon.
 //!
 //! Back-pressure: a member's receive queue is bounded ([`HubOptions::queue_capacity`]). When
 //! it is full the frame is dropped for that member only and counted
@@ -135,8 +141,9 @@ impl HubInner {
     }
 
     /// Queues `frame` for every member except `from`; never waits.
-    fn broadcast(&self, from: u64, frame: CanFrame) {
+    fn broadcast(&self, from: u64, mut frame: CanFrame) {
         self.counters.received.fetch_add(1, Ordering::Relaxed);
+        frame.timestamp_us = Some(unix_us(std::time::SystemTime::now()));
         let frame = Arc::new(frame);
         let mut gone = Vec::new();
         let mut members = self.members();
@@ -491,10 +498,12 @@ async fn client_read_loop<R: AsyncBufRead + Unpin>(
     loop {
         match read_line_bounded(&mut rd, &mut line).await {
             Ok(Some(LineStatus::Complete)) => match parse_wire_line(&line) {
-                Some(Ok(frame)) => match tx.send(Arc::new(frame)).await {
-                    Ok(()) => {}
-                    Err(_) => return, // port dropped
-                },
+                Some(Ok(mut frame)) => {
+                    frame.timestamp_us = Some(unix_us(std::time::SystemTime::now()));
+                    if tx.send(Arc::new(frame)).await.is_err() {
+                        return; // port dropped
+                    }
+                }
                 Some(Err(())) => {
                     bad_lines.fetch_add(1, Ordering::Relaxed);
                 }
@@ -515,8 +524,8 @@ async fn client_read_loop<R: AsyncBufRead + Unpin>(
 /// One endpoint of a TCP virtual bus: a client connection ([`TcpBusClient::connect`]) or a
 /// hub-local node ([`TcpBusHub::local_node`]).
 ///
-/// [`CanSource::recv`] yields frames from the other members, each with the sender's
-/// timestamp. When the bus goes away (hub shut down, connection lost) it returns
+/// [`CanSource::recv`] yields frames from the other members, each stamped with its receive
+/// time (see the module docs). When the bus goes away (hub shut down, connection lost) it returns
 /// **`Err(CanIoError::Closed)`**, never `Ok(None)`, so a consumer can tell a lost bus (reconnect)
 /// from a finished replay. `recv` is cancel-safe.
 ///
@@ -599,7 +608,8 @@ pub struct TcpBusSender {
 }
 
 impl TcpBusSender {
-    /// Puts a frame on the bus. Frames without a timestamp get the current wall time.
+    /// Puts a frame on the bus. Frames without a timestamp get the current wall time (the
+    /// wire's informative timestamp; receivers stamp their own receive time).
     /// Fails with [`CanIoError::InvalidFrame`] for frames no CAN bus can carry and
     /// [`CanIoError::Closed`] when the bus is gone. A local node never waits; a client waits
     /// only while its own send queue to the hub is full.
