@@ -186,6 +186,13 @@ impl CanConfig {
         let mut names = std::collections::HashSet::new();
         for spec in self.buses() {
             let (k, b) = (&spec.key, &spec.bus);
+            if b.source == CanSourceKind::Sim && !cfg!(feature = "sim") {
+                errs.push(format!(
+                    "{k}.source: \"sim\" (the simulated demo car) is not in this build: the \
+                     shipped daemon has no simulator; use socketcan, replay or tcp (or build \
+                     with the `sim` feature for development)"
+                ));
+            }
             if !self.bus.is_empty() {
                 let valid = !b.name.is_empty()
                     && b.name.len() <= 32
@@ -499,6 +506,21 @@ pub fn content_hash(bytes: &[u8]) -> String {
     hex::encode(&d.as_ref()[..8])
 }
 
+/// The content hashes of the simulated car's built-in DBC and mapping.
+#[cfg(feature = "sim")]
+fn demo_hashes() -> (String, String) {
+    (
+        content_hash(telematics_can::demo::DEMO_DBC.as_bytes()),
+        content_hash(telematics_can::demo::DEMO_VSS_TOML.as_bytes()),
+    )
+}
+
+/// Without `sim` the configuration refuses the simulated car (never reached).
+#[cfg(not(feature = "sim"))]
+fn demo_hashes() -> (String, String) {
+    ("none".into(), "none".into())
+}
+
 /// The build's git commit (from build.rs).
 pub const BUILD_GIT_HASH: &str = env!("TMD_BUILD_GIT_HASH");
 
@@ -509,11 +531,9 @@ impl Config {
         let file = |p: &std::path::Path| {
             std::fs::read(p).map_or_else(|_| "unreadable".to_string(), |b| content_hash(&b))
         };
-        let (dbc, mapping) = if self.can.source == CanSourceKind::Sim && self.can.bus.is_empty() {
-            (
-                content_hash(telematics_can::demo::DEMO_DBC.as_bytes()),
-                content_hash(telematics_can::demo::DEMO_VSS_TOML.as_bytes()),
-            )
+        let sim = self.can.source == CanSourceKind::Sim && self.can.bus.is_empty();
+        let (dbc, mapping) = if sim && cfg!(feature = "sim") {
+            demo_hashes()
         } else {
             // One bus: its files' hashes (as before buses); several: the hash of their hashes.
             let buses = self.can.buses();
