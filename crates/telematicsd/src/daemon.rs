@@ -242,8 +242,8 @@ impl AdminHandler for DaemonAdmin {
         components.push((
             "versions".into(),
             format!(
-                "build={} config={} dbc={} mapping={}",
-                v.build, v.config, v.dbc, v.mapping
+                "build={} config={} dbc={} mapping={} profile={}",
+                v.build, v.config, v.dbc, v.mapping, v.profile
             ),
         ));
         admin::Response::Status {

@@ -104,11 +104,11 @@ pub fn link_config(cfg: &Config, versions: &Versions) -> LinkConfig {
     lc.backoff_min = Duration::from_millis(cfg.mqtt.reconnect_min_ms);
     lc.backoff_max = Duration::from_secs(cfg.mqtt.reconnect_max_s);
     lc.stable_after = Duration::from_secs(cfg.mqtt.reconnect_stable_s);
-    (lc.config_version, lc.build, lc.dbc_hash, lc.mapping_hash) = (
-        versions.config.clone(),
-        versions.build.clone(),
+    (lc.config_version, lc.build) = (versions.config.clone(), versions.build.clone());
+    (lc.dbc_hash, lc.mapping_hash, lc.profile_hash) = (
         versions.dbc.clone(),
         versions.mapping.clone(),
+        versions.profile.clone(),
     );
     lc
 }
