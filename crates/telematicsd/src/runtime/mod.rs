@@ -190,7 +190,12 @@ impl Runtime {
         // The identity in force: the last committed renewal, else the configured files.
         let mut lc = link_config(&cfg, &versions);
         let identity_store = IdentityStore::new(cfg.identity_dir(), lc.tls.clone());
-        let keys: Arc<dyn KeyBackend> = Arc::new(StoreKeys::new(key_store));
+        // Files backend with a sealing key: renewed identity keys are sealed under it.
+        let file_sealer = match key_store.backend() {
+            telematics_keystore::Backend::Files => key_store.sealer()?.map(Arc::new),
+            telematics_keystore::Backend::Pkcs11 => None,
+        };
+        let keys: Arc<dyn KeyBackend> = Arc::new(StoreKeys::new(key_store, file_sealer));
         let committed = driver::committed_identity(&identity_store, keys.as_ref())?;
         if committed.generation > 0 {
             tracing::info!(generation = committed.generation, cert = %committed.files.cert_chain.display(), "using the renewed identity");
