@@ -142,6 +142,15 @@ telematicsd check-config --no-files --config /etc/telematicsd/telematicsd.toml >
   || fail "shipped example config does not validate: $(cat "$W/example.out")"
 [ "$(head -1 "$W/example.out")" = OK ] || fail "check-config did not print OK"
 
+step "the shipped daemon has no simulator: can.source = sim is refused"
+if TELEMATICSD_CAN__SOURCE=sim telematicsd check-config --no-files \
+  --config /etc/telematicsd/telematicsd.toml >"$W/sim.out" 2>&1; then
+  fail "check-config accepted can.source = sim: $(cat "$W/sim.out")"
+fi
+grep -q 'can.source: "sim" (the simulated demo car) is not in this build' "$W/sim.out" \
+  || fail "no clear refusal of can.source = sim: $(cat "$W/sim.out")"
+grep -m1 'not in this build' "$W/sim.out"
+
 step "PKI with the openssl commands of docs/deploy.md"
 mkdir -p "$W/pki"
 doc_block pki >"$W/pki.sh"
@@ -185,12 +194,14 @@ EOF
 start_daemon() { # start_daemon NAME PORT
   mkdir -p "$W/$1-state"
   env -u JOURNAL_STREAM -u NO_COLOR RUST_LOG=info \
-    TELEMATICSD_MQTT__HOST=localhost TELEMATICSD_MQTT__PORT="$2" TELEMATICSD_CAN__SOURCE=sim \
-    TELEMATICSD_STATE__DIRECTORY="$W/$1-state" TELEMATICSD_ADMIN__SOCKET="$W/$1-admin.sock" \
+    TELEMATICSD_MQTT__HOST=localhost TELEMATICSD_MQTT__PORT="$2" TELEMATICSD_CAN__SOURCE=replay \
+    TELEMATICSD_CAN__REPLAY_FILE="$W/demo_drive.log" TELEMATICSD_STATE__DIRECTORY="$W/$1-state" TELEMATICSD_ADMIN__SOCKET="$W/$1-admin.sock" \
     /usr/bin/telematicsd run --config /etc/telematicsd/telematicsd.toml 2>"$W/$1.log" &
   PIDS+=($!)
   DAEMON_PID=$!
 }
+# The demo car's drive log replayed through the installed DBC, mapping and profile.
+install -m 0644 "$ROOT/crates/telematics-can/data/demo_drive.log" "$W/demo_drive.log"
 start_broker broker "$W/pki/server.pem"
 start_daemon daemon "$BROKER_PORT"
 wait_for "$W/daemon.log" "MQTT connected" 30 || fail "daemon did not connect: $(cat "$W/daemon.log")"

@@ -71,21 +71,13 @@ impl Files {
                 key_file_error(&path, e.to_string())
             }
         })?;
-        let der = PrivateKeyDer::from_pem_slice(&pem)
-            .map_err(|e| key_file_error(&path, e.to_string()))?;
-        rustls::crypto::ring::sign::any_supported_type(&der)
-            .map_err(|e| key_file_error(&path, e.to_string()))
+        signing_key_from_pem(&pem, &path.display().to_string())
     }
 
     pub(crate) fn generate(&self, slot: IdentitySlot) -> Result<()> {
         let path = self.path(slot);
-        let rng = ring::rand::SystemRandom::new();
-        let pkcs8 = ring::signature::EcdsaKeyPair::generate_pkcs8(
-            &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
-            &rng,
-        )
-        .map_err(|_| key_file_error(&path, "EC P-256 key generation failed"))?;
-        write_private(&path, pkcs8_pem(pkcs8.as_ref()).as_bytes())
+        let pem = new_identity_pem(&path.display().to_string())?;
+        write_private(&path, pem.as_bytes())
     }
 
     pub(crate) fn promote(&self) -> Result<()> {
@@ -126,6 +118,30 @@ impl Files {
         })?;
         Sealer::from_key_bytes(&key).map(Some)
     }
+}
+
+/// A new EC P-256 key as PEM `PRIVATE KEY` (PKCS#8) text; `what` names it in an error.
+pub fn new_identity_pem(what: &str) -> Result<String> {
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = ring::signature::EcdsaKeyPair::generate_pkcs8(
+        &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+        &rng,
+    )
+    .map_err(|_| KeyError::KeyFile {
+        path: what.into(),
+        detail: "EC P-256 key generation failed".into(),
+    })?;
+    Ok(pkcs8_pem(pkcs8.as_ref()))
+}
+
+/// The rustls signing key (ring) of a PEM private key; `what` names it in an error.
+pub fn signing_key_from_pem(pem: &[u8], what: &str) -> Result<Arc<dyn SigningKey>> {
+    let bad = |detail: String| KeyError::KeyFile {
+        path: what.into(),
+        detail,
+    };
+    let der = PrivateKeyDer::from_pem_slice(pem).map_err(|e| bad(e.to_string()))?;
+    rustls::crypto::ring::sign::any_supported_type(&der).map_err(|e| bad(e.to_string()))
 }
 
 /// PEM `PRIVATE KEY` (PKCS#8) text of `der`, 64 base64 characters a line.

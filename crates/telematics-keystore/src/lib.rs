@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 pub use config::{Backend, KeysConfig, Pkcs11Config, SecretSource};
 pub use error::{KeyError, Result};
-pub use files::write_new_seal_key;
+pub use files::{new_identity_pem, signing_key_from_pem, write_new_seal_key};
 pub use rustls::sign::SigningKey;
 pub use rustls_pki_types::SubjectPublicKeyInfoDer;
 pub use seal::{SEAL_MAGIC, SealKind, Sealer, is_sealed};

@@ -168,6 +168,8 @@ pub struct LinkConfig {
     pub dbc_hash: String,
     /// Hash of the VSS mapping in force, for the status message.
     pub mapping_hash: String,
+    /// Hash of the vehicle profile in force, for the status message.
+    pub profile_hash: String,
     /// Capacity of the incoming-command channel.
     pub incoming_capacity: usize,
 }
@@ -175,7 +177,7 @@ pub struct LinkConfig {
 impl LinkConfig {
     /// A configuration with defaults: client id = VIN, keep-alive 30 s, backoff ceiling 1 s ..
     /// 60 s reset after 60 s up, max incoming packet 1 MiB + 4 KiB, window 32, incoming channel
-    /// 16, versions `"0"`, build `"unknown"`, no DBC / mapping hashes.
+    /// 16, versions `"0"`, build `"unknown"`, no DBC / mapping / profile hashes.
     pub fn new(vin: impl Into<String>, host: impl Into<String>, port: u16, tls: TlsFiles) -> Self {
         let vin = vin.into();
         LinkConfig {
@@ -196,6 +198,7 @@ impl LinkConfig {
             build: "unknown".to_string(),
             dbc_hash: String::new(),
             mapping_hash: String::new(),
+            profile_hash: String::new(),
             incoming_capacity: 16,
         }
     }
@@ -212,6 +215,7 @@ impl LinkConfig {
             build: self.build.clone(),
             dbc_hash: self.dbc_hash.clone(),
             mapping_hash: self.mapping_hash.clone(),
+            profile_hash: self.profile_hash.clone(),
             cert_serial: cert.as_ref().map(|c| c.serial.clone()).unwrap_or_default(),
             cert_not_after: cert.map_or(0, |c| c.validity.not_after.saturating_mul(1000)),
         }
@@ -1176,6 +1180,7 @@ mod tests {
             build: "abc123".into(),
             dbc_hash: "d1".into(),
             mapping_hash: "m1".into(),
+            profile_hash: "p1".into(),
             cert_serial: "0a1b".into(),
             cert_not_after: 1_900_000_000_000,
         };
@@ -1194,6 +1199,7 @@ mod tests {
                 "build",
                 "dbc_hash",
                 "mapping_hash",
+                "profile_hash",
                 "cert_serial",
                 "cert_not_after"
             ]

@@ -18,8 +18,8 @@ pub enum Presence {
 }
 
 /// CBOR map `{state, agent_version, config_version, at, build, dbc_hash, mapping_hash,
-/// cert_serial, cert_not_after}` (the last five may be absent in messages of older versions:
-/// decoded as empty / 0).
+/// profile_hash, cert_serial, cert_not_after}` (the last six may be absent in messages of
+/// older versions: decoded as empty / 0).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
     /// "online" | "offline" | "commands_refused".
@@ -41,6 +41,10 @@ pub struct Status {
     /// Hash of the VSS mapping file in force (16 hex digits of its SHA-256).
     #[serde(default)]
     pub mapping_hash: String,
+    /// Hash of the vehicle profile in force (16 hex digits of its SHA-256): how the car is
+    /// actuated and acknowledges, so a back end can tell which actuation data a car runs.
+    #[serde(default)]
+    pub profile_hash: String,
     /// Serial number (hex) of the client certificate of this connection (empty if unreadable):
     /// after an in-band renewal, the renewed one.
     #[serde(default)]

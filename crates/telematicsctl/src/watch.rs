@@ -119,12 +119,13 @@ fn status_line(s: &Status) -> String {
         Presence::CommandsRefused => "commands_refused",
     };
     format!(
-        "status {state} agent={} build={} config={} dbc={} mapping={} at={}",
+        "status {state} agent={} build={} config={} dbc={} mapping={} profile={} at={}",
         sanitize(&s.agent_version),
         sanitize(&s.build),
         sanitize(&s.config_version),
         sanitize(&s.dbc_hash),
         sanitize(&s.mapping_hash),
+        sanitize(&s.profile_hash),
         rfc3339_ms(s.at)
     )
 }
@@ -342,17 +343,18 @@ mod tests {
             build: "g1".into(),
             dbc_hash: "d1".into(),
             mapping_hash: "m1".into(),
+            profile_hash: "p1".into(),
             cert_serial: "0a".into(),
             cert_not_after: 0,
         };
         assert_eq!(
             format_message(VIN, &topics::status(VIN), &s.to_cbor()),
-            "status offline agent=0.1.0 build=g1 config=c1 dbc=d1 mapping=m1 at=1970-01-01T00:00:03.000Z"
+            "status offline agent=0.1.0 build=g1 config=c1 dbc=d1 mapping=m1 profile=p1 at=1970-01-01T00:00:03.000Z"
         );
         s.state = Presence::CommandsRefused;
         assert_eq!(
             format_message(VIN, &topics::status(VIN), &s.to_cbor()),
-            "status commands_refused agent=0.1.0 build=g1 config=c1 dbc=d1 mapping=m1 at=1970-01-01T00:00:03.000Z"
+            "status commands_refused agent=0.1.0 build=g1 config=c1 dbc=d1 mapping=m1 profile=p1 at=1970-01-01T00:00:03.000Z"
         );
     }
 

@@ -186,6 +186,13 @@ impl CanConfig {
         let mut names = std::collections::HashSet::new();
         for spec in self.buses() {
             let (k, b) = (&spec.key, &spec.bus);
+            if b.source == CanSourceKind::Sim && !cfg!(feature = "sim") {
+                errs.push(format!(
+                    "{k}.source: \"sim\" (the simulated demo car) is not in this build: the \
+                     shipped daemon has no simulator; use socketcan, replay or tcp (or build \
+                     with the `sim` feature for development)"
+                ));
+            }
             if !self.bus.is_empty() {
                 let valid = !b.name.is_empty()
                     && b.name.len() <= 32
@@ -491,6 +498,8 @@ pub struct Versions {
     pub dbc: String,
     /// Hash of the VSS mapping file's contents (`unreadable` if it cannot be read).
     pub mapping: String,
+    /// Hash of the vehicle profile file's contents (`unreadable` if it cannot be read).
+    pub profile: String,
 }
 
 /// The first 16 hex digits of the SHA-256 of `bytes`.
@@ -499,21 +508,35 @@ pub fn content_hash(bytes: &[u8]) -> String {
     hex::encode(&d.as_ref()[..8])
 }
 
+/// The content hashes of the simulated car's built-in DBC, mapping and profile.
+#[cfg(feature = "sim")]
+fn demo_hashes() -> (String, String, String) {
+    (
+        content_hash(telematics_can::demo::DEMO_DBC.as_bytes()),
+        content_hash(telematics_can::demo::DEMO_VSS_TOML.as_bytes()),
+        content_hash(telematics_can::demo::DEMO_PROFILE_TOML.as_bytes()),
+    )
+}
+
+/// Without `sim` the configuration refuses the simulated car (never reached).
+#[cfg(not(feature = "sim"))]
+fn demo_hashes() -> (String, String, String) {
+    ("none".into(), "none".into(), "none".into())
+}
+
 /// The build's git commit (from build.rs).
 pub const BUILD_GIT_HASH: &str = env!("TMD_BUILD_GIT_HASH");
 
 impl Config {
-    /// The [`Versions`] of this configuration (reads the DBC and mapping files; the simulated
-    /// car's are the built-in demo texts).
+    /// The [`Versions`] of this configuration (reads the DBC, mapping and profile files; the
+    /// simulated car's are the built-in demo texts).
     pub fn versions(&self) -> Versions {
         let file = |p: &std::path::Path| {
             std::fs::read(p).map_or_else(|_| "unreadable".to_string(), |b| content_hash(&b))
         };
-        let (dbc, mapping) = if self.can.source == CanSourceKind::Sim && self.can.bus.is_empty() {
-            (
-                content_hash(telematics_can::demo::DEMO_DBC.as_bytes()),
-                content_hash(telematics_can::demo::DEMO_VSS_TOML.as_bytes()),
-            )
+        let sim = self.can.source == CanSourceKind::Sim && self.can.bus.is_empty();
+        let (dbc, mapping, profile) = if sim && cfg!(feature = "sim") {
+            demo_hashes()
         } else {
             // One bus: its files' hashes (as before buses); several: the hash of their hashes.
             let buses = self.can.buses();
@@ -524,7 +547,7 @@ impl Config {
                     many => content_hash(many.join(",").as_bytes()),
                 }
             };
-            (each(|b| &b.dbc), each(|b| &b.mapping))
+            (each(|b| &b.dbc), each(|b| &b.mapping), file(&self.can.profile))
         };
         // The effective configuration, canonically: the parsed struct serialised again.
         let config =
@@ -534,6 +557,7 @@ impl Config {
             config,
             dbc,
             mapping,
+            profile,
         }
     }
 
@@ -1002,16 +1026,20 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let dbc = dir.path().join("v.dbc");
         let map = dir.path().join("v.toml");
+        let profile = dir.path().join("p.toml");
         std::fs::write(&dbc, "VERSION \"1\"").expect("dbc");
         std::fs::write(&map, "x").expect("mapping");
+        std::fs::write(&profile, "[ack]").expect("profile");
         let mut a = Config::default();
         a.can.source = CanSourceKind::Socketcan;
         a.can.dbc = dbc.clone();
         a.can.mapping = map.clone();
+        a.can.profile = profile.clone();
         let v = a.versions();
         assert_eq!(v.config.len(), 16);
         assert_eq!(v, a.versions(), "stable");
         assert_eq!(v.dbc, content_hash(b"VERSION \"1\""));
+        assert_eq!(v.profile, content_hash(b"[ack]"));
         assert_eq!(v.build, BUILD_GIT_HASH);
         let mut b = a.clone();
         b.security.lockout_threshold += 1;
@@ -1019,7 +1047,11 @@ mod tests {
         std::fs::write(&dbc, "VERSION \"2\"").expect("dbc");
         let w = a.versions();
         assert_ne!(w.dbc, v.dbc);
-        assert_eq!((w.config, w.mapping), (v.config, v.mapping));
+        assert_eq!((&w.config, &w.mapping), (&v.config, &v.mapping));
+        std::fs::write(&profile, "[ack]\n").expect("profile");
+        let x = a.versions();
+        assert_ne!(x.profile, w.profile, "a profile edit changes it");
+        assert_eq!((x.config, x.dbc, x.mapping), (w.config, w.dbc, w.mapping));
         std::fs::remove_file(&map).expect("rm");
         assert_eq!(a.versions().mapping, "unreadable");
     }

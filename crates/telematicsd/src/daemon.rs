@@ -242,8 +242,8 @@ impl AdminHandler for DaemonAdmin {
         components.push((
             "versions".into(),
             format!(
-                "build={} config={} dbc={} mapping={}",
-                v.build, v.config, v.dbc, v.mapping
+                "build={} config={} dbc={} mapping={} profile={}",
+                v.build, v.config, v.dbc, v.mapping, v.profile
             ),
         ));
         admin::Response::Status {
@@ -260,8 +260,27 @@ impl AdminHandler for DaemonAdmin {
 pub fn can_connector(cfg: &Config) -> CanConnector {
     match cfg.can.buses().first() {
         Some(spec) => bus_connector(&spec.bus, None),
-        None => crate::simbus::in_process_connector(),
+        None => sim_connector(),
     }
+}
+
+/// The in-process simulated demo car (`can.source = "sim"`, feature `sim`).
+#[cfg(feature = "sim")]
+fn sim_connector() -> CanConnector {
+    crate::simbus::in_process_connector()
+}
+
+/// Without the `sim` feature the configuration refuses `can.source = "sim"`
+/// ([`Config::validate`]); a connector reached anyway fails every connection.
+#[cfg(not(feature = "sim"))]
+fn sim_connector() -> CanConnector {
+    Arc::new(|| {
+        Box::pin(async {
+            Err(telematics_canio::CanIoError::Io(
+                "can.source \"sim\" is not in this build (feature `sim`)".into(),
+            ))
+        })
+    })
 }
 
 /// The connector of every bus of `[can]`, named, in configuration order; a SocketCAN bus
@@ -326,7 +345,7 @@ pub fn bus_connector(bus: &BusConfig, filter: Option<Vec<telematics_can::CanId>>
                 Box::pin(async move { crate::simbus::connect_tcp(&addr).await })
             })
         }
-        CanSourceKind::Sim => crate::simbus::in_process_connector(),
+        CanSourceKind::Sim => sim_connector(),
     }
 }
 

@@ -12,7 +12,7 @@
 //! - [`journal`]: the durable form of the core's commits (journal, run timer, one batch).
 //! - [`runtime`]: the I/O shell: CAN reader, verification worker, store worker, actuator,
 //!   and the loop that feeds the core and carries out its effects.
-//! - [`simbus`]: simulated vehicle buses (in-process demo car, TCP virtual bus).
+//! - [`simbus`]: the TCP virtual bus, and (feature `sim`) the in-process simulated demo car.
 //! - [`store_probe`]: the start-up store probe in a child process (redb crash → `store.corrupted`).
 
 pub mod admin;

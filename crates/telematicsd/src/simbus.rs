@@ -1,13 +1,15 @@
-//! Simulated vehicle buses: the in-process demo car (`can.source = "sim"`) and the TCP virtual
-//! bus of `telematicsctl sim` (`can.source = "tcp"`).
+//! Virtual vehicle buses: the TCP virtual bus of `telematicsctl sim` and bench rigs
+//! (`can.source = "tcp"`) and, with the `sim` feature only, the in-process simulated demo car
+//! (`can.source = "sim"`). The shipped daemon is built without `sim`: no simulator code is
+//! linked into it, and its configuration refuses `sim` (`Config::validate`).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use telematics_can::sim::BodyController;
-use telematics_canio::{CanBus, CanIoError, TcpBusClient};
-use tokio_util::sync::CancellationToken;
+use telematics_canio::{CanIoError, TcpBusClient};
 
-use crate::runtime::{CanConnector, CanPorts};
+use crate::runtime::CanPorts;
+#[cfg(feature = "sim")]
+pub use in_process::{in_process_connector, in_process_with};
 
 /// Receive queue of the daemon's TCP bus client, frames.
 pub const TCP_QUEUE: usize = 256;
@@ -26,6 +28,16 @@ pub async fn connect_tcp(addr: &str) -> Result<CanPorts, CanIoError> {
         sink,
     })
 }
+
+#[cfg(feature = "sim")]
+mod in_process {
+use std::sync::{Arc, Mutex};
+
+use telematics_can::sim::BodyController;
+use telematics_canio::CanBus;
+use tokio_util::sync::CancellationToken;
+
+use crate::runtime::{CanConnector, CanPorts};
 
 /// A connector to an in-process simulated demo car: the first connection creates the bus and
 /// starts the body controller on it (inside the caller's tokio runtime); the controller stops
@@ -68,4 +80,5 @@ pub fn in_process_with(car: Arc<tokio::sync::Mutex<BodyController>>) -> CanConne
             })
         })
     })
+}
 }

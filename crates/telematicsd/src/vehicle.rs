@@ -9,7 +9,7 @@
 
 use telematics_can::dbc::DecodeOutcome;
 use telematics_can::{
-    BoundMapping, CanFrame, Change, Dbc, SignalValue, Timestamp, VehicleState, VssMapping, demo,
+    BoundMapping, CanFrame, Change, Dbc, SignalValue, Timestamp, VehicleState, VssMapping,
 };
 use telematics_exec::{SignalKind, VehicleSignal};
 use telematics_profile::VehicleProfile;
@@ -133,12 +133,14 @@ impl VehicleModel {
         }
     }
 
-    /// The demo vehicle (built-in DBC and mapping) used by `can.source = "sim"`.
+    /// The demo vehicle (built-in DBC and mapping) used by `can.source = "sim"` (feature
+    /// `sim`).
+    #[cfg(feature = "sim")]
     pub fn demo() -> Result<Self, DaemonError> {
         Self::from_text(
-            demo::DEMO_DBC,
-            demo::DEMO_VSS_TOML,
-            demo::DEMO_PROFILE_TOML,
+            telematics_can::demo::DEMO_DBC,
+            telematics_can::demo::DEMO_VSS_TOML,
+            telematics_can::demo::DEMO_PROFILE_TOML,
             false,
             2_000,
         )
@@ -148,7 +150,12 @@ impl VehicleModel {
     /// Loads the files of every bus of `[can]` (or the demo model for `sim`).
     pub fn load(cfg: &Config) -> Result<(Self, Vec<String>), DaemonError> {
         if cfg.can.source == CanSourceKind::Sim && cfg.can.bus.is_empty() {
+            #[cfg(feature = "sim")]
             return Self::demo().map(|m| (m, Vec::new()));
+            #[cfg(not(feature = "sim"))]
+            return Err(DaemonError::ConfigInvalid(vec![
+                "can.source: \"sim\" is not in this build (feature `sim`)".into(),
+            ]));
         }
         let mut buses = Vec::new();
         let mut warnings = Vec::new();
@@ -342,7 +349,7 @@ impl VehicleModel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use telematics_can::demo::{CarState, Gear};
+    use telematics_can::demo::{self, CarState, Gear};
 
     fn feed(m: &mut VehicleModel, car: &CarState, now: u64) {
         let frames = car

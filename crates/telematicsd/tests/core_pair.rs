@@ -141,6 +141,8 @@ struct Pair {
     fail_send: Option<String>,
     /// Plays the second vehicle instead of the demo car (which is then silent).
     car_b: Option<CarB>,
+    /// Plays the Tesla Model 3 of the external fixtures instead of the demo car.
+    tesla: Option<Tesla>,
 }
 
 fn core_at(now: u64, restored: Restored) -> VehicleCore {
@@ -176,6 +178,7 @@ impl Pair {
             crash_after_frame: false,
             fail_send: None,
             car_b: None,
+            tesla: None,
         }
     }
 
@@ -249,6 +252,9 @@ impl Pair {
                     if let Some(b) = &mut self.car_b {
                         answer = b.on_frame(&frame);
                     }
+                    if let Some(t) = &mut self.tesla {
+                        answer = t.on_frame(&frame);
+                    }
                     if self.crash_after_frame {
                         // The car acts; the daemon is gone before it hears the answer.
                         self.crash_after_frame = false;
@@ -283,6 +289,9 @@ impl Pair {
             if let Some(b) = &mut self.car_b {
                 frames.extend(b.tick(self.now));
             }
+            if let Some(t) = &mut self.tesla {
+                frames.extend(t.tick(self.now));
+            }
             self.deliver(frames);
             self.drive();
             if self.now >= self.core.next_deadline() {
@@ -294,6 +303,7 @@ impl Pair {
                 .next_deadline()
                 .min(self.car.next_tick())
                 .min(self.car_b.as_ref().map_or(u64::MAX, |b| b.next))
+                .min(self.tesla.as_ref().map_or(u64::MAX, |t| t.next))
                 .max(self.now + 1);
             if next > end {
                 self.now = end;
@@ -1479,4 +1489,201 @@ fn the_second_vehicle_passes_the_same_scenarios() {
         ])
     );
     assert_eq!(p.core.model().profile().buses(), ["body", "powertrain"]);
+}
+
+/// A real car's files, unmodified: the Tesla Model 3 DBC (opendbc) and its Kuksa VSS 4.2
+/// mapping (JSON) from `../shared/fixtures/external` (SOURCE.md), with a vehicle profile
+/// written for them here. Its body computer listens to `ID273UI_vehicleControl`, the message
+/// the car's own touchscreen sends: `UI_lockRequest` (a value table with REMOTE_LOCK /
+/// REMOTE_UNLOCK) and `UI_honkHorn`. The mapping has no lock state, so the commands confirm on
+/// the frame being written; the preconditions read the mapping's own paths (the speed, park
+/// lock from `DI_gear`'s value table, the left doors).
+const TESLA_PROFILE: &str = r#"
+[signals]
+speed = { path = "Vehicle.Speed" }
+in_park = { path = "Vehicle.Powertrain.Transmission.IsParkLockEngaged", equals = true }
+doors_closed = { all = ["Vehicle.Cabin.Door.Row1.DriverSide.IsOpen", "Vehicle.Cabin.Door.Row2.DriverSide.IsOpen"], equals = false }
+
+[actions.lock]
+message = "ID273UI_vehicleControl"
+signals = { UI_lockRequest = "UI_LOCK_REQUEST_REMOTE_LOCK" }
+preconditions = ["stationary", "doors_closed"]
+confirm = { on = "sent" }
+
+[actions.unlock]
+message = "ID273UI_vehicleControl"
+signals = { UI_lockRequest = "UI_LOCK_REQUEST_REMOTE_UNLOCK" }
+preconditions = ["stationary", "in_park"]
+confirm = { on = "sent" }
+
+[actions.horn]
+message = "ID273UI_vehicleControl"
+signals = { UI_honkHorn = 1 }
+repeat = { count = 2, interval_ms = 100 }
+preconditions = ["stationary"]
+confirm = { on = "sent" }
+"#;
+
+fn external(name: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/fixtures/external")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "external fixture {} is missing ({e}): ../shared/fixtures/external must be beside \
+             the project",
+            path.display()
+        )
+    })
+}
+
+/// The Tesla's drive unit and body computer on the fixture DBC: speed (`ID257DIspeed`, its
+/// 20 ms cycle), gear (`ID118DriveSystemStatus`, 10 ms) and the left doors
+/// (`ID122VCLEFT_doorStatus2`), every 10 ms; the vehicle-control frames it hears, decoded by
+/// the DBC.
+struct Tesla {
+    dbc: telematics_can::Dbc,
+    parked: bool,
+    rear_door_open: bool,
+    next: u64,
+    /// (`UI_lockRequest` label, `UI_honkHorn`) of every vehicle-control frame heard.
+    heard: Vec<(String, u64)>,
+}
+
+impl Tesla {
+    fn status(&self) -> Vec<CanFrame> {
+        use telematics_can::EncodeValue::{Label, Physical};
+        let door = |open: bool| {
+            Label(if open {
+                "DOOR_STATE_OPEN_OR_AJAR"
+            } else {
+                "DOOR_STATE_CLOSED"
+            })
+        };
+        vec![
+            self.dbc
+                .encode("ID257DIspeed", &[("DI_uiSpeed", Physical(0.0))])
+                .expect("speed"),
+            self.dbc
+                .encode(
+                    "ID118DriveSystemStatus",
+                    &[(
+                        "DI_gear",
+                        Label(if self.parked { "DI_GEAR_P" } else { "DI_GEAR_D" }),
+                    )],
+                )
+                .expect("gear"),
+            self.dbc
+                .encode(
+                    "ID122VCLEFT_doorStatus2",
+                    &[
+                        ("VCLEFT_frontDoorState", door(false)),
+                        ("VCLEFT_rearDoorState", door(self.rear_door_open)),
+                    ],
+                )
+                .expect("doors"),
+        ]
+    }
+
+    fn tick(&mut self, now: u64) -> Vec<CanFrame> {
+        if now < self.next {
+            return Vec::new();
+        }
+        self.next = now + 10;
+        self.status()
+    }
+
+    fn on_frame(&mut self, f: &CanFrame) -> Vec<CanFrame> {
+        if let Ok(telematics_can::DecodeOutcome::Decoded(d)) = self.dbc.decode(f.can_id(), &f.data)
+            && d.message.name == "ID273UI_vehicleControl"
+        {
+            let lock = d.get("UI_lockRequest").expect("lock request");
+            let horn = d.get("UI_honkHorn").expect("horn");
+            self.heard.push((
+                lock.label.unwrap_or("?").to_string(),
+                horn.physical as u64,
+            ));
+        }
+        Vec::new()
+    }
+}
+
+impl Pair {
+    /// A pair driving the Tesla Model 3 of the external fixtures (real DBC and Kuksa JSON
+    /// mapping, unmodified) with [`TESLA_PROFILE`].
+    fn tesla() -> Pair {
+        let mut p = Pair::new();
+        let dbc = external("tesla_model3.dbc");
+        let mapping = external("tesla_model3_vss_4.2_mapping.json");
+        let (model, _) = VehicleModel::from_text(&dbc, &mapping, TESLA_PROFILE, true, 2_000)
+            .expect("the Tesla's files and profile load");
+        let parts = CoreParts::with_model(&config(), model, p.now).expect("parts");
+        p.core = VehicleCore::new(parts, Restored::default(), p.now);
+        p.car.silent = true;
+        p.car.ignore_commands = true;
+        p.tesla = Some(Tesla {
+            dbc: telematics_can::Dbc::parse(&dbc).expect("dbc"),
+            parked: true,
+            rear_door_open: false,
+            next: 0,
+            heard: Vec::new(),
+        });
+        p.run_for(1_000);
+        p
+    }
+}
+
+/// A real vehicle's files, as published, drive the command path with no code change: lock,
+/// unlock and horn become `ID273UI_vehicleControl` frames (id 0x273) whose signals the DBC
+/// decodes to the profile's value-table labels; the preconditions read the Kuksa mapping's
+/// paths and refuse with the same codes as on the demo car; an action the profile lacks is
+/// `not_supported`; a profile naming a signal the real DBC lacks fails with the key named.
+#[test]
+fn a_tesla_model_3_from_its_published_dbc_and_kuksa_mapping() {
+    let mut p = Pair::tesla();
+    let id = p.send(Action::Lock);
+    p.run_for(200);
+    assert_eq!(p.results(id), executed(), "lock");
+    let id = p.send(Action::Unlock);
+    p.run_for(200);
+    assert_eq!(p.results(id), executed(), "unlock");
+    let id = p.send(Action::Horn);
+    p.run_for(400);
+    assert_eq!(p.results(id), executed(), "horn");
+    let heard = p.tesla.as_ref().unwrap().heard.clone();
+    let lock = |l: &str| (l.to_string(), 0);
+    assert_eq!(
+        heard,
+        [
+            lock("UI_LOCK_REQUEST_REMOTE_LOCK"),
+            lock("UI_LOCK_REQUEST_REMOTE_UNLOCK"),
+            ("UI_LOCK_REQUEST_IDLE".to_string(), 1),
+            ("UI_LOCK_REQUEST_IDLE".to_string(), 1),
+        ],
+        "the frames as the car's DBC reads them (the horn repeated twice)"
+    );
+    // Preconditions on the mapping's own paths, with the demo car's codes.
+    p.tesla.as_mut().unwrap().rear_door_open = true;
+    p.run_for(100);
+    let id = p.send(Action::Lock);
+    p.run_for(50);
+    assert_eq!(p.results(id), rejected("door_open"));
+    p.tesla.as_mut().unwrap().parked = false;
+    p.run_for(100);
+    let id = p.send(Action::Unlock);
+    p.run_for(50);
+    assert_eq!(p.results(id), rejected("not_in_park"));
+    let id = p.send(Action::EngineStart { max_run_secs: None });
+    p.run_for(50);
+    assert_eq!(p.results(id), rejected("not_supported"));
+    assert_eq!(p.tesla.as_ref().unwrap().heard.len(), 4, "nothing more sent");
+    // The profile is checked against the real DBC, naming the key.
+    let dbc = external("tesla_model3.dbc");
+    let mapping = external("tesla_model3_vss_4.2_mapping.json");
+    let bad = TESLA_PROFILE.replace("UI_honkHorn = 1", "UI_hornHonk = 1");
+    let e = VehicleModel::from_text(&dbc, &mapping, &bad, true, 2_000).expect_err("bad signal");
+    assert!(
+        e.to_string().contains("can.profile: actions.horn.signals"),
+        "{e}"
+    );
 }

@@ -106,7 +106,11 @@ pub fn committed_identity(
     Ok(Committed {
         generation,
         files,
-        key: keys.current_key()?,
+        key: keys.current_key(
+            (generation > 0)
+                .then(|| store.generation_dir(generation))
+                .as_deref(),
+        )?,
     })
 }
 
@@ -372,7 +376,7 @@ impl Identity {
             }
             Effect::Renewed { generation, serial } => {
                 let files = self.store.files(generation, self.keys.as_ref());
-                let switched = self.keys.current_key().and_then(|key| {
+                let switched = self.keys.current_key(Some(&dir(generation))).and_then(|key| {
                     self.link
                         .switch_identity(files, key)
                         .map_err(|e| DaemonError::Link(e.to_string()))

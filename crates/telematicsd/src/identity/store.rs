@@ -167,9 +167,10 @@ mod tests {
             ca: "/etc/ca.pem".into(),
         };
         let s = IdentityStore::new(dir.path().join("identity"), factory.clone());
-        let k = StoreKeys::new(Arc::new(
-            KeyStore::open(&KeysConfig::default(), Path::new("/etc/k.pem")).unwrap(),
-        ));
+        let k = StoreKeys::new(
+            Arc::new(KeyStore::open(&KeysConfig::default(), Path::new("/etc/k.pem")).unwrap()),
+            None,
+        );
         assert_eq!(s.committed().unwrap(), 0);
         assert_eq!(s.files(0, &k), factory);
         assert_eq!(s.resume(1, &k), Resume::default());

@@ -104,11 +104,11 @@ pub fn link_config(cfg: &Config, versions: &Versions) -> LinkConfig {
     lc.backoff_min = Duration::from_millis(cfg.mqtt.reconnect_min_ms);
     lc.backoff_max = Duration::from_secs(cfg.mqtt.reconnect_max_s);
     lc.stable_after = Duration::from_secs(cfg.mqtt.reconnect_stable_s);
-    (lc.config_version, lc.build, lc.dbc_hash, lc.mapping_hash) = (
-        versions.config.clone(),
-        versions.build.clone(),
+    (lc.config_version, lc.build) = (versions.config.clone(), versions.build.clone());
+    (lc.dbc_hash, lc.mapping_hash, lc.profile_hash) = (
         versions.dbc.clone(),
         versions.mapping.clone(),
+        versions.profile.clone(),
     );
     lc
 }
@@ -190,7 +190,12 @@ impl Runtime {
         // The identity in force: the last committed renewal, else the configured files.
         let mut lc = link_config(&cfg, &versions);
         let identity_store = IdentityStore::new(cfg.identity_dir(), lc.tls.clone());
-        let keys: Arc<dyn KeyBackend> = Arc::new(StoreKeys::new(key_store));
+        // Files backend with a sealing key: renewed identity keys are sealed under it.
+        let file_sealer = match key_store.backend() {
+            telematics_keystore::Backend::Files => key_store.sealer()?.map(Arc::new),
+            telematics_keystore::Backend::Pkcs11 => None,
+        };
+        let keys: Arc<dyn KeyBackend> = Arc::new(StoreKeys::new(key_store, file_sealer));
         let committed = driver::committed_identity(&identity_store, keys.as_ref())?;
         if committed.generation > 0 {
             tracing::info!(generation = committed.generation, cert = %committed.files.cert_chain.display(), "using the renewed identity");
