@@ -120,7 +120,9 @@ async fn json_output_errors_on_stderr_and_secrets_only_where_asked_for() {
     assert_eq!(st.config_version.len(), 16, "{st:?}");
     assert_ne!(st.config_version, "0");
     assert!(
-        !st.build.is_empty() && st.dbc_hash.len() == 16 && st.mapping_hash.len() == 16
+        !st.build.is_empty()
+            && st.dbc_hash.len() == 16
+            && st.mapping_hash.len() == 16
             && st.profile_hash.len() == 16,
         "{st:?}"
     );

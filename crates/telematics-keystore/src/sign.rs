@@ -125,7 +125,8 @@ pub struct IdentityKey {
 }
 
 impl IdentityKey {
-    pub(crate) fn new(key: Arc<dyn SigningKey>) -> Result<IdentityKey> {
+    /// The identity key of a rustls signing key (`keys.unsupported_key` unless EC P-256).
+    pub fn new(key: Arc<dyn SigningKey>) -> Result<IdentityKey> {
         let spki = key
             .public_key()
             .ok_or_else(|| KeyError::UnsupportedKey("key has no public key".into()))?;

@@ -547,7 +547,11 @@ impl Config {
                     many => content_hash(many.join(",").as_bytes()),
                 }
             };
-            (each(|b| &b.dbc), each(|b| &b.mapping), file(&self.can.profile))
+            (
+                each(|b| &b.dbc),
+                each(|b| &b.mapping),
+                file(&self.can.profile),
+            )
         };
         // The effective configuration, canonically: the parsed struct serialised again.
         let config =

@@ -31,54 +31,54 @@ pub async fn connect_tcp(addr: &str) -> Result<CanPorts, CanIoError> {
 
 #[cfg(feature = "sim")]
 mod in_process {
-use std::sync::{Arc, Mutex};
+    use std::sync::{Arc, Mutex};
 
-use telematics_can::sim::BodyController;
-use telematics_canio::CanBus;
-use tokio_util::sync::CancellationToken;
+    use telematics_can::sim::BodyController;
+    use telematics_canio::CanBus;
+    use tokio_util::sync::CancellationToken;
 
-use crate::runtime::{CanConnector, CanPorts};
+    use crate::runtime::{CanConnector, CanPorts};
 
-/// A connector to an in-process simulated demo car: the first connection creates the bus and
-/// starts the body controller on it (inside the caller's tokio runtime); the controller stops
-/// with the process. The returned handle gives access to the car (tests, demo).
-pub fn in_process_connector() -> CanConnector {
-    in_process_with(Arc::new(tokio::sync::Mutex::new(BodyController::demo())))
-}
+    /// A connector to an in-process simulated demo car: the first connection creates the bus and
+    /// starts the body controller on it (inside the caller's tokio runtime); the controller stops
+    /// with the process. The returned handle gives access to the car (tests, demo).
+    pub fn in_process_connector() -> CanConnector {
+        in_process_with(Arc::new(tokio::sync::Mutex::new(BodyController::demo())))
+    }
 
-/// [`in_process_connector`] for a given controller (so the caller can change the car).
-pub fn in_process_with(car: Arc<tokio::sync::Mutex<BodyController>>) -> CanConnector {
-    let bus: Arc<Mutex<Option<CanBus>>> = Arc::new(Mutex::new(None));
-    Arc::new(move || {
-        let bus = bus.clone();
-        let car = car.clone();
-        Box::pin(async move {
-            let node = {
-                let mut guard = bus.lock().unwrap_or_else(|p| p.into_inner());
-                let b = guard.get_or_insert_with(|| {
-                    let b = CanBus::new(4096);
-                    let ctl_node = b.node();
-                    tokio::spawn(async move {
-                        if let Err(e) = telematics_canio::run_body_controller(
-                            car,
-                            ctl_node,
-                            CancellationToken::new(),
-                        )
-                        .await
-                        {
-                            tracing::error!(error = %e, "simulated body controller stopped");
-                        }
+    /// [`in_process_connector`] for a given controller (so the caller can change the car).
+    pub fn in_process_with(car: Arc<tokio::sync::Mutex<BodyController>>) -> CanConnector {
+        let bus: Arc<Mutex<Option<CanBus>>> = Arc::new(Mutex::new(None));
+        Arc::new(move || {
+            let bus = bus.clone();
+            let car = car.clone();
+            Box::pin(async move {
+                let node = {
+                    let mut guard = bus.lock().unwrap_or_else(|p| p.into_inner());
+                    let b = guard.get_or_insert_with(|| {
+                        let b = CanBus::new(4096);
+                        let ctl_node = b.node();
+                        tokio::spawn(async move {
+                            if let Err(e) = telematics_canio::run_body_controller(
+                                car,
+                                ctl_node,
+                                CancellationToken::new(),
+                            )
+                            .await
+                            {
+                                tracing::error!(error = %e, "simulated body controller stopped");
+                            }
+                        });
+                        b
                     });
-                    b
-                });
-                b.node()
-            };
-            let sink = Arc::new(node.sender());
-            Ok(CanPorts {
-                source: Box::new(node),
-                sink,
+                    b.node()
+                };
+                let sink = Arc::new(node.sender());
+                Ok(CanPorts {
+                    source: Box::new(node),
+                    sink,
+                })
             })
         })
-    })
-}
+    }
 }

@@ -376,11 +376,14 @@ impl Identity {
             }
             Effect::Renewed { generation, serial } => {
                 let files = self.store.files(generation, self.keys.as_ref());
-                let switched = self.keys.current_key(Some(&dir(generation))).and_then(|key| {
-                    self.link
-                        .switch_identity(files, key)
-                        .map_err(|e| DaemonError::Link(e.to_string()))
-                });
+                let switched = self
+                    .keys
+                    .current_key(Some(&dir(generation)))
+                    .and_then(|key| {
+                        self.link
+                            .switch_identity(files, key)
+                            .map_err(|e| DaemonError::Link(e.to_string()))
+                    });
                 if let Err(e) = switched {
                     // Committed and proven: the next start uses it in any case.
                     tracing::error!(code = e.code(), error = %e, "switch to the renewed identity failed");

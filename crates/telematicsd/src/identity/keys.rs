@@ -102,7 +102,9 @@ impl StoreKeys {
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(KeyError::NotFound(format!("identity key file {}", path.display())).into());
+                return Err(
+                    KeyError::NotFound(format!("identity key file {}", path.display())).into(),
+                );
             }
             Err(e) => return Err(DaemonError::Identity(format!("{}: {e}", path.display()))),
         };
@@ -116,7 +118,10 @@ impl StoreKeys {
             ))
         })?;
         let pem = sealer.unseal(&sealed_key_aad(dir), &bytes)?;
-        Ok(Some(signing_key_from_pem(&pem, &path.display().to_string())?))
+        Ok(Some(signing_key_from_pem(
+            &pem,
+            &path.display().to_string(),
+        )?))
     }
 
     /// The files backend's key store whose current key is `dir/key.pem`.
@@ -264,7 +269,10 @@ mod tests {
             !bytes.windows(7).any(|w| w == b"PRIVATE"),
             "no PEM in the clear"
         );
-        let mode = std::fs::metadata(g.join(KEY_FILE)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(g.join(KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert!(k.exists(&g));
         // It signs the CSR, the probe and the link from memory, and the CSR carries its key.
@@ -281,7 +289,10 @@ mod tests {
                 Some(spki.clone())
             );
         }
-        assert!(k.current_key(None).unwrap().is_none(), "factory key: the file");
+        assert!(
+            k.current_key(None).unwrap().is_none(),
+            "factory key: the file"
+        );
         // Bound to its generation: moved to another generation's directory it does not open.
         let g2 = dir.path().join("gen-2");
         std::fs::create_dir(&g2).unwrap();
