@@ -352,6 +352,64 @@ async fn renewal_end_to_end_refuses_wrong_answers_and_switches_without_loss() {
     );
 }
 
+/// With a sealing key (here a systemd credential, outside the state directory), the key of a
+/// renewal is sealed in the state directory: a copy of it holds no private key in any form,
+/// the daemon restarts on the renewed identity, and without the credential it refuses to start
+/// rather than fall back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_key_is_sealed_with_the_sealing_key() {
+    use crate::sealing::{SEAL_CRED, all_bytes, contains, copy_dir, state_dir};
+    let mut w = short_lived_world(10, "cert_renew_before_days = 30\nrenewal_retry_s = 1").await;
+    let creds = w.dir.path().join("credentials");
+    std::fs::create_dir(&creds).unwrap();
+    telematics_keystore::write_new_seal_key(&creds.join(SEAL_CRED)).unwrap();
+    w.edit_config(|c| format!("{c}[keys]\nseal_key = {{ credential = \"{SEAL_CRED}\" }}\n"));
+    let with_creds = |c: &mut Command| {
+        c.env("CREDENTIALS_DIRECTORY", &creds);
+    };
+    w.start_daemon_with(with_creds).await;
+    let mut resp = responder(&w, 365);
+    let line = wait_until("the renewal", &w, 30, || {
+        let line = futures_lite_block(certificate_line(&w));
+        (field(&line, "generation") == "1" && line.ends_with("renewal=idle")).then_some(line)
+    })
+    .await;
+    let serial = field(&line, "serial").to_string();
+    let _ = resp.kill();
+    let _ = resp.wait();
+    online_with(&w, "the renewed certificate", &serial).await;
+    w.stop_daemon().await;
+
+    let key = std::fs::read(state_dir(&w).join("identity/gen-1/key.pem")).unwrap();
+    assert!(
+        telematics_keystore::is_sealed(&key),
+        "the renewed key is sealed"
+    );
+    let copy = copy_dir(&state_dir(&w));
+    let dump = all_bytes(copy.path());
+    for needle in [&b"PRIVATE KEY"[..], b"BEGIN EC PRIVATE", b"BEGIN ENCRYPTED"] {
+        assert!(
+            !contains(&dump, needle),
+            "{} in the copy of the state directory",
+            String::from_utf8_lossy(needle)
+        );
+    }
+    // The renewed key's own bytes: the certificate's public key is in the copy (cert.pem is
+    // public), but no PKCS#8 key structure (the P-256 OID inside a private-key info) beside it.
+    let p256_pkcs8_prefix = [0x30u8, 0x81, 0x87, 0x02, 0x01, 0x00, 0x30, 0x13];
+    assert!(!contains(&dump, &p256_pkcs8_prefix), "no DER PKCS#8 key");
+
+    // Restart on it: the sealed key signs the handshake.
+    w.start_daemon_with(with_creds).await;
+    assert_eq!(field(&certificate_line(&w).await, "generation"), "1");
+    w.stop_daemon().await;
+    // Without the sealing key it does not start (and does not fall back to the factory key).
+    w.spawn_daemon_with(|_| {});
+    let st = w.wait_daemon_exit(20).await.expect("refuses to start");
+    assert!(!st.success(), "{st}");
+    assert!(w.log().contains("keys.seal_key_missing"), "{}", w.log());
+}
+
 /// Waits until the daemon's retained status (through the broker) says `online` with the
 /// certificate `serial`.
 async fn online_with(w: &World, what: &str, serial: &str) {

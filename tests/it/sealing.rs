@@ -45,7 +45,7 @@ fn dump_state(w: &World) -> (tempfile::TempDir, Vec<u8>, Vec<u8>) {
 }
 
 /// Every file under `dir`, byte for byte, into a fresh directory (a dump of the flash).
-fn copy_dir(dir: &Path) -> tempfile::TempDir {
+pub(crate) fn copy_dir(dir: &Path) -> tempfile::TempDir {
     let out = tempfile::tempdir().unwrap();
     let mut stack = vec![(dir.to_path_buf(), out.path().to_path_buf())];
     while let Some((from, to)) = stack.pop() {
@@ -63,7 +63,7 @@ fn copy_dir(dir: &Path) -> tempfile::TempDir {
     out
 }
 
-fn all_bytes(dir: &Path) -> Vec<u8> {
+pub(crate) fn all_bytes(dir: &Path) -> Vec<u8> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -79,7 +79,7 @@ fn all_bytes(dir: &Path) -> Vec<u8> {
     out
 }
 
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
+pub(crate) fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
@@ -112,7 +112,7 @@ fn device_needles(devices: &[&Device]) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-fn state_dir(w: &World) -> PathBuf {
+pub(crate) fn state_dir(w: &World) -> PathBuf {
     w.dir.path().join("state")
 }
 
