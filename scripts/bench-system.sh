@@ -23,6 +23,11 @@ cargo build --release -p telematicsd -p telematicsctl
 cargo build --release -p telematics-bench
 bench=$rel/bench-system
 daemon=$rel/telematicsd
+# The fleet's vehicles are the in-process simulated demo car (`can.source = "sim"`): the same
+# daemon built with its development feature `sim`, in a target directory of its own so that
+# target/release/telematicsd (what `cargo deb --no-build` packages) stays the shipped build.
+CARGO_TARGET_DIR=$CARGO_TARGET_DIR/bench-sim cargo build --release -p telematicsd --features sim
+sim_daemon=$CARGO_TARGET_DIR/bench-sim/release/telematicsd
 
 # Every daemon of the fleet is a client of the one broker (which inherits this limit).
 ulimit -n "$(ulimit -Hn)"
@@ -47,7 +52,7 @@ trap 'rm -f "$rows"' EXIT
 "$bench" --daemon "$daemon" "${idle[@]}" | tee -a "$rows"
 "$bench" --daemon "$daemon" "${busload[@]}" | tee -a "$rows"
 "$bench" --daemon "$daemon" "${cold[@]}" | tee -a "$rows"
-"$bench" --daemon "$daemon" "${fleet[@]}" | tee -a "$rows"
+"$bench" --daemon "$sim_daemon" "${fleet[@]}" | tee -a "$rows"
 
 size_row() { # target-label dir
   for b in telematicsd telematicsctl; do

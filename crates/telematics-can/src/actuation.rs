@@ -10,7 +10,7 @@
 use crate::dbc::{Dbc, EncodeValue, MessageDef, RawValue};
 use crate::error::CanError;
 use crate::frame::CanFrame;
-use crate::protection::Protection;
+use crate::protection::{Protection, SecOc, SecOcKey};
 
 /// A value to set a signal to: a value-table label or a raw integer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,6 +54,10 @@ pub struct FrameSpec {
     pub counter: Option<String>,
     /// The frame protection.
     pub protection: Protection,
+    /// AUTOSAR SecOC on this frame: the trailer (truncated freshness value and MAC) takes the
+    /// message's last [`SecOc::trailer_len`] bytes, after the signals. Only with protection
+    /// `none` (the MAC authenticates the whole payload).
+    pub secoc: Option<SecOc>,
 }
 
 impl FrameSpec {
@@ -85,7 +89,56 @@ impl FrameSpec {
             }
         }
         self.protection.validate(m.size)?;
+        if let Some(sec) = &self.secoc {
+            if self.protection != Protection::None {
+                return Err(CanError::DbcInvalid(format!(
+                    "secoc authenticates the frame: protection must be none, not {}",
+                    self.protection.scheme()
+                )));
+            }
+            sec.validate_frame(m.size)?;
+            let payload = m.size - sec.trailer_len();
+            let named = self
+                .values
+                .iter()
+                .map(|(s, _)| s.as_str())
+                .chain(self.counter.as_deref());
+            for name in named {
+                let s = m
+                    .signal(name)
+                    .ok_or_else(|| CanError::UnknownSignal(name.to_string()))?;
+                if s.end_byte() > payload {
+                    return Err(CanError::DbcInvalid(format!(
+                        "signal {name} reaches byte {} but the SecOC trailer takes bytes {payload}..{}",
+                        s.end_byte(),
+                        m.size
+                    )));
+                }
+            }
+        }
         self.encode(dbc, 0).map(|_| ())
+    }
+
+    /// The secured frame of `frame` (built by [`encode`](Self::encode)) at freshness value
+    /// `freshness`: its last bytes replaced by the SecOC trailer over the rest. Unchanged
+    /// without SecOC.
+    pub fn secure(
+        &self,
+        frame: &mut CanFrame,
+        key: &SecOcKey,
+        freshness: u64,
+    ) -> Result<(), CanError> {
+        let Some(sec) = &self.secoc else {
+            return Ok(());
+        };
+        sec.validate_frame(frame.data.len())?;
+        let payload = frame.data.len() - sec.trailer_len();
+        frame.data = sec.authenticate(
+            key,
+            frame.data.get(..payload).unwrap_or_default(),
+            freshness,
+        )?;
+        Ok(())
     }
 
     /// The counter's modulus (the E2E profile's, else 2^bits of the counter signal; 1 without
@@ -116,7 +169,9 @@ impl FrameSpec {
     }
 
     /// If `frame` is this command (its message, a valid protection, every value of the spec),
-    /// its alive counter (`Some(None)` when the spec has none).
+    /// its alive counter (`Some(None)` when the spec has none). A SecOC trailer is not checked
+    /// here: [`SecOc::verify`] with the key and the last accepted freshness value is the
+    /// receiver's (the simulator's) business.
     pub fn matches(&self, dbc: &Dbc, frame: &CanFrame) -> Option<Option<u8>> {
         let m = dbc.message_by_name(&self.message)?;
         if frame.remote || frame.can_id() != m.id {

@@ -299,6 +299,7 @@ impl crate::sim::SimProfile {
             counter: Some("CommandCounter".into()),
             // `CommandChecksum`: the XOR of bytes 0..=6 in byte 7.
             protection: Protection::Xor(XorChecksum { checksum_byte: 7 }),
+            secoc: None,
         };
         let label = |l: &str| SignalSetting::Label(l.into());
         crate::sim::SimProfile {

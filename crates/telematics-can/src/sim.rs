@@ -27,7 +27,7 @@
 //! - The command response (ack plus one set of fast status frames with the new state) is sent
 //!   immediately, so a receiver sees the confirmation within one round trip.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 
 use crate::actuation::{AckSpec, FrameSpec};
@@ -35,6 +35,7 @@ use crate::dbc::Dbc;
 use crate::demo::{BodyCommand, CarState, DEMO_DBC, Gear, Ignition, LockState};
 use crate::error::CanError;
 use crate::frame::{CanFrame, CanId};
+use crate::protection::SecOcKey;
 use crate::vss::{BoundMapping, VssEntry, VssType};
 use crate::{SignalValue, vss_encode};
 
@@ -247,6 +248,12 @@ pub struct BodyController {
     next_fast_ms: u64,
     next_slow_ms: u64,
     pending: VecDeque<Pending>,
+    /// The SecOC key of commands with `secoc` (set with [`set_secoc_key`](Self::set_secoc_key);
+    /// without it such a command is invalid).
+    secoc_key: Option<SecOcKey>,
+    /// Last accepted SecOC freshness value per command message (a receiver keeps it, so a
+    /// replayed frame is refused).
+    secoc_last: HashMap<String, u64>,
     commands_received: u64,
     invalid_commands: u64,
     events: VecDeque<SimEvent>,
@@ -308,6 +315,8 @@ impl BodyController {
             next_fast_ms: 0,
             next_slow_ms: 0,
             pending: VecDeque::new(),
+            secoc_key: None,
+            secoc_last: HashMap::new(),
             commands_received: 0,
             invalid_commands: 0,
             events: VecDeque::new(),
@@ -383,6 +392,16 @@ impl BodyController {
             )?);
         }
         Ok(out)
+    }
+
+    /// The AES-128 key that SecOC-protected commands are verified with.
+    pub fn set_secoc_key(&mut self, key: SecOcKey) {
+        self.secoc_key = Some(key);
+    }
+
+    /// The last SecOC freshness value accepted on command message `message`.
+    pub fn secoc_freshness(&self, message: &str) -> Option<u64> {
+        self.secoc_last.get(message).copied()
     }
 
     /// Refuse every following command of `action` (the profile's name, `engine_start`) with
@@ -564,10 +583,21 @@ impl BodyController {
     }
 
     /// The action name, the command and its counter, if `frame` is one of the profile's.
-    fn decode_command(&self, frame: &CanFrame) -> Option<(String, BodyCommand, u8)> {
-        let (name, counter) = self.profile.commands.iter().find_map(|(name, spec)| {
-            Some((name, spec.matches(self.dbc_for(&spec.message), frame)?))
-        })?;
+    fn decode_command(&mut self, frame: &CanFrame) -> Option<(String, BodyCommand, u8)> {
+        let (name, secoc, message, counter) =
+            self.profile.commands.iter().find_map(|(name, spec)| {
+                let counter = spec.matches(self.dbc_for(&spec.message), frame)?;
+                Some((name.clone(), spec.secoc, spec.message.clone(), counter))
+            })?;
+        if let Some(sec) = secoc {
+            // Authentic, and newer than the last accepted value (a replay is refused).
+            let last = self.secoc_last.get(&message).copied();
+            let fv = sec
+                .verify(self.secoc_key.as_ref()?, &frame.data, last)
+                .ok()?
+                .freshness;
+            self.secoc_last.insert(message, fv);
+        }
         let command = match name.as_str() {
             "lock" => BodyCommand::Lock,
             "unlock" => BodyCommand::Unlock,
@@ -577,7 +607,7 @@ impl BodyController {
             "horn" => BodyCommand::Horn,
             _ => return None,
         };
-        Some((name.clone(), command, counter.unwrap_or(0)))
+        Some((name, command, counter.unwrap_or(0)))
     }
 
     /// The demo car's `FlashCount` (1 on a car without it).

@@ -434,17 +434,30 @@ fn action<'d>(
             .validate(m.size)
             .map_err(|e| ProfileError::at(format!("{key}.protection"), e.to_string()))?;
     }
-    let frame = FrameSpec {
+    let mut frame = FrameSpec {
         message: a.message.clone(),
         values,
         counter: a.counter.clone(),
         protection,
+        secoc: None,
     };
     frame
         .validate(dbc)
         .map_err(|e| ProfileError::at(&key, e.to_string()))?;
+    if let Some(sec) = a.secoc {
+        frame.secoc = Some(sec);
+        frame
+            .validate(dbc)
+            .map_err(|e| ProfileError::at(format!("{key}.secoc"), e.to_string()))?;
+    }
     let repeat = match &a.repeat {
         None => Repeat::default(),
+        Some(r) if a.secoc.is_some() && r.count != 1 => {
+            return Err(ProfileError::at(
+                format!("{key}.repeat.count"),
+                "1 with secoc: every SecOC frame needs its own freshness value",
+            ));
+        }
         Some(r) if r.count == 0 || r.count > 20 => {
             return Err(ProfileError::at(format!("{key}.repeat.count"), "1..=20"));
         }

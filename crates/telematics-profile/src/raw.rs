@@ -50,6 +50,7 @@ pub(crate) struct RawAction {
     pub(crate) signals: BTreeMap<String, toml::Value>,
     pub(crate) counter: Option<String>,
     pub(crate) protection: Option<telematics_can::Protection>,
+    pub(crate) secoc: Option<telematics_can::protection::SecOc>,
     pub(crate) repeat: Option<RawRepeat>,
     #[serde(default)]
     pub(crate) preconditions: Vec<String>,

@@ -63,7 +63,9 @@ pub fn main_entry() -> ExitCode {
                     // Every bus's DBC and mapping parse and fit the vehicle profile (errors
                     // name the key: `can.bus[1].dbc: ...`, `can.profile: actions.unlock...`);
                     // what the loader tolerated is a warning.
-                    let (_, warnings) = crate::vehicle::VehicleModel::load(&c)?;
+                    let (model, warnings) = crate::vehicle::VehicleModel::load(&c)?;
+                    // The SecOC key, when the profile authenticates an action.
+                    crate::secoc::load_key(&c, model.profile())?;
                     for w in warnings {
                         eprintln!("warning: {w}");
                     }

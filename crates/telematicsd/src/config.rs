@@ -99,6 +99,11 @@ pub struct CanConfig {
     /// `GenMsgCycleTime` in the DBC (the default of KUKSA JSON mappings; a TOML mapping's own
     /// `default_max_age_ms` takes its place).
     pub max_age_ms: u64,
+    /// The AES-128 key of the actions the profile authenticates with SecOC (16 raw bytes or
+    /// 32 hex digits; a file only the daemon can read, or a systemd credential). Required
+    /// exactly when an action has `secoc`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secoc_key: Option<telematics_keystore::SecretSource>,
     /// `[[can.bus]]`: several buses, each with its own source, DBC and mapping. Signals from
     /// every bus feed one vehicle state.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -250,6 +255,7 @@ impl Default for CanConfig {
             mapping: "/etc/telematicsd/vss-mapping.toml".into(),
             profile: "/etc/telematicsd/vehicle-profile.toml".into(),
             max_age_ms: 2_000,
+            secoc_key: None,
             bus: Vec::new(),
         }
     }
@@ -845,6 +851,9 @@ impl Config {
             && self.keys.backend == telematics_keystore::Backend::Pkcs11
         {
             need("keys.pkcs11.pin", p);
+        }
+        if let Some(telematics_keystore::SecretSource::File(p)) = &self.can.secoc_key {
+            need("can.secoc_key", p);
         }
         need(
             "security.backend_public_key",

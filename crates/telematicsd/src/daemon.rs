@@ -41,6 +41,8 @@ pub struct Daemon {
     security: Arc<SecurityService>,
     /// The key store of `[keys]` (identity key, sealing key).
     keys: Arc<KeyStore>,
+    /// The sealer of the security state, opened once (it also seals renewed file keys).
+    sealer: Option<Arc<Sealer>>,
     connectors: Vec<NamedConnector>,
     health: Option<Arc<Health>>,
     clock: Clock,
@@ -408,7 +410,11 @@ impl Daemon {
                  docs/deploy.md, sealing key)"
             );
         }
-        let security = Arc::new(SecurityService::open(store.clone(), &config, sealer)?);
+        let security = Arc::new(SecurityService::open(
+            store.clone(),
+            &config,
+            sealer.clone(),
+        )?);
         let clock = Clock::new();
         let (parts, warnings) = CoreParts::from_config(&config, clock.now_ms())?;
         for w in warnings {
@@ -425,6 +431,7 @@ impl Daemon {
             store,
             security,
             keys,
+            sealer,
             connectors,
             health: None,
             clock,
@@ -482,6 +489,7 @@ impl Daemon {
             self.store.clone(),
             self.security.clone(),
             self.keys.clone(),
+            self.sealer.clone(),
             self.connectors.clone(),
             self.clock,
             parts,

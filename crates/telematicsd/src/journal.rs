@@ -1,7 +1,8 @@
-//! The durable form of the core's decisions: command journal entries (`cmd/<id>`) and the
-//! remote-start run timer (`exec/run_timer`) in the store's key/value area, and the
-//! translation of a core [`Commit`] into one store [`Batch`] (journal + outbox + run timer in
-//! one transaction).
+//! The durable form of the core's decisions: command journal entries (`cmd/<id>`), the
+//! remote-start run timer (`exec/run_timer`) and the last SecOC freshness value per message
+//! (`secoc/freshness/<message>`) in the store's key/value area, and the translation of a core
+//! [`Commit`] into one store [`Batch`] (journal + outbox + run timer + freshness in one
+//! transaction).
 //!
 //! An entry is the serde form of the one result record ([`CommandResult`], see its docs) plus
 //! the legacy `published` flag. Journals written before results were committed together with
@@ -23,6 +24,9 @@ use crate::error::DaemonError;
 pub const JOURNAL_PREFIX: &str = "cmd/";
 /// KV key of the active remote-start run timer.
 pub const RUN_TIMER_KEY: &str = "exec/run_timer";
+/// Prefix of the last SecOC freshness value used per DBC message (`secoc/freshness/<message>`,
+/// 8 bytes big-endian).
+pub const SECOC_FRESHNESS_PREFIX: &str = "secoc/freshness/";
 
 /// A journal entry: the result record and the legacy `published` flag.
 #[derive(Serialize, Deserialize)]
@@ -89,6 +93,12 @@ pub fn batch(commit: &Commit) -> Result<Batch, DaemonError> {
         Some(RunTimerChange::Clear) => b.deletes.push(RUN_TIMER_KEY.to_string()),
         None => {}
     }
+    for (message, fv) in &commit.secoc_freshness {
+        b.puts.push((
+            format!("{SECOC_FRESHNESS_PREFIX}{message}"),
+            fv.to_be_bytes().to_vec(),
+        ));
+    }
     Ok(b)
 }
 
@@ -134,10 +144,25 @@ pub fn load(store: &Store) -> Result<Restored, DaemonError> {
         },
         None => None,
     };
+    // Fail closed: a freshness value that cannot be read could be reused.
+    let mut secoc_freshness = Vec::new();
+    for k in store.keys_with_prefix(SECOC_FRESHNESS_PREFIX)? {
+        let value = store
+            .get(&k)?
+            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+            .ok_or_else(|| {
+                DaemonError::Journal(format!("{k}: unreadable SecOC freshness value"))
+            })?;
+        secoc_freshness.push((
+            k[SECOC_FRESHNESS_PREFIX.len()..].to_string(),
+            u64::from_be_bytes(value),
+        ));
+    }
     Ok(Restored {
         journal: entries.into_iter().map(|(r, _)| r).collect(),
         unpublished,
         run_timer,
+        secoc_freshness,
     })
 }
 
@@ -169,6 +194,7 @@ mod tests {
             forget: vec![],
             outbox: vec![],
             run_timer: Some(RunTimerChange::Set(CommandId([1; 16]), 9_000)),
+            secoc_freshness: vec![("TCU_BodyCommand".into(), 41)],
         };
         store
             .commit(&batch(&commit).expect("batch"))
@@ -180,6 +206,7 @@ mod tests {
         );
         assert!(r.unpublished.is_empty());
         assert_eq!(r.run_timer, Some((CommandId([1; 16]), 9_000)));
+        assert_eq!(r.secoc_freshness, vec![("TCU_BodyCommand".into(), 41)]);
         let forget = Commit {
             id: CommitId(2),
             forget: vec![CommandId([1; 16])],
@@ -192,6 +219,25 @@ mod tests {
         let r = load(&store).expect("load");
         assert_eq!(r.journal, vec![rec(2, ResultState::Rejected)]);
         assert_eq!(r.run_timer, None);
+        assert_eq!(
+            r.secoc_freshness,
+            vec![("TCU_BodyCommand".into(), 41)],
+            "kept by later commits"
+        );
+        // A damaged value fails closed: it could otherwise be reused.
+        store
+            .commit(&Batch {
+                puts: vec![(
+                    format!("{SECOC_FRESHNESS_PREFIX}TCU_BodyCommand"),
+                    vec![1, 2],
+                )],
+                ..Batch::default()
+            })
+            .expect("commit");
+        assert_eq!(
+            load(&store).expect_err("damaged").code(),
+            "journal.encoding"
+        );
     }
 
     /// An entry exactly as the previous format wrote it (a serde struct `state`, `reason`,

@@ -13,6 +13,7 @@
 //! - [`runtime`]: the I/O shell: CAN reader, verification worker, store worker, actuator,
 //!   and the loop that feeds the core and carries out its effects.
 //! - [`simbus`]: the TCP virtual bus, and (feature `sim`) the in-process simulated demo car.
+//! - [`secoc`]: the SecOC key of authenticated actuation frames (`[can] secoc_key`).
 //! - [`store_probe`]: the start-up store probe in a child process (redb crash → `store.corrupted`).
 
 pub mod admin;
@@ -27,6 +28,7 @@ pub mod identity;
 pub mod journal;
 pub mod logging;
 pub mod runtime;
+pub mod secoc;
 pub mod security;
 pub mod simbus;
 pub mod store_probe;

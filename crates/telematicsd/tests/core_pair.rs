@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use ring::rand::SystemRandom;
 use telematics_can::CanFrame;
-use telematics_can::demo::{CarState, Gear, LockState};
+use telematics_can::demo::{CarState, DEMO_DBC, DEMO_PROFILE_TOML, DEMO_VSS_TOML, Gear, LockState};
 use telematics_can::sim::BodyController;
 use telematics_exec::SignalKind;
 use telematics_security::client::{CommandRequest, build_command};
@@ -59,6 +59,8 @@ fn security_cfg() -> telematics_security::Config {
 struct Durable {
     journal: BTreeMap<CommandId, CommandResult>,
     run_timer: Option<(CommandId, u64)>,
+    /// Last SecOC freshness value per message.
+    secoc_freshness: BTreeMap<String, u64>,
     results: Vec<CommandResult>,
     /// Alerts with their outbox priority.
     alerts: Vec<(Alert, Priority)>,
@@ -78,6 +80,9 @@ impl Durable {
             Some(RunTimerChange::Set(id, d)) => self.run_timer = Some((id, d)),
             Some(RunTimerChange::Clear) => self.run_timer = None,
             None => {}
+        }
+        for (message, fv) in &c.secoc_freshness {
+            self.secoc_freshness.insert(message.clone(), *fv);
         }
         for m in &c.outbox {
             if m.topic.ends_with("/results") {
@@ -101,6 +106,11 @@ impl Durable {
             journal,
             unpublished: Vec::new(),
             run_timer: self.run_timer,
+            secoc_freshness: self
+                .secoc_freshness
+                .iter()
+                .map(|(m, v)| (m.clone(), *v))
+                .collect(),
         }
     }
 }
@@ -143,6 +153,20 @@ struct Pair {
     car_b: Option<CarB>,
     /// Plays the Tesla Model 3 of the external fixtures instead of the demo car.
     tesla: Option<Tesla>,
+    /// The demo car with another profile: the daemon's configuration (with its SecOC key
+    /// file, kept in the temporary directory) and the profile text; restarts rebuild with it.
+    profile: Option<(Config, String, tempfile::TempDir)>,
+}
+
+/// A core for the demo car's DBC and mapping with `profile`, configured by `cfg`.
+fn core_with(cfg: &Config, profile: &str, now: u64, restored: Restored) -> VehicleCore {
+    let (model, _) =
+        VehicleModel::from_text(DEMO_DBC, DEMO_VSS_TOML, profile, false, 2_000).expect("profile");
+    VehicleCore::new(
+        CoreParts::with_model(cfg, model, now).expect("parts"),
+        restored,
+        now,
+    )
 }
 
 fn core_at(now: u64, restored: Restored) -> VehicleCore {
@@ -179,6 +203,7 @@ impl Pair {
             fail_send: None,
             car_b: None,
             tesla: None,
+            profile: None,
         }
     }
 
@@ -211,7 +236,10 @@ impl Pair {
 
     /// Restarts the core on what was made durable (a crash: nothing else survives).
     fn restart(&mut self) {
-        self.core = core_at(self.now, self.durable.restored());
+        self.core = match &self.profile {
+            Some((cfg, profile, _)) => core_with(cfg, profile, self.now, self.durable.restored()),
+            None => core_at(self.now, self.durable.restored()),
+        };
         self.bus.clear();
     }
 
@@ -863,6 +891,7 @@ fn a_result_an_old_daemon_left_unpublished_is_published_once_with_its_entry() {
             journal: vec![rec.clone()],
             unpublished: vec![rec.clone()],
             run_timer: None,
+            secoc_freshness: Vec::new(),
         },
     );
     let Some(Effect::Commit(c)) = core.poll_effect() else {
@@ -1288,7 +1317,6 @@ fn a_frame_that_cannot_be_written_fails_the_command_send_failed() {
 /// profile key.
 #[test]
 fn profile_errors_name_the_key() {
-    use telematics_can::demo::{DEMO_DBC, DEMO_PROFILE_TOML, DEMO_VSS_TOML};
     for (from, to, want) in [
         (
             "signals = { LockRequest = \"UNLOCK\" }",
@@ -1691,4 +1719,120 @@ fn a_tesla_model_3_from_its_published_dbc_and_kuksa_mapping() {
         e.to_string().contains("can.profile: actions.horn.signals"),
         "{e}"
     );
+}
+
+/// The demo profile with AUTOSAR SecOC on unlock (defaults: 64-bit freshness, its low 8 bits
+/// and 24 MAC bits in the frame's last 4 bytes; no XOR checksum or counter signal there).
+fn secured_demo_profile() -> String {
+    let p = DEMO_PROFILE_TOML.replacen(
+        "signals = { LockRequest = \"UNLOCK\" }\ncounter = \"CommandCounter\"\nprotection = { scheme = \"xor\", checksum_byte = 7 }",
+        "signals = { LockRequest = \"UNLOCK\" }\nsecoc = { data_id = 0x0200 }",
+        1,
+    );
+    assert_ne!(p, DEMO_PROFILE_TOML);
+    p
+}
+
+impl Pair {
+    /// The demo car whose unlock is authenticated with SecOC under `key` (a 0600 key file);
+    /// the simulated body controller verifies with `car_key`.
+    fn secured(key: [u8; 16], car_key: [u8; 16]) -> Pair {
+        use std::os::unix::fs::PermissionsExt;
+        let mut p = Pair::new();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secoc.key");
+        std::fs::write(&file, hex::encode(key)).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let mut cfg = config();
+        cfg.can.secoc_key = Some(telematics_keystore::SecretSource::File(file));
+        let profile = secured_demo_profile();
+        p.core = core_with(&cfg, &profile, p.now, Restored::default());
+        let (model, _) =
+            VehicleModel::from_text(DEMO_DBC, DEMO_VSS_TOML, &profile, false, 2_000).unwrap();
+        let mut car = BodyController::new(
+            telematics_can::Dbc::parse(DEMO_DBC).unwrap(),
+            CarState::default(),
+            model.profile().sim_profile().expect("ack"),
+        )
+        .unwrap();
+        car.set_secoc_key(telematics_can::protection::SecOcKey::from_bytes(&car_key).unwrap());
+        p.car = car;
+        p.profile = Some((cfg, profile, dir));
+        p.run_for(1_000);
+        p
+    }
+}
+
+/// SecOC on an actuation frame end to end in the sans-IO pair: the body controller verifies
+/// the MAC and the freshness of every unlock; each freshness value is committed with the
+/// decision before its frame leaves and continues after a restart (never repeats); a replayed
+/// frame and a frame under another key are not commands.
+#[test]
+fn secoc_frames_verify_and_their_freshness_never_repeats_across_a_restart() {
+    let key = [0x2b; 16];
+    let mut p = Pair::secured(key, key);
+    let message = "TCU_BodyCommand";
+    for round in 0..2u64 {
+        for action in [Action::Unlock, Action::Lock] {
+            let before = p.durable.secoc_freshness.get(message).copied();
+            let id = p.send(action.clone());
+            p.run_for(300);
+            assert_eq!(p.results(id), executed(), "{action:?} round {round}");
+            if action == Action::Unlock {
+                let fv = p.car.secoc_freshness(message).expect("verified");
+                assert_eq!(
+                    p.durable.secoc_freshness.get(message),
+                    Some(&fv),
+                    "the value is durable"
+                );
+                assert_eq!(fv, before.map_or(0, |b| b + 1), "the next value");
+            }
+        }
+        // A crash: the new core continues from the committed value.
+        p.restart();
+        p.run_for(1_000);
+    }
+    assert_eq!(p.car.secoc_freshness(message), Some(1));
+    assert_eq!(p.car.invalid_commands(), 0);
+    // The frame on the bus carries the 4-byte trailer: replaying the last one is refused.
+    let last = p.car.secoc_freshness(message);
+    let id = p.send(Action::Unlock);
+    p.run_for(300);
+    assert_eq!(p.results(id), executed());
+    assert_eq!(p.car.secoc_freshness(message), last.map(|v| v + 1));
+    let model = VehicleModel::from_text(
+        DEMO_DBC,
+        DEMO_VSS_TOML,
+        &secured_demo_profile(),
+        false,
+        2_000,
+    )
+    .unwrap()
+    .0;
+    let spec = &model
+        .profile()
+        .action(telematics_exec::Actuate::Unlock)
+        .unwrap()
+        .frame;
+    let mut replay = spec.encode(model.dbc(), 0).unwrap();
+    let k = telematics_can::protection::SecOcKey::from_bytes(&key).unwrap();
+    spec.secure(&mut replay, &k, 1).unwrap();
+    let invalid = p.car.invalid_commands();
+    assert!(
+        p.car.on_frame(&replay, p.now).is_empty(),
+        "an old value is a replay"
+    );
+    assert_eq!(p.car.invalid_commands(), invalid + 1);
+    // Under another key the body controller hears no command: the unlock times out.
+    let mut q = Pair::secured(key, [0x11; 16]);
+    let id = q.send(Action::Unlock);
+    q.run_for(12_000);
+    assert_eq!(
+        q.results(id).last().map(|r| r.0),
+        Some(ResultState::Failed),
+        "{:?}",
+        q.results(id)
+    );
+    assert!(q.car.invalid_commands() >= 1);
+    assert!(q.car.secoc_freshness(message).is_none());
 }

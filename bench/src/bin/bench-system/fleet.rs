@@ -1,6 +1,7 @@
 //! A fleet of daemons against one mosquitto: every daemon is its own process with its own VIN,
 //! client certificate, state directory and admin socket, and the in-process simulated demo
-//! car (`can.source = "sim"`).
+//! car (`can.source = "sim"`: `--daemon` must be built with telematicsd's `sim` feature,
+//! as scripts/bench-system.sh does).
 //!
 //! After the steady-state window and the commands, the broker is restarted (SIGTERM, then started
 //! again on the same port with its persistence) and the time from "broker accepts connections

@@ -33,6 +33,8 @@ pub struct CoreParts {
     pub alerts: AlertEngine,
     /// The start-up hold ([`WARMUP_MS`] in the daemon).
     pub warmup_ms: u64,
+    /// The SecOC key of the profile's authenticated actions (`None`: no action has `secoc`).
+    pub secoc_key: Option<std::sync::Arc<telematics_can::protection::SecOcKey>>,
 }
 
 impl CoreParts {
@@ -68,6 +70,7 @@ impl CoreParts {
         .map_err(|e| DaemonError::Telemetry(e.to_string()))?;
         let alerts = AlertEngine::new(&cfg.vehicle.vin, alert_rules(cfg))
             .map_err(|e| DaemonError::Telemetry(e.to_string()))?;
+        let secoc_key = crate::secoc::load_key(cfg, model.profile())?;
         Ok(CoreParts {
             vin: cfg.vehicle.vin.clone(),
             model,
@@ -75,6 +78,7 @@ impl CoreParts {
             schedule,
             alerts,
             warmup_ms: WARMUP_MS,
+            secoc_key,
         })
     }
 }

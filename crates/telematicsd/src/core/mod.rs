@@ -82,6 +82,10 @@ pub struct Commit {
     pub outbox: Vec<OutboxMessage>,
     /// Change of the persisted run timer, if any.
     pub run_timer: Option<RunTimerChange>,
+    /// SecOC freshness values used by the frame this commit releases, by DBC message: stored
+    /// as that message's last used value in the same transaction, so a value never repeats
+    /// across restarts (the frame leaves only after the commit).
+    pub secoc_freshness: Vec<(String, u64)>,
 }
 
 impl Commit {
@@ -98,6 +102,7 @@ impl Commit {
             && self.forget.is_empty()
             && self.outbox.is_empty()
             && self.run_timer.is_none()
+            && self.secoc_freshness.is_empty()
     }
 }
 
@@ -175,6 +180,8 @@ pub struct Restored {
     pub unpublished: Vec<CommandResult>,
     /// The persisted run timer.
     pub run_timer: Option<(CommandId, u64)>,
+    /// The last SecOC freshness value committed per DBC message.
+    pub secoc_freshness: Vec<(String, u64)>,
 }
 
 /// Effects of the decision being built, split at every actuation: the frame of segment `n`
@@ -207,6 +214,10 @@ pub struct VehicleCore {
     answered: Answered,
     /// Alive counter of each actuation message, by DBC message name.
     counters: HashMap<String, u8>,
+    /// The SecOC key of the profile's authenticated actions.
+    secoc_key: Option<std::sync::Arc<telematics_can::protection::SecOcKey>>,
+    /// Last SecOC freshness value used (committed) per DBC message.
+    secoc_freshness: HashMap<String, u64>,
     /// The command in flight, its frame and the counter its acknowledgement must echo.
     awaiting_ack: Option<(telematics_security::CommandId, u8, u64)>,
     /// The latest `now` a handler was given (ms): when a decision was taken.
@@ -259,6 +270,7 @@ impl VehicleCore {
             schedule,
             alerts,
             warmup_ms,
+            secoc_key,
         } = parts;
         let journaled = restored
             .journal
@@ -279,6 +291,8 @@ impl VehicleCore {
             forged: ForgedRefusals::default(),
             answered: Answered::new(ANSWER_WINDOW_MS, ANSWER_CAPACITY),
             counters: HashMap::new(),
+            secoc_key,
+            secoc_freshness: restored.secoc_freshness.into_iter().collect(),
             awaiting_ack: None,
             last_now: now,
             next_frame: 1,
@@ -820,8 +834,30 @@ impl VehicleCore {
         let counter = self.counters.entry(spec.message.clone()).or_insert(0);
         *counter = u8::try_from((u16::from(*counter) + 1) % modulus).unwrap_or(0);
         let counter = *counter;
-        match spec.encode(dbc, counter) {
-            Ok(frame) => {
+        let secured = spec.encode(dbc, counter).and_then(|mut frame| {
+            let Some(sec) = &spec.secoc else {
+                return Ok((frame, None));
+            };
+            let key = self.secoc_key.as_deref().ok_or_else(|| {
+                telematics_can::CanError::DbcInvalid("no SecOC key (can.secoc_key)".into())
+            })?;
+            let last = self.secoc_freshness.get(&spec.message).copied();
+            let fv =
+                telematics_can::protection::FreshnessCounter::resume(sec.freshness_bits, last)?
+                    .take()?;
+            spec.secure(&mut frame, key, fv)?;
+            Ok((frame, Some(fv)))
+        });
+        match secured {
+            Ok((frame, freshness)) => {
+                if let Some(fv) = freshness {
+                    // Durable with this segment's commit, before the frame is released.
+                    self.secoc_freshness.insert(spec.message.clone(), fv);
+                    self.building
+                        .commit
+                        .secoc_freshness
+                        .push((spec.message.clone(), fv));
+                }
                 // The run timer covering a start is durable before the frame goes out. A timer
                 // that ended (auto-stop, stop command) is cleared only in a later segment,
                 // after the stop frame: a crash in between restores the timer and stops the

@@ -96,10 +96,13 @@ impl StoreKeys {
     }
 
     /// Files backend: the signing key of `dir`'s key file, unsealed if sealed (`None`: a clear
-    /// file the link loads itself).
+    /// file the link loads itself). With a sealing key, a clear key file (a renewal from
+    /// before sealing was configured) is sealed in place first: it is a certified key of this
+    /// car (a planted key has no certificate from the pinned CA), and left clear it would sit
+    /// in the state directory until the next renewal.
     fn sealed_file_key(&self, dir: &Path) -> Result<Option<Arc<dyn SigningKey>>, DaemonError> {
         let path = dir.join(KEY_FILE);
-        let bytes = match std::fs::read(&path) {
+        let bytes = zeroize::Zeroizing::new(match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(
@@ -107,21 +110,26 @@ impl StoreKeys {
                 );
             }
             Err(e) => return Err(DaemonError::Identity(format!("{}: {e}", path.display()))),
-        };
-        if !is_sealed(&bytes) {
-            return Ok(None);
-        }
-        let sealer = self.sealer.as_ref().ok_or_else(|| {
-            DaemonError::Identity(format!(
-                "{}: sealed, and no sealing key is configured (keys.seal_key)",
-                path.display()
+        });
+        let what = path.display().to_string();
+        match (&self.sealer, is_sealed(&bytes)) {
+            (None, false) => Ok(None),
+            (None, true) => Err(KeyError::Unseal(format!(
+                "{what}: sealed, and no sealing key is configured (keys.seal_key)"
             ))
-        })?;
-        let pem = sealer.unseal(&sealed_key_aad(dir), &bytes)?;
-        Ok(Some(signing_key_from_pem(
-            &pem,
-            &path.display().to_string(),
-        )?))
+            .into()),
+            (Some(sealer), true) => {
+                let pem = zeroize::Zeroizing::new(sealer.unseal(&sealed_key_aad(dir), &bytes)?);
+                Ok(Some(signing_key_from_pem(&pem, &what)?))
+            }
+            (Some(sealer), false) => {
+                let key = signing_key_from_pem(&bytes, &what)?;
+                let sealed = sealer.seal(&sealed_key_aad(dir), &bytes)?;
+                super::store::write_durable(&path, &sealed, 0o600)?;
+                tracing::warn!(key = %what, "renewed identity key sealed at rest (it was clear)");
+                Ok(Some(key))
+            }
+        }
     }
 
     /// The files backend's key store whose current key is `dir/key.pem`.
@@ -146,7 +154,7 @@ impl KeyBackend for StoreKeys {
             self.store.generate_identity(IdentitySlot::Next)?;
         } else if let Some(sealer) = &self.sealer {
             let path = dir.join(KEY_FILE);
-            let pem = new_identity_pem(&path.display().to_string())?;
+            let pem = zeroize::Zeroizing::new(new_identity_pem(&path.display().to_string())?);
             let sealed = sealer.seal(&sealed_key_aad(dir), pem.as_bytes())?;
             super::store::write_durable(&path, &sealed, 0o600)?;
         } else {
@@ -303,6 +311,34 @@ mod tests {
             Arc::new(KeyStore::open(&KeysConfig::default(), Path::new("/nonexistent")).unwrap()),
             None,
         );
-        assert_eq!(plain.public_key(&g).unwrap_err().code(), "identity.store");
+        assert_eq!(
+            plain.public_key(&g).unwrap_err().code(),
+            "keys.unseal_failed"
+        );
+        assert_eq!(
+            plain.current_key(Some(&g)).err().map(|e| e.code()),
+            Some("keys.unseal_failed"),
+            "the link never falls back to another key"
+        );
+        // A clear renewed key (renewed before the sealing key was configured) is sealed in
+        // place when first used, and keeps its identity.
+        let old = dir.path().join("gen-3");
+        std::fs::create_dir(&old).unwrap();
+        plain.generate(&old).unwrap();
+        let clear_spki = plain.public_key(&old).unwrap();
+        assert!(!is_sealed(&std::fs::read(old.join(KEY_FILE)).unwrap()));
+        let key = k
+            .current_key(Some(&old))
+            .unwrap()
+            .expect("unsealed into memory");
+        assert!(
+            is_sealed(&std::fs::read(old.join(KEY_FILE)).unwrap()),
+            "sealed now"
+        );
+        assert_eq!(
+            key.public_key().map(|p| p.as_ref().to_vec()),
+            Some(clear_spki.clone())
+        );
+        assert_eq!(k.public_key(&old).unwrap(), clear_spki);
     }
 }

@@ -163,14 +163,16 @@ impl Runtime {
     /// Starts the MQTT link (TLS files are loaded now: missing or invalid ones refuse to start;
     /// with a token, `key_store`'s current identity key signs the handshake instead of a key
     /// file; the identity in force is the last committed renewal, else `mqtt.cert` / `key`)
-    /// and builds the core from its parts and the restored state. `connectors` opens each bus
-    /// (configuration order, at least one). Must run inside a tokio runtime.
+    /// and builds the core from its parts and the restored state. `sealer` (the security
+    /// state's, with the files backend) seals renewed identity keys. `connectors` opens each
+    /// bus (configuration order, at least one). Must run inside a tokio runtime.
     #[allow(clippy::too_many_arguments)] // the parts Daemon::open built and failed closed on
     pub fn start(
         cfg: Config,
         store: Store,
         security: Arc<SecurityService>,
         key_store: Arc<telematics_keystore::KeyStore>,
+        sealer: Option<Arc<telematics_keystore::Sealer>>,
         connectors: Vec<NamedConnector>,
         clock: Clock,
         parts: CoreParts,
@@ -190,12 +192,9 @@ impl Runtime {
         // The identity in force: the last committed renewal, else the configured files.
         let mut lc = link_config(&cfg, &versions);
         let identity_store = IdentityStore::new(cfg.identity_dir(), lc.tls.clone());
-        // Files backend with a sealing key: renewed identity keys are sealed under it.
-        let file_sealer = match key_store.backend() {
-            telematics_keystore::Backend::Files => key_store.sealer()?.map(Arc::new),
-            telematics_keystore::Backend::Pkcs11 => None,
-        };
-        let keys: Arc<dyn KeyBackend> = Arc::new(StoreKeys::new(key_store, file_sealer));
+        // Files backend with a sealing key: renewed identity keys are sealed under it (the
+        // token keeps its keys itself).
+        let keys: Arc<dyn KeyBackend> = Arc::new(StoreKeys::new(key_store, sealer));
         let committed = driver::committed_identity(&identity_store, keys.as_ref())?;
         if committed.generation > 0 {
             tracing::info!(generation = committed.generation, cert = %committed.files.cert_chain.display(), "using the renewed identity");
