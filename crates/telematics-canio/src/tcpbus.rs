@@ -16,7 +16,10 @@
 //! hub stamps a frame when it takes it in, a client when it reads the line off its socket), as
 //! a SocketCAN receiver gets its kernel's receive time. The timestamp on the wire is the
 //! sender's, informative only (`candump -L` needs one): the hosts' clocks need not agree, and
-//! a sender cannot make a frame look older or newer than it is to the daemon.
+//! a sender cannot make a frame look older or newer than it is to the daemon. Time a frame
+//! spends in the hub's queue for a member or in the socket buffers before the member reads it
+//! is not counted (SocketCAN's kernel stamps before its socket buffer); time in the member's
+//! own receive queue is.
 //!
 //! Back-pressure: a member's receive queue is bounded ([`HubOptions::queue_capacity`]). When
 //! it is full the frame is dropped for that member only and counted
