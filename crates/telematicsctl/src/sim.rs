@@ -161,6 +161,10 @@ pub struct SimArgs {
     /// name connects to `HOST:PORT` with `source = "tcp"`.
     #[arg(long, requires = "profile", value_parser = parse_bus)]
     pub bus: Vec<BusArg>,
+    /// The SecOC key file of the `--profile` vehicle's authenticated commands (16 bytes or 32
+    /// hex digits, the daemon's `[can] secoc_key`): their MAC and freshness are verified.
+    #[arg(long, requires = "profile")]
+    pub secoc_key: Option<PathBuf>,
 }
 
 /// The body controller of `--profile` and its `--bus` files, or the demo car.
@@ -187,7 +191,14 @@ fn vehicle(args: &SimArgs) -> anyhow::Result<BodyController> {
             mapping,
         })
         .collect();
-    Ok(telematics_profile::sim::body_controller(&profile, &buses)?)
+    let mut car = telematics_profile::sim::body_controller(&profile, &buses)?;
+    if let Some(path) = &args.secoc_key {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let key = telematics_can::protection::SecOcKey::from_file_bytes(&bytes)
+            .map_err(|e| anyhow::anyhow!("--secoc-key {}: {e}", path.display()))?;
+        car.set_secoc_key(key);
+    }
+    Ok(car)
 }
 
 /// The body controller described by `args` (demo car, parked and locked, then the options).
@@ -577,6 +588,30 @@ mod tests {
         // The wrong mapping for the profile is refused, naming what is wrong.
         let only_body = parse(&["--profile", &profile, "--bus", &bus("body", "body")]).unwrap();
         assert!(controller(&only_body).is_err(), "powertrain bus missing");
+        // A SecOC key for the profile's authenticated commands: 16 bytes or 32 hex digits.
+        let dir = tempfile::tempdir().unwrap();
+        let (good, bad) = (dir.path().join("good.key"), dir.path().join("bad.key"));
+        std::fs::write(&good, "2b".repeat(16)).unwrap();
+        std::fs::write(&bad, "too short").unwrap();
+        let with_key = |k: &std::path::Path| {
+            let k = k.display().to_string();
+            let (b, p) = (bus("body", "body"), bus("powertrain", "powertrain"));
+            let args = [
+                "--profile",
+                &profile,
+                "--bus",
+                &b,
+                "--bus",
+                &p,
+                "--secoc-key",
+                &k,
+            ];
+            controller(&parse(&args).unwrap())
+        };
+        assert!(with_key(&good).is_ok());
+        let e = with_key(&bad).err().unwrap().to_string();
+        assert!(e.contains("--secoc-key") && e.contains("bad.key"), "{e}");
+        assert!(parse(&["--secoc-key", "k"]).is_err(), "needs --profile");
         for bad in [
             "body",
             "=1.2.3.4:5,a,b",

@@ -52,26 +52,13 @@ pub fn load_key(
         }
     }
     let bytes = zeroize::Zeroizing::new(source.read("SecOC key").map_err(|e| bad(e.to_string()))?);
-    let raw = parse_key(&bytes).ok_or_else(|| {
+    let key = SecOcKey::from_file_bytes(&bytes).map_err(|_| {
         bad(format!(
             "{}: a SecOC key is 16 bytes (raw) or 32 hex digits",
             source.describe()
         ))
     })?;
-    let key = SecOcKey::from_bytes(raw.as_ref()).map_err(|e| bad(e.to_string()))?;
     Ok(Some(Arc::new(key)))
-}
-
-/// 16 raw bytes, or 32 hex digits (surrounding whitespace ignored).
-fn parse_key(bytes: &[u8]) -> Option<zeroize::Zeroizing<[u8; 16]>> {
-    if let Ok(raw) = <[u8; 16]>::try_from(bytes) {
-        return Some(zeroize::Zeroizing::new(raw));
-    }
-    let text = std::str::from_utf8(bytes).ok()?.trim();
-    let decoded = zeroize::Zeroizing::new(hex::decode(text).ok()?);
-    <[u8; 16]>::try_from(decoded.as_slice())
-        .ok()
-        .map(zeroize::Zeroizing::new)
 }
 
 #[cfg(test)]
@@ -82,11 +69,16 @@ mod tests {
 
     #[test]
     fn keys_parse_raw_or_hex_and_nothing_else() {
-        assert!(parse_key(&[7u8; 16]).is_some());
-        assert!(parse_key(b"000102030405060708090a0b0c0d0e0f\n").is_some());
-        assert!(parse_key(&[7u8; 15]).is_none());
-        assert!(parse_key(b"000102030405060708090a0b0c0d0e").is_none());
-        assert!(parse_key(b"not a key at all, not hex either").is_none());
+        let ok = |b: &[u8]| SecOcKey::from_file_bytes(b).is_ok();
+        assert!(ok(&[7u8; 16]));
+        assert!(ok(b"000102030405060708090a0b0c0d0e0f\n"));
+        assert!(!ok(&[7u8; 15]));
+        assert!(!ok(b"000102030405060708090a0b0c0d0e"));
+        assert!(!ok(b"not a key at all, not hex either"));
+        // The hex form is the raw key: the same MAC.
+        let raw = SecOcKey::from_file_bytes(&[0x2b; 16]).unwrap();
+        let hex = SecOcKey::from_file_bytes("2b".repeat(16).as_bytes()).unwrap();
+        assert_eq!(raw.cmac(&[b"x"]), hex.cmac(&[b"x"]));
     }
 
     #[test]

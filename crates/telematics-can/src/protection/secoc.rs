@@ -78,6 +78,32 @@ impl SecOcKey {
         Ok(SecOcKey { cmac })
     }
 
+    /// The key from the contents of a key file: 16 raw bytes, or 32 hex digits (surrounding
+    /// whitespace ignored). Intermediate copies are wiped.
+    pub fn from_file_bytes(bytes: &[u8]) -> Result<Self, CanError> {
+        if bytes.len() == 16 {
+            return SecOcKey::from_bytes(bytes);
+        }
+        let text = std::str::from_utf8(bytes)
+            .map_err(|_| CanError::SecOcKeyLength(bytes.len()))?
+            .trim();
+        if text.len() != 32 {
+            return Err(CanError::SecOcKeyLength(bytes.len()));
+        }
+        let mut raw = zeroize::Zeroizing::new([0u8; 16]);
+        let digit = |c: u8| char::from(c).to_digit(16);
+        for (b, pair) in raw.iter_mut().zip(text.as_bytes().chunks(2)) {
+            let value = match pair {
+                [h, l] => digit(*h).zip(digit(*l)).map(|(h, l)| h * 16 + l),
+                _ => None,
+            };
+            *b = value
+                .and_then(|v| u8::try_from(v).ok())
+                .ok_or(CanError::SecOcKeyLength(bytes.len()))?;
+        }
+        SecOcKey::from_bytes(raw.as_ref())
+    }
+
     /// The full 16-byte AES-CMAC of the concatenation of `parts`.
     pub fn cmac(&self, parts: &[&[u8]]) -> [u8; 16] {
         let mut mac = self.cmac.clone();
