@@ -204,3 +204,85 @@ async fn demo_car_lock_unlock_start_refusal_and_stale_state() {
 async fn car_b_on_two_buses_lock_unlock_start_refusal_and_stale_state() {
     scenarios(Vehicle::CarB).await;
 }
+
+/// The demo profile with AUTOSAR SecOC on unlock (the frame's last 4 bytes: 8 freshness bits
+/// and a 24-bit MAC; no XOR checksum or counter signal there).
+fn secured_demo_profile() -> String {
+    let p = telematics_can::demo::DEMO_PROFILE_TOML.replacen(
+        "signals = { LockRequest = \"UNLOCK\" }\ncounter = \"CommandCounter\"\nprotection = { scheme = \"xor\", checksum_byte = 7 }",
+        "signals = { LockRequest = \"UNLOCK\" }\nsecoc = { data_id = 0x0200 }",
+        1,
+    );
+    assert_ne!(p, telematics_can::demo::DEMO_PROFILE_TOML);
+    p
+}
+
+/// SecOC end to end: the daemon binary authenticates its unlock frames with the key of
+/// `[can] secoc_key` (a 0600 file), the simulated body controller verifies MAC and freshness
+/// with the same key; after a kill -9 the freshness continues (the car, which keeps its last
+/// accepted value, accepts the next unlock); a key file others can read refuses to start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secoc_unlock_end_to_end_and_its_freshness_across_a_kill_9() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut w = World::new(Options::default(), DAEMON.as_ref()).await;
+    let profile = secured_demo_profile();
+    std::fs::write(w.dir.path().join("profile.toml"), &profile).unwrap();
+    let key_file = w.dir.path().join("secoc.key");
+    std::fs::write(&key_file, "2b7e151628aed2a6abf7158809cf4f3c\n").unwrap();
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    w.edit_config(|c| {
+        c.replacen(
+            "max_age_ms = 2000",
+            &format!("max_age_ms = 2000\nsecoc_key = {{ file = {key_file:?} }}"),
+            1,
+        )
+    });
+    // The body controller of the same profile, verifying with the same key.
+    {
+        let (model, _) = telematicsd::vehicle::VehicleModel::from_text(
+            telematics_can::demo::DEMO_DBC,
+            telematics_can::demo::DEMO_VSS_TOML,
+            &profile,
+            false,
+            2_000,
+        )
+        .unwrap();
+        let mut car = telematics_can::sim::BodyController::new(
+            telematics_can::Dbc::parse(telematics_can::demo::DEMO_DBC).unwrap(),
+            CarState::default(),
+            model.profile().sim_profile().unwrap(),
+        )
+        .unwrap();
+        car.set_secoc_key(
+            telematics_can::protection::SecOcKey::from_file_bytes(
+                &std::fs::read(&key_file).unwrap(),
+            )
+            .unwrap(),
+        );
+        *w.car.lock().await = car;
+    }
+    w.start_daemon().await;
+    let mut phone = w.pair("phone", CODE).await;
+    let v = Vehicle::Demo;
+    executed(&w, &mut phone, Action::Unlock, v).await;
+    executed(&w, &mut phone, Action::Lock, v).await;
+    assert_eq!(
+        w.car.lock().await.secoc_freshness("TCU_BodyCommand"),
+        Some(0)
+    );
+    w.kill9();
+    w.start_daemon().await;
+    executed(&w, &mut phone, Action::Unlock, v).await;
+    {
+        let car = w.car.lock().await;
+        assert_eq!(car.secoc_freshness("TCU_BodyCommand"), Some(1), "continued");
+        assert_eq!(car.invalid_commands(), 0);
+    }
+    w.stop_daemon().await;
+    // Readable by others: refused at start, naming the key.
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    w.spawn_daemon_with(|_| {});
+    let st = w.wait_daemon_exit(20).await.expect("refuses to start");
+    assert!(!st.success(), "{st}");
+    assert!(w.log().contains("can.secoc_key"), "{}", w.log());
+}
