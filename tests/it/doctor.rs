@@ -3,7 +3,6 @@
 //! libfaketime, silent bus, outbox backlog) on the real daemon and checks the line the real
 //! `telematicsctl` binary prints for it and its exit code (0 ok, 6 warn, 7 fail).
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use telematics_it::{CODE, Options, World};
@@ -12,7 +11,6 @@ use telematicsd::admin::{self, Request, Response, Secret};
 use crate::DAEMON;
 
 const CTL: &str = env!("CARGO_BIN_EXE_it-telematicsctl");
-const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
 
 /// Runs `telematicsctl [--json] doctor` against the world's daemon: (exit code, stdout).
 async fn doctor(w: &World, json: bool) -> (i32, String) {
@@ -229,14 +227,11 @@ async fn wrong_ca_is_named_as_such() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_certificates_via_libfaketime() {
-    assert!(
-        Path::new(FAKETIME_LIB).exists(),
-        "libfaketime missing: run scripts/install-test-deps.sh (apt-get install faketime)"
-    );
+    let lib = telematics_it::faketime_lib();
     let mut w = World::new(Options::default(), DAEMON.as_ref()).await;
     // The test PKI's certificates end on 4096-01-01: the daemon lives a year later.
     start_offline(&mut w, |c| {
-        c.env("LD_PRELOAD", FAKETIME_LIB)
+        c.env("LD_PRELOAD", lib)
             .env("FAKETIME", "@4097-01-01 00:00:00")
             .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
     })

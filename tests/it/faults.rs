@@ -814,23 +814,14 @@ async fn disk_full_fails_closed_and_loses_nothing_acknowledged() {
 /// now believes it is 2 h later): nothing is executed on a wrong clock.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wall_clock_jump_neither_fires_the_run_timer_nor_executes_on_a_wrong_clock() {
-    const LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
-    assert!(
-        std::path::Path::new(LIB).exists(),
-        "libfaketime missing: run scripts/install-test-deps.sh (apt-get install faketime)"
-    );
+    telematics_it::faketime_lib();
     let t0 = Instant::now();
     let mut w = World::new(Options::default(), DAEMON.as_ref()).await;
     let offset_file = w.dir.path().join("faketime.rc");
     std::fs::write(&offset_file, "+0\n").unwrap();
     let rc = offset_file.clone();
-    w.start_daemon_with(move |c| {
-        c.env("LD_PRELOAD", LIB)
-            .env("FAKETIME_TIMESTAMP_FILE", &rc)
-            .env("FAKETIME_NO_CACHE", "1")
-            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
-    })
-    .await;
+    w.start_daemon_with(move |c| telematics_it::faketime_from_file(c, &rc))
+        .await;
     let mut phone = w.pair("phone", CODE).await;
     let id = w
         .send(

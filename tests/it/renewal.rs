@@ -477,21 +477,12 @@ async fn crash_at_every_renewal_step_leaves_a_working_identity() {
 /// so; no renewal yet (window 7 days).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expiry_alert_under_a_shifted_clock() {
-    const LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
-    assert!(
-        std::path::Path::new(LIB).exists(),
-        "libfaketime missing: run scripts/install-test-deps.sh (apt-get install faketime)"
-    );
+    telematics_it::faketime_lib();
     let mut w = short_lived_world(365, "cert_renew_before_days = 7\ncert_warn_days = 30").await;
     let rc = w.dir.path().join("faketime.rc");
     std::fs::write(&rc, "+351d\n").unwrap();
-    w.start_daemon_with(move |c| {
-        c.env("LD_PRELOAD", LIB)
-            .env("FAKETIME_TIMESTAMP_FILE", &rc)
-            .env("FAKETIME_NO_CACHE", "1")
-            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
-    })
-    .await;
+    w.start_daemon_with(move |c| telematics_it::faketime_from_file(c, &rc))
+        .await;
     let alert = w
         .wait_for("certificate_expiring", 15, |i| {
             i.alerts

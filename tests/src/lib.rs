@@ -70,6 +70,29 @@ pub enum Vehicle {
     CarB,
 }
 
+/// libfaketime's multithreaded preload (Debian's `faketime`, installed by
+/// scripts/install-test-deps.sh).
+pub const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+
+/// [`FAKETIME_LIB`], asserting that it is installed (with the hint how to install it).
+pub fn faketime_lib() -> &'static str {
+    assert!(
+        Path::new(FAKETIME_LIB).exists(),
+        "libfaketime missing: run scripts/install-test-deps.sh (apt-get install faketime)"
+    );
+    FAKETIME_LIB
+}
+
+/// Runs the daemon under libfaketime, its wall clock offset by the file `offset_file` (read at
+/// every call, e.g. `+351d`, so a test can move the clock while the daemon runs); the
+/// monotonic clock is left alone.
+pub fn faketime_from_file(c: &mut Command, offset_file: &Path) {
+    c.env("LD_PRELOAD", faketime_lib())
+        .env("FAKETIME_TIMESTAMP_FILE", offset_file)
+        .env("FAKETIME_NO_CACHE", "1")
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+}
+
 /// Test car B's data files (crates/telematics-can/data): DBC, body mapping, powertrain
 /// mapping, profile.
 pub fn car_b_files() -> [String; 4] {
