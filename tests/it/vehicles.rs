@@ -208,11 +208,7 @@ async fn car_b_on_two_buses_lock_unlock_start_refusal_and_stale_state() {
 /// The demo profile with AUTOSAR SecOC on unlock (the frame's last 4 bytes: 8 freshness bits
 /// and a 24-bit MAC; no XOR checksum or counter signal there).
 fn secured_demo_profile() -> String {
-    let p = telematics_can::demo::DEMO_PROFILE_TOML.replacen(
-        "signals = { LockRequest = \"UNLOCK\" }\ncounter = \"CommandCounter\"\nprotection = { scheme = \"xor\", checksum_byte = 7 }",
-        "signals = { LockRequest = \"UNLOCK\" }\nsecoc = { data_id = 0x0200 }",
-        1,
-    );
+    let p = telematics_can::demo::demo_profile_with_secoc_unlock();
     assert_ne!(p, telematics_can::demo::DEMO_PROFILE_TOML);
     p
 }

@@ -13,6 +13,18 @@ pub const DEMO_DBC: &str = include_str!("../data/demo_car.dbc");
 pub const DEMO_VSS_TOML: &str = include_str!("../data/demo_car_vss.toml");
 /// The demo car's vehicle profile (TOML; `telematics-profile`).
 pub const DEMO_PROFILE_TOML: &str = include_str!("../data/demo_car_profile.toml");
+/// The demo car's profile with AUTOSAR SecOC on unlock in place of its XOR checksum and alive
+/// counter (`secoc = { data_id = 0x0200 }`, SecOC profile 1 defaults: the trailer takes the
+/// frame's last 4 bytes). A variant for development and tests of SecOC; the shipped profile is
+/// [`DEMO_PROFILE_TOML`].
+pub fn demo_profile_with_secoc_unlock() -> String {
+    DEMO_PROFILE_TOML.replacen(
+        "signals = { LockRequest = \"UNLOCK\" }\ncounter = \"CommandCounter\"\nprotection = { scheme = \"xor\", checksum_byte = 7 }",
+        "signals = { LockRequest = \"UNLOCK\" }\nsecoc = { data_id = 0x0200 }",
+        1,
+    )
+}
+
 /// Name of the body-command message sent by the telematics unit.
 pub const BODY_COMMAND: &str = "TCU_BodyCommand";
 /// Name of the body controller's command acknowledgement.

@@ -437,3 +437,23 @@ fn a_secoc_action_builds_frames_that_verify() {
     );
     assert!(spec.matches(&dbc, &f).is_some(), "the command itself");
 }
+
+/// The demo car's SecOC variant parses: unlock carries SecOC (data id 0x0200, no protection,
+/// no counter), every other action is as in the shipped profile.
+#[test]
+fn the_demo_secoc_variant_secures_unlock_only() {
+    let text = demo::demo_profile_with_secoc_unlock();
+    assert_ne!(text, DEMO_PROFILE_TOML);
+    let p = parse(&text).expect("secoc variant");
+    let plain = demo_profile();
+    for a in &p.actions {
+        let frame = &a.frame;
+        if a.actuate == Actuate::Unlock {
+            assert_eq!(frame.secoc.map(|s| s.data_id), Some(0x0200));
+            assert_eq!(frame.protection, telematics_can::Protection::None);
+            assert_eq!(frame.counter, None);
+        } else {
+            assert_eq!(Some(a), plain.action(a.actuate), "{:?}", a.actuate);
+        }
+    }
+}

@@ -106,21 +106,12 @@ mod tests {
         let (model, _) = crate::vehicle::VehicleModel::from_text(
             telematics_can::demo::DEMO_DBC,
             telematics_can::demo::DEMO_VSS_TOML,
-            &secured_demo_profile(),
+            &telematics_can::demo::demo_profile_with_secoc_unlock(),
             false,
             2_000,
         )
         .expect("secured profile");
         load_key(cfg, model.profile())
-    }
-
-    /// The demo profile with SecOC on unlock (no XOR, no counter: the trailer takes bytes 4..8).
-    pub(crate) fn secured_demo_profile() -> String {
-        telematics_can::demo::DEMO_PROFILE_TOML.replacen(
-            "signals = { LockRequest = \"UNLOCK\" }\ncounter = \"CommandCounter\"\nprotection = { scheme = \"xor\", checksum_byte = 7 }",
-            "signals = { LockRequest = \"UNLOCK\" }\nsecoc = { data_id = 0x0200 }",
-            1,
-        )
     }
 
     #[test]
@@ -136,7 +127,7 @@ mod tests {
         .unwrap();
         assert!(load_key(&cfg, plain.profile()).unwrap().is_none());
         assert_ne!(
-            secured_demo_profile(),
+            telematics_can::demo::demo_profile_with_secoc_unlock(),
             telematics_can::demo::DEMO_PROFILE_TOML
         );
         let e = check_mode(&cfg).unwrap_err().to_string();

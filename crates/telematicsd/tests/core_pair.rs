@@ -1724,11 +1724,7 @@ fn a_tesla_model_3_from_its_published_dbc_and_kuksa_mapping() {
 /// The demo profile with AUTOSAR SecOC on unlock (defaults: 64-bit freshness, its low 8 bits
 /// and 24 MAC bits in the frame's last 4 bytes; no XOR checksum or counter signal there).
 fn secured_demo_profile() -> String {
-    let p = DEMO_PROFILE_TOML.replacen(
-        "signals = { LockRequest = \"UNLOCK\" }\ncounter = \"CommandCounter\"\nprotection = { scheme = \"xor\", checksum_byte = 7 }",
-        "signals = { LockRequest = \"UNLOCK\" }\nsecoc = { data_id = 0x0200 }",
-        1,
-    );
+    let p = telematics_can::demo::demo_profile_with_secoc_unlock();
     assert_ne!(p, DEMO_PROFILE_TOML);
     p
 }
